@@ -1,0 +1,1 @@
+"""Built-in snnarena plugins, each registered through the ``snnarena`` entry-point group."""

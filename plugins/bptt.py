@@ -1,0 +1,53 @@
+"""``bptt``: exact backpropagation through time with surrogate gradients (the reference).
+
+All ``T`` steps are unrolled and kept for one backward pass: memory ``O(T·L·B·N)``, compute
+``O(T·L)`` forward plus about twice that backward. ``step_mode="multi"`` runs each stage over
+the whole sequence at once; ``"single"`` unrolls ``model.step`` one time step at a time. Both
+give the same gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import snnarena
+from snnarena.loss import SequenceLoss
+from snnarena.measure import PhaseClock
+from snnarena.method import GradientMethod
+from snnarena.params import Param
+from snnarena.reference import bptt_accumulate
+from snnarena.registry import Register
+
+
+class BPTT(GradientMethod):
+    """Backpropagation through time over the whole sequence."""
+
+    name = "bptt"
+    memory_class = "O(T)"
+    PARAMS = (
+        Param("step_mode", "str", "multi", "multi: layer by layer over all steps; single: step by step",
+              choices=("multi", "single")),
+    )
+
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
+        if self.params.get("step_mode", "multi") == "multi":
+            return bptt_accumulate(model, x, y, loss, clock)
+        with clock.phase("forward"):
+            state = model.init_state()
+            logits = []
+            for t in range(x.shape[0]):
+                out = model.step(x[t], state)
+                state = out.state
+                logits.append(out.logits)
+            value = loss.full(torch.stack(logits), y)
+        with clock.phase("backward"):
+            value.backward()
+        return float(value.detach())
+
+
+@snnarena.hookimpl
+def register_gradient_methods(register: Register) -> None:
+    register(BPTT)

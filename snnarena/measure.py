@@ -1,0 +1,162 @@
+"""Measurements taken while a cell trains: phase times and bytes saved for backward.
+
+* :class:`PhaseClock` times the ``forward``/``backward``/``optimizer`` phases of a training step
+  (``torch.cuda.synchronize`` around each phase on CUDA so the time is the device's).
+* :class:`SavedTensorMeter` counts the bytes autograd keeps for the backward pass, through
+  ``torch.autograd.graph.saved_tensors_hooks``: each saved tensor is counted once per storage
+  while any graph holds it, parameters excluded. The peak is deterministic and device-independent:
+  BPTT's grows linearly in ``T``, an online method's stays flat.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
+
+
+class PhaseClock:
+    """Accumulates wall time per phase for one training step at a time."""
+
+    def __init__(self, device: torch.device | str = "cpu", enabled: bool = True) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.enabled = enabled
+        self.current: dict[str, float] = defaultdict(float)
+        self.steps: list[dict[str, float]] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the enclosed code as part of phase ``name`` of the current step."""
+        if not self.enabled:
+            yield
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.current[name] += time.perf_counter() - start
+
+    def end_step(self) -> dict[str, float]:
+        """Close the current step; returns its times in seconds per phase."""
+        times = {p: self.current.get(p, 0.0) for p in PHASES}
+        self.steps.append(times)
+        self.current = defaultdict(float)
+        return times
+
+    def summary_ms(self, warmup: int) -> dict[str, float]:
+        """Median milliseconds per phase and per whole step over the steps after ``warmup``.
+
+        With fewer measured steps than ``warmup + 1`` every step is used.
+        """
+        steps = self.steps[warmup:] if len(self.steps) > warmup else self.steps
+        if not steps:
+            return {"step_time_ms": float("nan"), **{f"{p}_ms": float("nan") for p in PHASES}}
+        out = {f"{p}_ms": 1e3 * statistics.median(s[p] for s in steps) for p in PHASES}
+        totals = [sum(s.values()) for s in steps]
+        out["step_time_ms"] = 1e3 * statistics.median(totals)
+        q = statistics.quantiles(totals, n=4) if len(totals) >= 2 else [totals[0]] * 3
+        out["step_time_iqr_ms"] = 1e3 * (q[2] - q[0])
+        return out
+
+
+class _Held:
+    """Placeholder autograd keeps instead of a saved tensor; releases its bytes when freed."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+
+class SavedTensorMeter:
+    """Context manager tracking live and peak bytes saved for backward.
+
+    ``exclude`` are tensors (usually the parameters) whose storage is not counted.
+    """
+
+    def __init__(self, exclude: Iterable[Tensor] = ()) -> None:
+        self._excluded = {self._key(t) for t in exclude}
+        self._refs: dict[tuple[int, int], int] = {}
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._hooks: Any = None
+
+    @staticmethod
+    def _key(t: Tensor) -> tuple[int, int]:
+        storage = t.untyped_storage()
+        return (storage.data_ptr(), storage.nbytes())
+
+    def _pack(self, t: Tensor) -> Any:
+        if t.layout != torch.strided or t.device.type == "meta":
+            return t
+        key = self._key(t)
+        if key in self._excluded:
+            return t
+        held = _Held(t)
+        count = self._refs.get(key, 0)
+        if count == 0:
+            self.live_bytes += key[1]
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        self._refs[key] = count + 1
+        weakref.finalize(held, self._release, key)
+        return held
+
+    @staticmethod
+    def _unpack(held: Any) -> Tensor:
+        return held.tensor if isinstance(held, _Held) else held
+
+    def _release(self, key: tuple[int, int]) -> None:
+        count = self._refs[key] - 1
+        if count == 0:
+            del self._refs[key]
+            self.live_bytes -= key[1]
+        else:
+            self._refs[key] = count
+
+    def reset_peak(self) -> None:
+        self.peak_bytes = self.live_bytes
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+        self._hooks = None
+
+
+class DeviceMemory:
+    """Peak device memory on CUDA (``max_memory_allocated`` after a reset); NaN on CPU."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_bytes(self) -> float:
+        if self.device.type == "cuda":
+            return float(torch.cuda.max_memory_allocated(self.device))
+        return float("nan")
+
+
+def saved_bytes_peak(fn: Any, exclude: Iterable[Tensor] = ()) -> int:
+    """Run ``fn()`` under a :class:`SavedTensorMeter` and return its peak saved bytes."""
+    with SavedTensorMeter(exclude) as meter:
+        fn()
+    return meter.peak_bytes

@@ -1,0 +1,132 @@
+"""Base class of the model plugins: ordered stages (synapse → neuron) and a memoryless readout.
+
+Shapes: the input of one step is ``x_t`` ``[B, *input_shape]``; a sequence is ``x`` ``[T, B,
+*input_shape]``; the readout returns logits ``[B, C]`` per step (``[T, B, C]`` for a sequence).
+
+Stage ``l`` computes ``I_l[t] = synapse_l(S_{l-1}[t])`` and ``S_l[t], state_l[t] =
+neuron_l.step(I_l[t], state_l[t-1])`` with ``S_0 = x``; the logits are ``o[t] =
+readout(S_L[t])``. Because the stages and the neuron state are explicit, a gradient method can
+drive the model itself (step by step, with detached or traced state) instead of calling
+:meth:`SpikingModel.forward_seq`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from snnarena.neuron import Neuron
+from snnarena.params import Param
+
+if TYPE_CHECKING:
+    from snnarena.data import DataInfo
+
+NeuronFactory = Callable[[], Neuron]
+
+
+class StepOutput(NamedTuple):
+    """One time step: logits ``[B, C]``, the new state (one entry per stage), spikes per stage."""
+
+    logits: Tensor
+    state: list[Any]
+    spikes: list[Tensor]
+
+
+class SeqOutput(NamedTuple):
+    """A whole sequence: logits ``[T, B, C]``, spikes per stage ``[T, B, ...]``, final state."""
+
+    logits: Tensor
+    spikes: list[Tensor]
+    state: list[Any]
+
+
+class Stage(nn.Module):
+    """A synapse (``Linear``, ``Conv2d`` ...) followed by a neuron layer."""
+
+    def __init__(self, synapse: nn.Module, neuron: Neuron) -> None:
+        super().__init__()
+        self.synapse = synapse
+        self.neuron = neuron
+
+    def step(self, x: Tensor, state: Any | None) -> tuple[Tensor, Any]:
+        """``x`` ``[B, ...]`` → spikes ``[B, ...]``; ``state=None`` starts from rest."""
+        current = self.synapse(x)
+        if state is None:
+            state = self.neuron.init_state(current)
+        return self.neuron.step(current, state)
+
+    def forward_seq(self, x: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
+        """``x`` ``[T, B, ...]`` → spikes ``[T, B, ...]``; the synapse runs on all steps at once."""
+        steps, batch = x.shape[:2]
+        current = self.synapse(x.flatten(0, 1))
+        current = current.unflatten(0, (steps, batch))
+        return self.neuron.forward_seq(current, state)
+
+
+class SpikingModel(nn.Module):
+    """A model built from a neuron factory. Subclasses fill :attr:`stages` and :attr:`readout`.
+
+    ``family`` tells gradient methods what dynamics to expect: ``"feedforward"`` (stages depend on
+    time only through their own neuron state), ``"recurrent"``, ``"convergent"`` or ``"graph"``.
+    """
+
+    name: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+    family: ClassVar[str] = "feedforward"
+
+    def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
+        super().__init__()
+        self.info = info
+        self.hparams = dict(params)
+        self.stages = nn.ModuleList()
+        self.readout: nn.Module = nn.Identity()
+
+    @classmethod
+    def skip(cls, info: DataInfo) -> str | None:
+        """A reason this model cannot take the data (wrong input rank ...), or ``None``."""
+        return None
+
+    def init_state(self) -> list[Any]:
+        """The state at rest: one entry per stage (``None`` until the first step sizes it)."""
+        return [None] * len(self.stages)
+
+    def step(self, x: Tensor, state: list[Any]) -> StepOutput:
+        """One time step through every stage and the readout."""
+        spikes: list[Tensor] = []
+        new_state: list[Any] = []
+        h = x
+        for stage, s in zip(self.stages, state):
+            h, s = stage.step(h, s)
+            spikes.append(h)
+            new_state.append(s)
+        return StepOutput(self.readout(h), new_state, spikes)
+
+    def forward_seq(self, x: Tensor, state: list[Any] | None = None) -> SeqOutput:
+        """``x`` ``[T, B, ...]`` → logits ``[T, B, C]``, layer by layer (multi-step mode)."""
+        state = self.init_state() if state is None else state
+        spikes: list[Tensor] = []
+        new_state: list[Any] = []
+        h = x
+        for stage, s in zip(self.stages, state):
+            h, s = stage.forward_seq(h, s)
+            spikes.append(h)
+            new_state.append(s)
+        steps, batch = h.shape[:2]
+        logits = self.readout(h.flatten(0, 1)).unflatten(0, (steps, batch))
+        return SeqOutput(logits, spikes, new_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_seq(x).logits
+
+    def has_batch_norm(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+
+    def neuron_count(self) -> int:
+        """Neurons per sample, summed over stages (needs one forward to know conv sizes)."""
+        with torch.no_grad():
+            x = torch.zeros(1, *self.info.input_shape, device=next(self.parameters()).device)
+            out = self.step(x, self.init_state())
+        return sum(s[0].numel() for s in out.spikes)

@@ -1,0 +1,112 @@
+"""What the loaded plugins registered: one :class:`Entry` per (kind, name).
+
+A :class:`Registry` is built by :class:`snnarena.plugins.PluginHost` and owned by it; there is no
+module-level registry, so two hosts (e.g. one per test) never see each other's plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Kind = Literal["neuron", "surrogate", "model", "dataset", "method", "metric"]
+KINDS: tuple[Kind, ...] = ("neuron", "surrogate", "model", "dataset", "method", "metric")
+
+#: The hook that registers each kind.
+HOOK_OF_KIND: dict[Kind, str] = {
+    "neuron": "register_neurons",
+    "surrogate": "register_surrogates",
+    "model": "register_models",
+    "dataset": "register_datasets",
+    "method": "register_gradient_methods",
+    "metric": "register_metrics",
+}
+
+
+class Register(Protocol):
+    """The callback a ``register_*`` hook receives: ``register(cls)`` or ``register(cls, name=)``."""
+
+    def __call__(self, cls: type, name: str | None = None) -> None: ...
+
+
+class UnknownPluginError(LookupError):
+    """A name that no loaded plugin registered for that kind."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered class and where it came from (recorded in every result row)."""
+
+    kind: Kind
+    name: str
+    obj: type
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def summary(self) -> str:
+        doc = (self.obj.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+
+@dataclass
+class Registry:
+    """Entries by kind and name; duplicate names are refused, the first registration wins."""
+
+    _entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
+
+    def add(self, entry: Entry) -> None:
+        key = (entry.kind, entry.name)
+        if key in self._entries:
+            first = self._entries[key]
+            raise ValueError(
+                f"duplicate {entry.kind} name {entry.name!r} (already registered by plugin "
+                f"{first.plugin!r})"
+            )
+        self._entries[key] = entry
+
+    def get(self, kind: Kind, name: str) -> Entry:
+        try:
+            return self._entries[(kind, name)]
+        except KeyError:
+            allowed = ", ".join(self.names(kind)) or "(none loaded)"
+            raise UnknownPluginError(f"unknown {kind} {name!r}; available: {allowed}") from None
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(name for (k, name) in self._entries if k == kind)
+
+    def entries(self, kind: Kind | None = None) -> Iterator[Entry]:
+        for (k, _), entry in sorted(self._entries.items()):
+            if kind is None or k == kind:
+                yield entry
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._entries
+
+
+def check_registrable(kind: Kind, cls: Any, name: str | None) -> str:
+    """Validate what a plugin passes to ``register`` and return the name to register it under."""
+    from snnarena.data import Dataset
+    from snnarena.method import GradientMethod
+    from snnarena.metric import Metric
+    from snnarena.model import SpikingModel
+    from snnarena.neuron import Neuron, Surrogate
+
+    bases: dict[str, type] = {
+        "neuron": Neuron,
+        "surrogate": Surrogate,
+        "model": SpikingModel,
+        "dataset": Dataset,
+        "method": GradientMethod,
+        "metric": Metric,
+    }
+    base = bases[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{kind} plugins must register subclasses of {base.__qualname__}, got {cls!r}")
+    resolved = name if name is not None else getattr(cls, "name", None)
+    if not isinstance(resolved, str) or not resolved:
+        raise TypeError(f"{cls.__qualname__} has no 'name' class attribute and no name= was given")
+    return resolved
+

@@ -1,0 +1,1 @@
+"""Suite files shipped with snnarena (``snnarena run quick``)."""
