@@ -39,12 +39,21 @@ def make_mlp(
     surrogate: str = "atan",
     dtype: torch.dtype = torch.float64,
     seed: int = 0,
+    weight_scale: float = 1.0,
 ) -> SpikingModel:
-    """A small spiking MLP (float64 by default, for exact gradient comparisons)."""
+    """A small spiking MLP (float64 by default, for exact gradient comparisons).
+
+    ``weight_scale`` multiplies the default initial weights (> 1 makes deeper layers spike).
+    """
     torch.manual_seed(seed)
     info = DataInfo((n_in,), n_classes, T, n_train=0, n_test=0)
     make = neuron_factory(host, neuron, neuron_params or {}, surrogate)
-    return build_model(host, "mlp", info, make, {"hidden": list(hidden)}).to(dtype)
+    model = build_model(host, "mlp", info, make, {"hidden": list(hidden)}).to(dtype)
+    if weight_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(weight_scale)
+    return model
 
 
 def random_batch(
@@ -55,3 +64,16 @@ def random_batch(
     x = (torch.rand(T, batch, n_in, generator=g, dtype=dtype) * 2.0)
     y = torch.randint(0, n_classes, (batch,), generator=g)
     return x, y
+
+
+@pytest.fixture
+def arena_host() -> Iterator[PluginHost]:
+    """Built-ins plus the throwaway test plugin (tiny dataset, a flaky method, two metrics)."""
+    from plugin_fixtures import TestPlugin
+
+    loaded = PluginHost.load(HostConfig())
+    loaded.add_plugin(TestPlugin(), "test-plugin")
+    try:
+        yield loaded
+    finally:
+        loaded.remove_plugin("test-plugin")

@@ -1,0 +1,560 @@
+"""``checkpointed_bptt``: exact BPTT under a memory budget (Gruslys et al., NeurIPS 2016).
+
+The model is driven through its per-step transition ``model.step(x_t, h_t) → (o_t, h_{t+1})``
+(``x_t`` ``[B, ...]``, logits ``o_t`` ``[B, C]``, ``h`` the state of every stage). Instead of
+keeping all ``T`` steps of graph (BPTT, memory ``O(T)``), the executor keeps at most ``m``
+*slots* of checkpoints and recomputes the rest; the gradient is BPTT's exactly (float round-off).
+
+**Memory unit.** One slot holds one hidden state ``h`` (all stages; ``b_h`` bytes for the batch).
+Storing a hidden state costs 1 slot. Storing a step's *internal state* — the graph of step ``t``
+run with autograd (its saved activations, ``b_a`` bytes), its input state (the leaf receiving
+``dL/dh_t``) and its output state — costs ``α = 2 + ⌈(b_a + b_o)/b_h⌉`` slots (``b_o``: the
+step's logits). The budget ``m`` counts every held slot, including the one holding the start of
+the sequence; the one step being back-propagated at a time (≤ α slots) comes on top, so the
+bytes saved for backward stay within ``m·b_h`` plus one step. ``b_h``, ``b_a`` and ``b_o`` are
+measured on the batch with a probe step (two steps run from rest, not part of the count) when a
+policy or budget needs them: a byte budget becomes ``m = ⌊budget_bytes / b_h⌋`` slots.
+
+**Cost.** ``C(t, m)`` = the fewest forward step executions (with or without graph) that
+back-propagate a segment of ``t`` steps whose start state is held, within ``m`` slots:
+
+* leaf (every policy): run ``t − 1`` steps without graph, the last one with graph,
+  back-propagate it, then solve the first ``t − 1`` steps: ``t + C(t − 1, m)``;
+  with ``m = 1`` this is all one can do: ``C(t, 1) = t(t+1)/2``;
+* HSM split at ``1 ≤ y < t``: run ``y`` steps, store ``h_y`` (right part's start), solve the
+  right part with ``m − 1`` slots, then the left part with ``m``: ``y + C(t−y, m−1) + C(y, m)``;
+* ISM split at ``1 ≤ y < t``: run ``y − 1`` steps, run step ``y`` with graph and keep it (α
+  slots), solve the right part with ``m − α``, back-propagate the kept step (no recomputation),
+  then the first ``y − 1`` steps: ``y + C(t−y, m−α) + C(y−1, m)``; needs ``m − α ≥ 1``;
+* ``C(0, m) = 0``, ``C(1, m) = 1``. Policy ``hsm`` uses leaf + HSM splits, ``ism`` leaf + ISM
+  splits, ``msm`` all of them. :func:`cost_table` is the dynamic program, :func:`forward_cost`
+  reads ``C(T, m)`` off it and the executor follows the argmin choices, so the executed step
+  count (``last_forward_steps``) equals ``forward_cost(T, m, policy, α)``. Budgets beyond what
+  helps are capped (``m ≤ T`` for HSM, ``m ≤ 1 + α(T−1)`` = store everything for ISM/MSM; both
+  exact) and the table is limited to :data:`DP_MAX_SLOTS` rows.
+
+``policy="sqrt"`` is the √T baseline (Chen et al. 2016): hidden states every
+``k = ⌈√T⌉`` steps, then each segment is recomputed with graph and back-propagated as a whole,
+last segment first: ``2T − (length of the last segment)`` step executions, ``⌈T/k⌉`` states plus
+``k`` steps of graph; it takes no budget.
+
+**Backward.** Segments are back-propagated last step first, carrying ``g = dL/dh`` backward:
+``torch.autograd.backward([objective, *h_out], [1, *g])`` on one step (or one √T segment) at a
+time fills ``p.grad`` and the input leaf's ``.grad`` (the next ``g``). ``per_step``:
+the objective of step ``t`` is ``CE(o_t, y)/T``. ``rate``: ``L = CE(ō, y)`` with
+``ō = (1/T) Σ_t o_t`` so ``dL/do_t = (1/T)·∇_ō CE(ō, y)`` is the same for every step; ``ō`` is
+known when the first step is back-propagated (step ``T − 1``: every earlier step has run by then)
+and the objective of step ``t`` is ``⟨o_t, dL/do_t⟩``.
+
+Pitfalls handled: the step must be a pure function of ``(x_t, h_t)`` (the built-in neurons are);
+BatchNorm would update its running statistics on every recomputation, so such models are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import snnarena
+from snnarena.data import DataInfo
+from snnarena.loss import SequenceLoss
+from snnarena.measure import PhaseClock, SavedTensorMeter
+from snnarena.method import GradientMethod
+from snnarena.model import SpikingModel
+from snnarena.params import Param, params_of
+from snnarena.registry import Register
+
+POLICIES: tuple[str, ...] = ("hsm", "ism", "msm", "sqrt")
+#: Most slot rows the dynamic program computes (budgets above are capped to it).
+DP_MAX_SLOTS = 256
+#: Cost of an infeasible (t, m) cell in :func:`cost_table`.
+INFEASIBLE = 2**60
+
+LEAF, HIDDEN, INTERNAL = 0, 1, 2
+
+
+# -- the dynamic program ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tables:
+    cost: np.ndarray  # [m+1, T+1] C(t, m)
+    kind: np.ndarray  # [m+1, T+1] LEAF / HIDDEN / INTERNAL
+    split: np.ndarray  # [m+1, T+1] y
+
+
+def _check_policy(policy: str, alpha: int) -> None:
+    if policy not in ("hsm", "ism", "msm"):
+        raise ValueError(f"policy: expected one of 'hsm', 'ism', 'msm' for the dynamic program, got {policy!r}")
+    if alpha < 1:
+        raise ValueError(f"alpha: expected an integer >= 1, got {alpha}")
+
+
+def _solve(T: int, m: int, policy: str, alpha: int) -> _Tables:
+    """Fill ``C(t, mm)`` for ``t <= T``, ``mm <= m`` row-block by row-block over ``t``."""
+    cost = np.full((m + 1, T + 1), INFEASIBLE, dtype=np.int64)
+    kind = np.zeros((m + 1, T + 1), dtype=np.int8)
+    split = np.zeros((m + 1, T + 1), dtype=np.int64)
+    cost[1:, 0] = 0
+    for t in range(1, T + 1):
+        best = np.full(m + 1, INFEASIBLE, dtype=np.int64)
+        best[1:] = t + cost[1:, t - 1]  # leaf
+        best_kind = np.full(m + 1, LEAF, dtype=np.int8)
+        best_y = np.full(m + 1, t, dtype=np.int64)
+        ys = np.arange(1, t)
+        if t > 1 and policy in ("hsm", "msm") and m >= 2:
+            # rows mm = 2..m: y + C(t−y, mm−1) + C(y, mm)
+            cand = ys[None, :] + cost[1:m, t - 1 : 0 : -1] + cost[2 : m + 1, 1:t]
+            j = cand.argmin(axis=1)
+            value = cand[np.arange(m - 1), j]
+            better = value < best[2:]
+            best[2:] = np.where(better, value, best[2:])
+            best_kind[2:] = np.where(better, HIDDEN, best_kind[2:])
+            best_y[2:] = np.where(better, ys[j], best_y[2:])
+        if t > 1 and policy in ("ism", "msm") and m >= alpha + 1:
+            # rows mm = α+1..m: y + C(t−y, mm−α) + C(y−1, mm)
+            cand = ys[None, :] + cost[1 : m + 1 - alpha, t - 1 : 0 : -1] + cost[alpha + 1 : m + 1, 0 : t - 1]
+            j = cand.argmin(axis=1)
+            value = cand[np.arange(m - alpha), j]
+            better = value < best[alpha + 1 :]
+            best[alpha + 1 :] = np.where(better, value, best[alpha + 1 :])
+            best_kind[alpha + 1 :] = np.where(better, INTERNAL, best_kind[alpha + 1 :])
+            best_y[alpha + 1 :] = np.where(better, ys[j], best_y[alpha + 1 :])
+        cost[:, t] = np.minimum(best, INFEASIBLE)
+        kind[:, t] = best_kind
+        split[:, t] = best_y
+    for array in (cost, kind, split):
+        array.flags.writeable = False
+    return _Tables(cost, kind, split)
+
+
+_CACHE: dict[tuple[str, int], _Tables] = {}
+
+
+def _tables(T: int, m: int, policy: str, alpha: int) -> _Tables:
+    """Cached tables covering ``(T, m)``: rows and columns do not depend on the table's size."""
+    alpha = alpha if policy != "hsm" else 1
+    cached = _CACHE.get((policy, alpha))
+    if cached is not None:
+        rows, cols = cached.cost.shape
+        if rows > m and cols > T:
+            return cached
+        T, m = max(T, cols - 1), max(m, rows - 1)
+    tables = _solve(T, m, policy, alpha)
+    _CACHE[(policy, alpha)] = tables
+    return tables
+
+
+def cost_table(T: int, m: int, policy: str = "hsm", alpha: int = 1) -> np.ndarray:
+    """The DP table ``C[mm, t]`` (forward step executions) for ``t <= T`` and ``mm <= m`` slots.
+
+    Row 0 (no slot to hold the start) is :data:`INFEASIBLE`; ``alpha`` is the slot cost of an
+    internal state (ignored by ``hsm``). Not capped: ``m`` must be ``<= DP_MAX_SLOTS``.
+    """
+    _check_policy(policy, alpha)
+    if T < 0 or not 1 <= m <= DP_MAX_SLOTS:
+        raise ValueError(f"m: expected an integer in [1, {DP_MAX_SLOTS}] (and T >= 0), got T={T}, m={m}")
+    return _tables(T, m, policy, alpha).cost[: m + 1, : T + 1].copy()
+
+
+def effective_slots(T: int, m: int, policy: str = "hsm", alpha: int = 1) -> int:
+    """The budget the executor plans with: ``m`` capped where more slots cannot help (see module doc)."""
+    _check_policy(policy, alpha)
+    if m < 1:
+        raise ValueError(f"m: expected an integer >= 1 slot, got {m}")
+    full = max(T, 1) if policy == "hsm" else 1 + alpha * max(T - 1, 0)
+    return min(m, full, DP_MAX_SLOTS)
+
+
+def forward_cost(T: int, m: int, policy: str = "hsm", alpha: int = 1) -> int:
+    """``C(T, m)``: the forward step executions of the optimal ``policy`` with ``m`` slots."""
+    mm = effective_slots(T, m, policy, alpha)
+    return int(_tables(T, mm, policy, alpha).cost[mm, T])
+
+
+def sqrt_segment(T: int) -> int:
+    """Segment length ``k = ⌈√T⌉`` of the √T baseline."""
+    return max(1, math.ceil(math.sqrt(T)))
+
+
+def sqrt_cost(T: int) -> int:
+    """Step executions of the √T baseline: ``T − len(last segment)`` first-pass steps plus ``T``."""
+    if T == 0:
+        return 0
+    k = sqrt_segment(T)
+    last_start = ((T - 1) // k) * k
+    return last_start + T
+
+
+# -- state helpers -----------------------------------------------------------------------------
+
+
+def _leaves(state: Any) -> list[Tensor]:
+    """The tensors of a nested state (list / tuple / NamedTuple / None) in a fixed order."""
+    if isinstance(state, Tensor):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [t for s in state for t in _leaves(s)]
+    return []
+
+
+def _as_leaf(state: Any) -> Any:
+    """The state with every floating tensor replaced by a detached leaf that requires grad."""
+    if isinstance(state, Tensor):
+        leaf = state.detach()
+        return leaf.requires_grad_(True) if leaf.is_floating_point() else leaf
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_as_leaf(s) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_as_leaf(s) for s in state)
+    return state
+
+
+def _detach(state: Any) -> Any:
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_detach(s) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_detach(s) for s in state)
+    return state
+
+
+def _nbytes(tensors: list[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    """Measured sizes for one batch: a hidden state, one step's saved activations, its logits."""
+
+    state_bytes: int
+    step_saved_bytes: int
+    logits_bytes: int
+
+    @property
+    def alpha(self) -> int:
+        """Slots an internal state costs: activations + logits, input state, output state."""
+        return 2 + math.ceil((self.step_saved_bytes + self.logits_bytes) / max(self.state_bytes, 1))
+
+    @property
+    def step_bytes(self) -> int:
+        """Bytes of the one step being back-propagated (activations, logits, input and output)."""
+        return self.step_saved_bytes + self.logits_bytes + 2 * self.state_bytes
+
+
+def measure_step(model: nn.Module, x: Tensor) -> StepSizes:
+    """Probe two steps from rest (``x`` ``[T, B, ...]``): the second runs with graph under a meter."""
+    exclude = list(model.parameters()) + [x]
+    with torch.no_grad():
+        state = model.step(x[0], model.init_state()).state
+    t = 1 if x.shape[0] > 1 else 0
+    leaf = _as_leaf(state)
+    with SavedTensorMeter(exclude=exclude + _leaves(leaf)) as meter, torch.enable_grad():
+        out = model.step(x[t], leaf)
+    saved = meter.peak_bytes
+    return StepSizes(_nbytes(_leaves(out.state)), saved, _nbytes([out.logits]))
+
+
+# -- the executor ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Graph:
+    """Steps ``t0 .. t0+len(logits)−1`` run with autograd from the leaves ``inputs``."""
+
+    t0: int
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    state: Any
+    logits: list[Tensor]
+
+
+@dataclass
+class ExecutionStats:
+    """What one ``accumulate_gradients`` call did (kept as ``method.last_stats``)."""
+
+    policy: str
+    T: int
+    slots: int
+    alpha: int
+    predicted_steps: int
+    forward_steps: int = 0
+    probe_steps: int = 0
+    peak_slots: int = 0
+    peak_state_bytes: int = 0
+    sizes: StepSizes | None = None
+
+
+class _Executor:
+    """Runs one batch under a plan; see the module docstring for the algorithm."""
+
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, stats: ExecutionStats) -> None:
+        self.model, self.x, self.y, self.loss, self.stats = model, x, y, loss, stats
+        self.T = x.shape[0]
+        self.logit_sum: Tensor | None = None
+        self.next_unseen = 0
+        self.grad_logits: Tensor | None = None
+        self.value = 0.0
+        self.in_use = 0
+        self.state_bytes = 0
+
+    # bookkeeping
+    def _alloc(self, slots: int, nbytes: int) -> None:
+        self.in_use += slots
+        self.state_bytes += nbytes
+        self.stats.peak_slots = max(self.stats.peak_slots, self.in_use)
+        self.stats.peak_state_bytes = max(self.stats.peak_state_bytes, self.state_bytes)
+
+    def _free(self, slots: int, nbytes: int) -> None:
+        self.in_use -= slots
+        self.state_bytes -= nbytes
+
+    def _see(self, t: int, logits: Tensor) -> None:
+        """Record the logits of step ``t`` the first time it runs (the first pass is in order)."""
+        if t == self.next_unseen:
+            detached = logits.detach()
+            self.logit_sum = detached.clone() if self.logit_sum is None else self.logit_sum + detached
+            self.next_unseen += 1
+
+    # running steps
+    def advance(self, state: Any, t: int, n: int) -> Any:
+        """Run steps ``t .. t+n−1`` without graph; returns ``h_{t+n}``."""
+        with torch.no_grad():
+            for i in range(t, t + n):
+                out = self.model.step(self.x[i], state)
+                self.stats.forward_steps += 1
+                self._see(i, out.logits)
+                state = out.state
+        return state
+
+    def run_graph(self, state: Any, t: int, n: int) -> _Graph:
+        """Run steps ``t .. t+n−1`` with graph from a leaf copy of ``state``."""
+        leaf = _as_leaf(state)
+        inputs = [s for s in _leaves(leaf) if s.requires_grad]
+        logits = []
+        current = leaf
+        with torch.enable_grad():
+            for i in range(t, t + n):
+                out = self.model.step(self.x[i], current)
+                self.stats.forward_steps += 1
+                self._see(i, out.logits)
+                logits.append(out.logits)
+                current = out.state
+        return _Graph(t, inputs, _leaves(current), current, logits)
+
+    def backprop(self, graph: _Graph, grad_out: list[Tensor | None] | None) -> list[Tensor | None]:
+        """Back-propagate ``graph`` given ``dL/dh`` at its end; returns ``dL/dh`` at its start."""
+        if self.grad_logits is None and self.loss.form == "rate":
+            self._rate_gradient()
+        terms = []
+        for i, o in enumerate(graph.logits):
+            if self.loss.form == "rate":
+                assert self.grad_logits is not None
+                terms.append((o * self.grad_logits).sum())
+            else:
+                term = self.loss.step(o, self.y, self.T)
+                self.value += float(term.detach())
+                terms.append(term)
+        objective = torch.stack(terms).sum() if len(terms) > 1 else terms[0]
+        tensors, grads = [objective], [torch.ones_like(objective)]
+        for out, g in zip(graph.outputs, grad_out or []):
+            if g is not None and out.requires_grad:
+                tensors.append(out)
+                grads.append(g)
+        if any(t.requires_grad for t in tensors):
+            torch.autograd.backward(tensors, grads)
+        return [leaf.grad for leaf in graph.inputs]
+
+    def _rate_gradient(self) -> None:
+        """``dL/do_t = (1/T) ∇_ō CE(ō, y)`` once every step's logits are known."""
+        if self.next_unseen != self.T or self.logit_sum is None:
+            raise RuntimeError(f"rate loss: only {self.next_unseen} of {self.T} steps ran before the first backward")
+        with torch.enable_grad():
+            mean = (self.logit_sum / self.T).requires_grad_(True)
+            value = self.loss.full(mean.unsqueeze(0), self.y)
+            (grad,) = torch.autograd.grad(value, mean)
+        self.grad_logits = grad / self.T
+        self.value = float(value.detach())
+
+    # plans
+    def run_dp(self, tables: _Tables, m: int, alpha: int, clock: PhaseClock) -> float:
+        stack: list[tuple[Any, ...]] = [("seg", self.model.init_state(), 0, self.T, m)]
+        self._alloc(1, 0)  # the start of the sequence (the rest state)
+        grad: list[Tensor | None] | None = None
+        with clock.phase("forward"):
+            grad = self._drain(stack, tables, alpha, grad, until_backward=True)
+        with clock.phase("backward"):
+            self._drain(stack, tables, alpha, grad, until_backward=False)
+        self._free(1, 0)
+        return self.value
+
+    def _drain(
+        self,
+        stack: list[tuple[Any, ...]],
+        tables: _Tables,
+        alpha: int,
+        grad: list[Tensor | None] | None,
+        until_backward: bool,
+    ) -> list[Tensor | None] | None:
+        while stack:
+            if until_backward and stack[-1][0] == "bwd":
+                return grad
+            task = stack.pop()
+            if task[0] == "free":
+                self._free(task[1], task[2])
+                continue
+            if task[0] == "bwd":
+                _, graph, slots, nbytes = task
+                grad = self.backprop(graph, grad)
+                self._free(slots, nbytes)
+                continue
+            _, state, t0, t1, mm = task
+            t = t1 - t0
+            if t == 0:
+                continue
+            kind, y = int(tables.kind[mm, t]), int(tables.split[mm, t])
+            if kind == HIDDEN:
+                s_y = self.advance(state, t0, y)
+                nbytes = _nbytes(_leaves(s_y))
+                self._alloc(1, nbytes)
+                stack.append(("seg", state, t0, t0 + y, mm))
+                stack.append(("free", 1, nbytes))
+                stack.append(("seg", s_y, t0 + y, t1, mm - 1))
+            elif kind == INTERNAL:
+                before = self.advance(state, t0, y - 1)
+                graph = self.run_graph(before, t0 + y - 1, 1)
+                nbytes = _nbytes(graph.inputs) + _nbytes(graph.outputs)
+                self._alloc(alpha, nbytes)
+                stack.append(("seg", state, t0, t0 + y - 1, mm))
+                stack.append(("bwd", graph, alpha, nbytes))
+                stack.append(("seg", _detach(graph.state), t0 + y, t1, mm - alpha))
+            else:  # leaf: the last step of the segment, back-propagated at once
+                before = self.advance(state, t0, t - 1)
+                graph = self.run_graph(before, t1 - 1, 1)
+                stack.append(("seg", state, t0, t1 - 1, mm))
+                stack.append(("bwd", graph, 0, 0))
+        return grad
+
+    def run_sqrt(self, clock: PhaseClock) -> float:
+        k = sqrt_segment(self.T)
+        starts = list(range(0, self.T, k))
+        with clock.phase("forward"):
+            states = [self.model.init_state()]
+            self._alloc(1, 0)
+            for a, b in zip(starts[:-1], starts[1:]):
+                states.append(self.advance(states[-1], a, b - a))
+                self._alloc(1, _nbytes(_leaves(states[-1])))
+            graph = self.run_graph(states[-1], starts[-1], self.T - starts[-1])
+        grad: list[Tensor | None] | None = None
+        with clock.phase("backward"):
+            for i in range(len(starts) - 1, -1, -1):
+                if i < len(starts) - 1:
+                    graph = self.run_graph(states[i], starts[i], starts[i + 1] - starts[i])
+                grad = self.backprop(graph, grad)
+                del graph
+                self._free(1, _nbytes(_leaves(states[i])))
+                states.pop()
+        return self.value
+
+
+# -- the method ----------------------------------------------------------------------------------
+
+
+class CheckpointedBPTT(GradientMethod):
+    """Exact BPTT within a memory budget: DP checkpointing (HSM/ISM/MSM) or √T checkpoints."""
+
+    name = "checkpointed_bptt"
+    memory_class = "budget"
+    families = frozenset({"feedforward", "recurrent"})
+    PARAMS = (
+        Param("policy", "str", "hsm", "hsm: store hidden states; ism: store steps' internal states; "
+              "msm: mix both; sqrt: a hidden state every ceil(sqrt(T)) steps", choices=POLICIES),
+        Param("budget_slots", "int", None, "memory budget in slots of one hidden state "
+              "(default ceil(sqrt(T)); at most one of budget_slots/budget_bytes)", low=1, nullable=True),
+        Param("budget_bytes", "int", None, "memory budget in bytes, converted to floor(bytes / bytes "
+              "of one hidden state of the batch) slots", low=1, nullable=True),
+    )
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params_of(type(self)).resolve(params))
+        slots, nbytes = self.params["budget_slots"], self.params["budget_bytes"]
+        if slots is not None and nbytes is not None:
+            raise ValueError(
+                f"budget_slots, budget_bytes: give at most one memory budget, got budget_slots={slots} "
+                f"and budget_bytes={nbytes}"
+            )
+        if self.params["policy"] == "sqrt" and (slots is not None or nbytes is not None):
+            raise ValueError(
+                "budget_slots/budget_bytes: policy 'sqrt' fixes its memory (ceil(T/k) states plus k "
+                "steps, k = ceil(sqrt(T))); leave both null or use policy hsm/ism/msm"
+            )
+        #: Statistics of the last ``accumulate_gradients`` call.
+        self.last_stats: ExecutionStats | None = None
+
+    @property
+    def last_forward_steps(self) -> int:
+        """Forward step executions of the last batch (probe steps excluded)."""
+        if self.last_stats is None:
+            raise RuntimeError("no batch has been processed yet")
+        return self.last_stats.forward_steps
+
+    def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
+        reason = super().skip(model, info, loss)
+        if reason is None and model.has_batch_norm():
+            return (
+                "checkpointed_bptt recomputes time steps, and BatchNorm layers would update their "
+                "running statistics on every recomputation"
+            )
+        return reason
+
+    def plan(self, model: nn.Module, x: Tensor) -> tuple[ExecutionStats, _Tables | None]:
+        """The slot budget, α and predicted cost for batch ``x`` ``[T, B, ...]``."""
+        policy, T = self.params["policy"], x.shape[0]
+        if policy == "sqrt":
+            return ExecutionStats(policy, T, 0, 1, sqrt_cost(T)), None
+        sizes = None
+        if policy != "hsm" or self.params["budget_bytes"] is not None:
+            sizes = measure_step(model, x)
+        alpha = sizes.alpha if sizes is not None and policy != "hsm" else 1
+        if self.params["budget_bytes"] is not None:
+            assert sizes is not None
+            budget = self.params["budget_bytes"]
+            if budget < sizes.state_bytes:
+                raise ValueError(
+                    f"budget_bytes: expected an integer >= {sizes.state_bytes} (one stored hidden state "
+                    f"of this model and batch), got {budget}"
+                )
+            m = budget // max(sizes.state_bytes, 1)
+        elif self.params["budget_slots"] is not None:
+            m = self.params["budget_slots"]
+        else:
+            m = sqrt_segment(T)
+        mm = effective_slots(T, m, policy, alpha)
+        tables = _tables(T, mm, policy, alpha)
+        stats = ExecutionStats(policy, T, mm, alpha, int(tables.cost[mm, T]), sizes=sizes)
+        stats.probe_steps = 0 if sizes is None else min(T, 2)
+        return stats, tables
+
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
+        with clock.phase("forward"):
+            stats, tables = self.plan(model, x)
+        executor = _Executor(model, x, y, loss, stats)
+        if tables is None:
+            value = executor.run_sqrt(clock)
+        else:
+            value = executor.run_dp(tables, stats.slots, stats.alpha, clock)
+        self.last_stats = stats
+        return value
+
+
+@snnarena.hookimpl
+def register_gradient_methods(register: Register) -> None:
+    register(CheckpointedBPTT)

@@ -1,0 +1,64 @@
+"""Helpers shared by the built-in dataset plugins: seeded generators, splits, local-file errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Stream ids that keep the random draws of one build independent of each other.
+STREAM_DATA, STREAM_SPLIT, STREAM_TRAIN_SUBSET, STREAM_TEST_SUBSET = 0, 1, 2, 3
+
+
+def rng(seed: int, stream: int) -> np.random.Generator:
+    """A NumPy generator fixed by ``(seed, stream)``; any integer seed (negative too) is accepted."""
+    return np.random.default_rng([seed % 2**63, stream])
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` holding ``round(n_c * test_fraction)`` samples of each class ``c``
+    in the test part (at least one in each part for a class with two or more samples).
+
+    Both index arrays are shuffled; the split depends only on ``y``, ``test_fraction`` and ``seed``.
+    """
+    gen = rng(seed, STREAM_SPLIT)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for c in np.unique(y):
+        idx = gen.permutation(np.flatnonzero(y == c))
+        n_test = int(round(len(idx) * test_fraction))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return gen.permutation(np.concatenate(train)), gen.permutation(np.concatenate(test))
+
+
+def subset(n: int, limit: int | None, seed: int, stream: int) -> np.ndarray:
+    """All of ``range(n)`` when ``limit`` is ``None`` or ``>= n``, else ``limit`` indices drawn
+    without replacement by the seed (kept in increasing order)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(rng(seed, stream).choice(n, size=limit, replace=False))
+
+
+def as_tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A fresh tensor (never sharing memory with ``x``, which may be cached)."""
+    return torch.tensor(np.asarray(x), dtype=dtype)
+
+
+def as_labels(y: np.ndarray) -> Tensor:
+    """Class indices as a fresh ``int64`` tensor."""
+    return torch.tensor(np.asarray(y), dtype=torch.long)
+
+
+def missing_files_error(dataset: str, root: Path, expected: Sequence[str], how: str) -> FileNotFoundError:
+    """A ``FileNotFoundError`` naming where the files were looked for and how to obtain them."""
+    listing = "\n".join(f"  {item}" for item in expected)
+    return FileNotFoundError(
+        f"{dataset}: data files not found under {root.resolve()} (this dataset never downloads).\n"
+        f"Expected:\n{listing}\n{how}"
+    )

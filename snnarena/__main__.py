@@ -1,0 +1,5 @@
+import sys
+
+from snnarena.cli import main
+
+sys.exit(main())

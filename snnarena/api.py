@@ -1,0 +1,52 @@
+"""The Python API, mirroring the CLI for notebooks and scripts::
+
+    import snnarena
+    outcome = snnarena.run("quick", only="dataset=digits")
+    results, curves = snnarena.load(outcome.run_dir)
+    snnarena.report([outcome.run_dir])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from snnarena.plugins import HostConfig, PluginHost
+from snnarena.results import load_run
+from snnarena.runner import RunOutcome, run_suite
+from snnarena.suite import load_suite
+
+
+def run(
+    suite: str = "quick",
+    *,
+    jobs: int = 1,
+    only: str | None = None,
+    device: str = "auto",
+    results_root: str | Path = "results",
+    resume: str | Path | None = None,
+    plugins_dirs: tuple[str, ...] = (),
+    host: PluginHost | None = None,
+) -> RunOutcome:
+    """Validate and run a suite (a path or a shipped suite name); returns where it was written."""
+    host = host or PluginHost.load(HostConfig.from_env(plugins_dirs))
+    spec = load_suite(suite, host)
+    return run_suite(spec, host, results_root=results_root, resume=resume, only=only, jobs=jobs, device=device)
+
+
+def load(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(results, curves)`` DataFrames of a run directory."""
+    return load_run(run_dir)
+
+
+def report(run_dirs: list[str | Path], out_root: str | Path = "report") -> Path:
+    """Build the HTML/Markdown report of one or more run directories; returns index.html."""
+    from snnarena.report import build_report
+
+    return build_report(run_dirs, out_root)
+
+
+def plugins(plugins_dirs: tuple[str, ...] = ()) -> PluginHost:
+    """A plugin host with every installed plugin (and the given local plugin folders) loaded."""
+    return PluginHost.load(HostConfig.from_env(plugins_dirs))

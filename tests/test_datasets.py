@@ -1,0 +1,434 @@
+"""Built-in dataset plugins: shapes, labels, determinism, splits, encodings, class information,
+and the local-file loaders (MNIST IDX, N-MNIST .bin) on tiny files written in the real format."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from snnarena.data import DataBundle, Dataset
+from snnarena.params import ParamError, params_of
+from snnarena.plugins import HostConfig, PluginHost
+from snnarena_plugins import datasets as ds
+from snnarena_plugins.datasets.mnist import read_idx
+from snnarena_plugins.datasets.mnist1d import generate, resample
+from snnarena_plugins.datasets.nmnist import events_to_frames, read_events
+from snnarena_plugins.datasets.randman import make_randman
+
+
+def make(cls: type[Dataset], **given: Any) -> Dataset:
+    return cls(**params_of(cls).resolve(given))
+
+
+def build(cls: type[Dataset], T: int = 8, seed: int = 0, **given: Any) -> DataBundle:
+    return make(cls, **given).build(T=T, seed=seed)
+
+
+def rows(x: Tensor) -> Counter[bytes]:
+    """The samples of ``x`` as a multiset of byte strings (order-free comparison)."""
+    flat = x.reshape(len(x), -1).numpy()
+    return Counter(row.tobytes() for row in flat)
+
+
+def same_bundle(a: DataBundle, b: DataBundle) -> bool:
+    return all(
+        torch.equal(u, v)
+        for u, v in ((a.x_train, b.x_train), (a.y_train, b.y_train), (a.x_test, b.x_test), (a.y_test, b.y_test))
+    )
+
+
+# (class, params, T, expected per-step input shape, expected sample count or None)
+SMALL_RANDMAN = {"nb_samples": 20, "nb_units": 16, "nb_classes": 4, "alpha": 2.0}  # 32 Fourier terms: fast
+GENERATED = [
+    pytest.param(ds.Digits, {}, 8, (64,), 1797, id="digits-rate"),
+    pytest.param(ds.Digits, {"encoding": "direct", "flatten": False}, 4, (1, 8, 8), 1797, id="digits-direct-image"),
+    pytest.param(ds.MNIST1D, {"num_samples": 1000}, 6, (40,), 1000, id="mnist1d-direct"),
+    pytest.param(ds.MNIST1D, {"num_samples": 1000, "encoding": "rate"}, 6, (40,), 1000, id="mnist1d-rate"),
+    pytest.param(ds.MNIST1D, {"num_samples": 1000, "encoding": "sequence"}, 25, (1,), 1000, id="mnist1d-sequence"),
+    pytest.param(ds.Randman, SMALL_RANDMAN, 20, (16,), 80, id="randman"),
+]
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+def test_hook_registers_every_dataset() -> None:
+    got: list[type] = []
+    ds.register_datasets(lambda cls, name=None: got.append(cls))
+    assert sorted(c.name for c in got) == ["digits", "mnist", "mnist1d", "nmnist", "randman"]
+    for cls in got:
+        assert issubclass(cls, Dataset) and cls.__doc__
+        params_of(cls).resolve({})  # every default validates
+
+
+def test_entry_point_loads_the_datasets() -> None:
+    host = PluginHost.load(HostConfig(load_only=("datasets",)))
+    assert not host.failures, host.failures
+    assert {"digits", "mnist", "mnist1d", "nmnist", "randman"} <= set(host.names("dataset"))
+
+
+def test_bad_params_are_refused() -> None:
+    with pytest.raises(ParamError, match="encoding"):
+        params_of(ds.Digits).resolve({"encoding": "sequence"})
+    with pytest.raises(ParamError, match="test_fraction"):
+        params_of(ds.Randman).resolve({"test_fraction": 1.5})
+    with pytest.raises(ParamError, match="nb_units"):
+        params_of(ds.Randman).resolve({"nb_units": 0})
+
+
+# -- generic checks on the generated datasets -------------------------------------------------
+
+
+@pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
+def test_shapes_labels_and_sizes(cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int) -> None:
+    bundle = build(cls, T=T, **given)
+    info = bundle.info
+    assert info.input_shape == shape and info.T == T
+    assert info.n_train + info.n_test == n
+    gen = torch.Generator().manual_seed(0)
+    xb, yb = next(bundle.train_batches(16, gen))
+    assert xb.shape == (T, 16, *shape) and xb.dtype == torch.float32
+    assert yb.shape == (16,) and yb.dtype == torch.long
+    xt, yt = next(bundle.test_batches(16))
+    assert xt.shape == (T, 16, *shape)
+    for y in (bundle.y_train, bundle.y_test):
+        assert int(y.min()) >= 0 and int(y.max()) < info.n_classes
+    assert set(bundle.y_train.tolist()) == set(range(info.n_classes))
+    assert set(bundle.y_test.tolist()) == set(range(info.n_classes))
+    assert torch.isfinite(bundle.x_train).all() and torch.isfinite(bundle.x_test).all()
+
+
+@pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
+def test_same_seed_same_data_other_seed_other_data(
+    cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int
+) -> None:
+    a, b, c = (build(cls, T=T, seed=s, **given) for s in (3, 3, 4))
+    assert same_bundle(a, b)
+    assert not same_bundle(a, c)
+    batches = [next(x.train_batches(8, torch.Generator().manual_seed(1))) for x in (a, b)]
+    assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
+    assert all(torch.equal(u[0], v[0]) for u, v in zip(a.test_batches(50), b.test_batches(50), strict=True))
+
+
+@pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
+def test_rate_and_spike_inputs_are_binary(
+    cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int
+) -> None:
+    bundle = build(cls, T=T, **given)
+    xb, _ = next(bundle.train_batches(32, torch.Generator().manual_seed(0)))
+    xt, _ = next(bundle.test_batches(32))
+    if bundle.encoding == "rate" or cls is ds.Randman:
+        for x in (xb, xt):
+            assert set(torch.unique(x).tolist()) <= {0.0, 1.0}
+        assert bundle.x_train.min() >= 0 and bundle.x_train.max() <= 1
+    elif bundle.encoding == "direct":
+        assert torch.equal(xb[0], xb[-1])  # the same current at every step
+
+
+def test_digits_split_is_a_stratified_partition() -> None:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    full = torch.tensor(raw.data / 16.0, dtype=torch.float32)
+    bundle = build(ds.Digits, seed=5, test_fraction=0.3)
+    assert rows(torch.cat([bundle.x_train, bundle.x_test])) == rows(full)  # every sample once
+    counts = np.bincount(raw.target, minlength=10)
+    test_counts = np.bincount(bundle.y_test.numpy(), minlength=10)
+    assert np.array_equal(test_counts, np.round(counts * 0.3).astype(int))
+    # labels follow their images
+    label_of = {row.tobytes(): int(t) for row, t in zip(full.numpy(), raw.target, strict=True)}
+    for x, y in ((bundle.x_train, bundle.y_train), (bundle.x_test, bundle.y_test)):
+        for row, t in zip(x.numpy(), y.tolist(), strict=True):
+            assert label_of[row.tobytes()] == t
+    assert build(ds.Digits, seed=6, test_fraction=0.3).y_test.tolist() != bundle.y_test.tolist()
+
+
+def test_digits_values_and_image_layout() -> None:
+    flat = build(ds.Digits, encoding="direct", seed=1)
+    image = build(ds.Digits, encoding="direct", flatten=False, seed=1)
+    assert torch.equal(flat.x_train, image.x_train.reshape(len(image.x_train), 64))
+    assert flat.x_train.min() == 0 and flat.x_train.max() == 1
+
+
+# -- mnist1d ----------------------------------------------------------------------------------
+
+
+def test_mnist1d_matches_the_package_generator_and_leaves_global_rng_alone() -> None:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np.random.seed(123)
+    random.seed(123)
+    before = (np.random.get_state()[1].copy(), random.getstate())
+    x, y = generate(200, 5)
+    after = (np.random.get_state()[1], random.getstate())
+    assert np.array_equal(before[0], after[0]) and before[1] == after[1]
+
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = 200, 5, 1.0
+    state = np.random.get_state(), random.getstate()
+    try:
+        ref = make_dataset(args)
+    finally:
+        np.random.set_state(state[0])
+        random.setstate(state[1])
+    assert np.array_equal(y, ref["y"])
+    np.testing.assert_allclose(x, ref["x"], atol=1e-5)
+    assert x.shape == (200, 40)
+
+
+def test_mnist1d_split_and_normalisation() -> None:
+    x, y = generate(1000, 2)
+    direct = build(ds.MNIST1D, seed=2, num_samples=1000, test_fraction=0.2)
+    assert direct.info.n_train == 800 and direct.info.n_test == 200
+    assert direct.y_train.tolist() == y[:800].tolist()
+    assert direct.y_test.tolist() == y[800:].tolist()
+    assert abs(float(direct.x_train.mean())) < 1e-4 and abs(float(direct.x_train.std(unbiased=False)) - 1) < 1e-4
+    rate = build(ds.MNIST1D, seed=2, num_samples=1000, encoding="rate")
+    assert float(rate.x_train.min()) == 0.0 and float(rate.x_train.max()) == pytest.approx(1.0)
+    assert rate.x_test.min() >= 0 and rate.x_test.max() <= 1
+    # the train part is the package's (shuffled) first samples: disjoint from the test part
+    assert not set(rows(direct.x_train)) & set(rows(direct.x_test))
+
+
+def test_mnist1d_sequence_resamples_the_signal_over_time() -> None:
+    seq40 = build(ds.MNIST1D, T=40, seed=2, num_samples=1000, encoding="sequence")
+    direct = build(ds.MNIST1D, seed=2, num_samples=1000, encoding="direct")
+    torch.testing.assert_close(seq40.x_train[..., 0], direct.x_train)  # T=40: the signal itself
+    seq = build(ds.MNIST1D, T=79, seed=2, num_samples=1000, encoding="sequence")
+    torch.testing.assert_close(seq.x_train[:, ::2, 0], direct.x_train)  # every other step hits a sample
+    xb, _ = next(seq.test_batches(4))
+    assert xb.shape == (79, 4, 1)
+    line = np.array([[0.0, 1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(resample(line, 7), [[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]])
+
+
+# -- randman ----------------------------------------------------------------------------------
+
+
+def test_randman_one_spike_per_unit_and_partition() -> None:
+    params = {"nb_classes": 3, "nb_units": 12, "nb_samples": 30, "dim_manifold": 2, "alpha": 2.0}
+    T, seed = 30, 9
+    bundle = build(ds.Randman, T=T, seed=seed, test_fraction=0.2, **params)
+    x_all, y_all = make_randman(nb_spikes=1, T=T, seed=seed, **params)
+    assert x_all.shape == (90, T, 12)
+    assert bundle.info.n_train == 72 and bundle.info.n_test == 18
+    assert np.bincount(bundle.y_test.numpy()).tolist() == [6, 6, 6]
+    both = torch.cat([bundle.x_train, bundle.x_test])
+    assert torch.all(both.sum(dim=1) == 1)  # exactly one spike per unit and sample
+    assert rows(both) == rows(torch.from_numpy(x_all))
+    assert not set(rows(bundle.x_train)) & set(rows(bundle.x_test))
+    # per class and unit the spike times span the whole window (min-max scaled over the class)
+    steps = both.argmax(dim=1)
+    labels = torch.cat([bundle.y_train, bundle.y_test])
+    for c in range(3):
+        assert torch.all(steps[labels == c].min(dim=0).values == 0)
+        assert torch.all(steps[labels == c].max(dim=0).values == T - 1)
+
+
+def test_randman_params_change_the_data() -> None:
+    base = build(ds.Randman, T=20, **SMALL_RANDMAN)
+    assert not same_bundle(base, build(ds.Randman, T=20, **{**SMALL_RANDMAN, "alpha": 3.0}))
+    assert not same_bundle(base, build(ds.Randman, T=20, **SMALL_RANDMAN, dim_manifold=1))
+    two = build(ds.Randman, T=20, **SMALL_RANDMAN, nb_spikes=2)
+    per_unit = torch.cat([two.x_train, two.x_test]).sum(dim=1)
+    assert per_unit.min() >= 1 and per_unit.max() <= 2 and (per_unit == 2).float().mean() > 0.5
+    # the time axis is T: spikes land at floor(s * T)
+    short = build(ds.Randman, T=5, **SMALL_RANDMAN)
+    assert short.x_train.shape[1] == 5 and torch.all(short.x_train.sum(dim=1) == 1)
+
+
+# -- class information ------------------------------------------------------------------------
+
+
+def _features(bundle: DataBundle, how: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-sample features of the encoded input ``[T, B, ...]``, for the train and test splits:
+    ``sum`` over time (spike counts or summed current), each unit's spike ``time`` step (spike
+    rasters), or the ``flat`` sequence."""
+    out = []
+    for batches in (bundle.train_batches(10**6, torch.Generator().manual_seed(0)), bundle.test_batches(10**6)):
+        x, y = next(batches)
+        feats = {"sum": lambda: x.sum(dim=0), "time": lambda: x.argmax(dim=0), "flat": lambda: x.transpose(0, 1)}[how]()
+        out.append((feats.reshape(len(y), -1).float().numpy(), y.numpy()))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cls", "given", "T", "how", "least"),
+    [
+        pytest.param(ds.Digits, {}, 8, "sum", 0.85, id="digits-rate"),
+        pytest.param(ds.MNIST1D, {"num_samples": 2000}, 4, "sum", 0.2, id="mnist1d-direct"),
+        pytest.param(ds.MNIST1D, {"num_samples": 2000, "encoding": "sequence"}, 40, "flat", 0.2, id="mnist1d-sequence"),
+        pytest.param(ds.Randman, {"nb_samples": 50}, 50, "time", 0.8, id="randman"),
+    ],
+)
+def test_a_linear_classifier_beats_chance(
+    cls: type[Dataset], given: dict[str, Any], T: int, how: str, least: float
+) -> None:
+    """A ridge classifier on simple features of the encoded input: the data carries its labels
+    (chance is 0.1; a linear model reaches about 0.25 on MNIST-1D, 0.93 on digits, 0.99 on
+    randman's spike times)."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    bundle = build(cls, T=T, seed=0, **given)
+    (x_train, y_train), (x_test, y_test) = _features(bundle, how)
+    scaler = StandardScaler().fit(x_train)
+    accuracy = RidgeClassifier().fit(scaler.transform(x_train), y_train).score(scaler.transform(x_test), y_test)
+    assert accuracy > least, f"{cls.name}: accuracy {accuracy:.3f} (chance {1 / bundle.info.n_classes:.2f})"
+
+
+# -- mnist (IDX files) ------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 sizes, bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def write_mnist(folder: Path, n_train: int = 30, n_test: int = 12, gz: bool = False) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": gen.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": gen.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10,
+    }
+    for name, array in arrays.items():
+        write_idx(folder / (name + (".gz" if gz else "")), array)
+    return arrays
+
+
+def test_idx_reader_roundtrip(tmp_path: Path) -> None:
+    images = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    write_idx(tmp_path / "a", images)
+    assert np.array_equal(read_idx(tmp_path / "a"), images)
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")  # 5 promised, 2 given
+    with pytest.raises(ValueError, match="IDX"):
+        read_idx(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_torchvision_layout(tmp_path: Path, gz: bool) -> None:
+    arrays = write_mnist(tmp_path / "MNIST" / "raw", gz=gz)
+    bundle = build(ds.MNIST, T=5, seed=0, root=str(tmp_path), encoding="direct")
+    assert bundle.info.input_shape == (784,) and (bundle.info.n_train, bundle.info.n_test) == (30, 12)
+    expected = torch.tensor(arrays["train-images-idx3-ubyte"].reshape(30, 784) / 255.0, dtype=torch.float32)
+    torch.testing.assert_close(bundle.x_train, expected)
+    assert bundle.y_train.tolist() == (np.arange(30) % 10).tolist()
+    assert bundle.y_test.tolist() == ((np.arange(12) * 3) % 10).tolist()
+    xb, yb = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
+    assert xb.shape == (5, 8, 784) and yb.shape == (8,)
+
+
+def test_mnist_flat_folder_image_shape_rate_and_subsets(tmp_path: Path) -> None:
+    write_mnist(tmp_path)  # files directly under root
+    image = build(ds.MNIST, T=3, seed=0, root=str(tmp_path), flatten=False)
+    assert image.info.input_shape == (1, 28, 28)
+    xb, _ = next(image.train_batches(10, torch.Generator().manual_seed(0)))
+    assert xb.shape == (3, 10, 1, 28, 28) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
+    small = [build(ds.MNIST, seed=s, root=str(tmp_path), max_train=10, max_test=4) for s in (1, 1, 2)]
+    assert (small[0].info.n_train, small[0].info.n_test) == (10, 4)
+    assert same_bundle(small[0], small[1]) and not same_bundle(small[0], small[2])
+    assert rows(small[0].x_train).keys() <= rows(image.x_train.reshape(30, 784)).keys()
+
+
+def test_mnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        build(ds.MNIST, root=str(tmp_path / "nowhere"))
+    message = str(err.value)
+    assert "t10k-images-idx3-ubyte" in message and str(tmp_path / "nowhere") in message
+    assert "download=True" in message
+    arrays_dir = tmp_path / "partial"
+    write_mnist(arrays_dir)
+    (arrays_dir / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        build(ds.MNIST, root=str(arrays_dir))
+
+
+# -- nmnist (.bin event files) ----------------------------------------------------------------
+
+
+def encode_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray) -> bytes:
+    """The original N-MNIST format: per event x, y, then polarity bit + 23-bit timestamp (µs)."""
+    out = bytearray()
+    for xi, yi, pi, ti in zip(x.tolist(), y.tolist(), p.tolist(), t.tolist(), strict=True):
+        out += bytes([xi, yi, (pi << 7) | ((ti >> 16) & 0x7F), (ti >> 8) & 0xFF, ti & 0xFF])
+    return bytes(out)
+
+
+def write_nmnist(root: Path, per_digit: dict[str, int]) -> None:
+    gen = np.random.default_rng(1)
+    for split, n in per_digit.items():
+        for digit in range(10):
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                m = 40
+                x, y = gen.integers(0, 34, m), gen.integers(0, 34, m)
+                x[:10] = digit  # a digit-dependent column, so the label is visible in the data
+                t = np.sort(gen.integers(0, 300_000, m))
+                (folder / f"{i:05d}.bin").write_bytes(encode_events(x, y, gen.integers(0, 2, m), t))
+
+
+def test_nmnist_event_decoding_and_binning(tmp_path: Path) -> None:
+    # x=3, y=5, ON, t=70000 µs = 0x011170 → bytes 03 05 81 11 70
+    assert encode_events(np.array([3]), np.array([5]), np.array([1]), np.array([70000])) == bytes.fromhex("0305811170")
+    path = tmp_path / "s.bin"
+    t = np.array([0, 100, 250, 299, 8_388_607])  # the largest 23-bit timestamp too
+    path.write_bytes(encode_events(np.array([0, 1, 33, 1, 2]), np.array([0, 2, 33, 2, 3]), np.array([0, 1, 1, 1, 0]), t))
+    ev = read_events(path)
+    assert ev["t"].tolist() == t.tolist() and ev["p"].tolist() == [0, 1, 1, 1, 0]
+    assert ev["x"].tolist() == [0, 1, 33, 1, 2] and ev["y"].tolist() == [0, 2, 33, 2, 3]
+    span = events_to_frames(ev, T=4)  # bins of the span [0, 8388607]: the first four land in bin 0
+    assert span.shape == (4, 2, 34, 34) and span.sum() == 4  # (1, 2, 1) twice: binary
+    assert span[0, 0, 0, 0] == 1 and span[0, 1, 2, 1] == 1 and span[0, 1, 33, 33] == 1 and span[3, 0, 3, 2] == 1
+    window = events_to_frames(ev, T=3, duration_us=300.0, binary=False)  # bins [0,100) [100,200) [200,300)
+    assert window.sum() == 4 and window[0, 0, 0, 0] == 1 and window[1, 1, 2, 1] == 1
+    assert window[2, 1, 33, 33] == 1 and window[2, 1, 2, 1] == 1
+    path.write_bytes(b"\x00" * 7)
+    with pytest.raises(ValueError, match="5-byte"):
+        read_events(path)
+
+
+def test_nmnist_loads_frames_from_the_folder_layout(tmp_path: Path) -> None:
+    write_nmnist(tmp_path / "NMNIST", {"Train": 3, "Test": 1})
+    bundle = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path))
+    assert bundle.info.input_shape == (2312,) and (bundle.info.n_train, bundle.info.n_test) == (30, 10)
+    assert bundle.y_train.tolist() == sorted(list(range(10)) * 3) and bundle.y_test.tolist() == list(range(10))
+    xb, yb = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
+    assert xb.shape == (6, 8, 2312) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
+    image = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path / "NMNIST"), flatten=False, binary=False)
+    assert image.info.input_shape == (2, 34, 34)
+    assert torch.equal(image.x_train.clamp(max=1).reshape(30, 6, -1), bundle.x_train)
+    assert float(image.x_train.sum()) == 30 * 40  # counts: every event lands in one frame
+    # the digit-dependent column carries the label
+    column = image.x_train.sum(dim=(1, 2, 3))  # [N, 34] events per x
+    assert torch.equal(column[:, :10].argmax(dim=1), image.y_train)
+    sub = [build(ds.NMNIST, T=6, seed=s, root=str(tmp_path), max_train=7, max_test=3) for s in (0, 0, 1)]
+    assert (sub[0].info.n_train, sub[0].info.n_test) == (7, 3)
+    assert same_bundle(sub[0], sub[1]) and not same_bundle(sub[0], sub[2])
+
+
+def test_nmnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        build(ds.NMNIST, root=str(tmp_path))
+    message = str(err.value)
+    assert "Train/<digit 0-9>/*.bin" in message and str(tmp_path) in message and "Test.zip" in message
+    write_nmnist(tmp_path, {"Train": 1})  # no Test/ folder
+    with pytest.raises(FileNotFoundError, match="Test"):
+        build(ds.NMNIST, root=str(tmp_path))
