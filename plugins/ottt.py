@@ -71,7 +71,7 @@ AFFINE_MODULES: tuple[type[nn.Module], ...] = (
 def non_affine_layers(module: nn.Module) -> list[str]:
     """Names of the sub-modules of ``module`` that are not known to be affine in their input."""
     return [
-        f"{name or type(module).__name__}: {type(m).__name__}"
+        f"{name or '<root>'}: {type(m).__name__}"
         for name, m in module.named_modules()
         if not isinstance(m, AFFINE_MODULES)
     ]
@@ -128,8 +128,8 @@ class OTTT(GradientMethod):
             return reason
         if model.has_batch_norm():
             return (
-                "ottt does not support BatchNorm layers (the trace pass would normalise with the "
-                "spike statistics; the paper uses weight standardisation instead)"
+                "ottt does not support BatchNorm layers (not affine per sample: the trace pass would be "
+                "normalised with the traces' own batch statistics; the paper uses weight standardisation)"
             )
         for index, stage in enumerate(model.stages):
             bad = non_affine_layers(stage.synapse)

@@ -78,7 +78,7 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     source: str
-    registered: list[tuple[str, str]] = field(default_factory=list)
+    registered: list[tuple[Kind, str]] = field(default_factory=list)
 
 
 class PluginHost:
@@ -135,7 +135,7 @@ class PluginHost:
         info = self.plugins.pop(name, None)
         if info is not None:
             for kind, entry_name in info.registered:
-                self.registry._entries.pop((kind, entry_name), None)
+                self.registry.remove(kind, entry_name)
 
     def _call_register_hook(self, impl: pluggy.HookImpl, kind: Kind, info: PluginInfo) -> None:
         def register(cls: type, name: str | None = None) -> None:
@@ -199,8 +199,6 @@ class PluginHost:
     def entries(self, kind: Kind | None = None) -> list[Entry]:
         return list(self.registry.entries(kind))
 
-    def metric_entries(self) -> list[Entry]:
-        return self.entries("metric")
 
 
 def _import_file(path: Path) -> ModuleType:

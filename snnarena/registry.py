@@ -67,6 +67,9 @@ class Registry:
             )
         self._entries[key] = entry
 
+    def remove(self, kind: Kind, name: str) -> None:
+        self._entries.pop((kind, name), None)
+
     def get(self, kind: Kind, name: str) -> Entry:
         try:
             return self._entries[(kind, name)]

@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
-
-from snnarena.data import DataBundle, Dataset
-from snnarena.params import ParamError, params_of
-from snnarena.plugins import HostConfig, PluginHost
 from snnarena_plugins import datasets as ds
 from snnarena_plugins.datasets.mnist import read_idx
 from snnarena_plugins.datasets.mnist1d import generate, resample
 from snnarena_plugins.datasets.nmnist import events_to_frames, read_events
 from snnarena_plugins.datasets.randman import make_randman
+from torch import Tensor
+
+from snnarena.data import DataBundle, Dataset
+from snnarena.params import ParamError, params_of
+from snnarena.plugins import HostConfig, PluginHost
 
 
 def make(cls: type[Dataset], **given: Any) -> Dataset:
@@ -47,7 +47,12 @@ def same_bundle(a: DataBundle, b: DataBundle) -> bool:
 
 
 # (class, params, T, expected per-step input shape, expected sample count or None)
-SMALL_RANDMAN = {"nb_samples": 20, "nb_units": 16, "nb_classes": 4, "alpha": 2.0}  # 32 Fourier terms: fast
+SMALL_RANDMAN: dict[str, Any] = {
+    "nb_samples": 20,
+    "nb_units": 16,
+    "nb_classes": 4,
+    "alpha": 2.0,
+}  # 32 Fourier terms: fast
 GENERATED = [
     pytest.param(ds.Digits, {}, 8, (64,), 1797, id="digits-rate"),
     pytest.param(ds.Digits, {"encoding": "direct", "flatten": False}, 4, (1, 8, 8), 1797, id="digits-direct-image"),
@@ -62,7 +67,7 @@ GENERATED = [
 
 
 def test_hook_registers_every_dataset() -> None:
-    got: list[type] = []
+    got: list[type[Dataset]] = []
     ds.register_datasets(lambda cls, name=None: got.append(cls))
     assert sorted(c.name for c in got) == ["digits", "mnist", "mnist1d", "nmnist", "randman"]
     for cls in got:
@@ -89,7 +94,9 @@ def test_bad_params_are_refused() -> None:
 
 
 @pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
-def test_shapes_labels_and_sizes(cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int) -> None:
+def test_shapes_labels_and_sizes(
+    cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int
+) -> None:
     bundle = build(cls, T=T, **given)
     info = bundle.info
     assert info.input_shape == shape and info.T == T
@@ -98,7 +105,7 @@ def test_shapes_labels_and_sizes(cls: type[Dataset], given: dict[str, Any], T: i
     xb, yb = next(bundle.train_batches(16, gen))
     assert xb.shape == (T, 16, *shape) and xb.dtype == torch.float32
     assert yb.shape == (16,) and yb.dtype == torch.long
-    xt, yt = next(bundle.test_batches(16))
+    xt, _ = next(bundle.test_batches(16))
     assert xt.shape == (T, 16, *shape)
     for y in (bundle.y_train, bundle.y_test):
         assert int(y.min()) >= 0 and int(y.max()) < info.n_classes
@@ -165,12 +172,14 @@ def test_digits_values_and_image_layout() -> None:
 def test_mnist1d_matches_the_package_generator_and_leaves_global_rng_alone() -> None:
     from mnist1d.data import get_dataset_args, make_dataset
 
+    generate.cache_clear()
     np.random.seed(123)
     random.seed(123)
-    before = (np.random.get_state()[1].copy(), random.getstate())
     x, y = generate(200, 5)
-    after = (np.random.get_state()[1], random.getstate())
-    assert np.array_equal(before[0], after[0]) and before[1] == after[1]
+    after = (np.random.random(), random.random())
+    np.random.seed(123)
+    random.seed(123)
+    assert after == (np.random.random(), random.random())  # the global generators were not touched
 
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = 200, 5, 1.0
@@ -186,7 +195,7 @@ def test_mnist1d_matches_the_package_generator_and_leaves_global_rng_alone() -> 
 
 
 def test_mnist1d_split_and_normalisation() -> None:
-    x, y = generate(1000, 2)
+    _, y = generate(1000, 2)
     direct = build(ds.MNIST1D, seed=2, num_samples=1000, test_fraction=0.2)
     assert direct.info.n_train == 800 and direct.info.n_test == 200
     assert direct.y_train.tolist() == y[:800].tolist()
@@ -218,7 +227,7 @@ def test_randman_one_spike_per_unit_and_partition() -> None:
     params = {"nb_classes": 3, "nb_units": 12, "nb_samples": 30, "dim_manifold": 2, "alpha": 2.0}
     T, seed = 30, 9
     bundle = build(ds.Randman, T=T, seed=seed, test_fraction=0.2, **params)
-    x_all, y_all = make_randman(nb_spikes=1, T=T, seed=seed, **params)
+    x_all, _ = make_randman(nb_spikes=1, T=T, seed=seed, **params)
     assert x_all.shape == (90, T, 12)
     assert bundle.info.n_train == 72 and bundle.info.n_test == 18
     assert np.bincount(bundle.y_test.numpy()).tolist() == [6, 6, 6]
@@ -256,7 +265,12 @@ def _features(bundle: DataBundle, how: str) -> list[tuple[np.ndarray, np.ndarray
     out = []
     for batches in (bundle.train_batches(10**6, torch.Generator().manual_seed(0)), bundle.test_batches(10**6)):
         x, y = next(batches)
-        feats = {"sum": lambda: x.sum(dim=0), "time": lambda: x.argmax(dim=0), "flat": lambda: x.transpose(0, 1)}[how]()
+        if how == "sum":
+            feats = x.sum(dim=0)
+        elif how == "time":
+            feats = x.argmax(dim=0)
+        else:
+            feats = x.transpose(0, 1)
         out.append((feats.reshape(len(y), -1).float().numpy(), y.numpy()))
     return out
 
@@ -390,7 +404,8 @@ def test_nmnist_event_decoding_and_binning(tmp_path: Path) -> None:
     assert encode_events(np.array([3]), np.array([5]), np.array([1]), np.array([70000])) == bytes.fromhex("0305811170")
     path = tmp_path / "s.bin"
     t = np.array([0, 100, 250, 299, 8_388_607])  # the largest 23-bit timestamp too
-    path.write_bytes(encode_events(np.array([0, 1, 33, 1, 2]), np.array([0, 2, 33, 2, 3]), np.array([0, 1, 1, 1, 0]), t))
+    x, y, p = np.array([0, 1, 33, 1, 2]), np.array([0, 2, 33, 2, 3]), np.array([0, 1, 1, 1, 0])
+    path.write_bytes(encode_events(x, y, p, t))
     ev = read_events(path)
     assert ev["t"].tolist() == t.tolist() and ev["p"].tolist() == [0, 1, 1, 1, 0]
     assert ev["x"].tolist() == [0, 1, 33, 1, 2] and ev["y"].tolist() == [0, 2, 33, 2, 3]
@@ -410,7 +425,7 @@ def test_nmnist_loads_frames_from_the_folder_layout(tmp_path: Path) -> None:
     bundle = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path))
     assert bundle.info.input_shape == (2312,) and (bundle.info.n_train, bundle.info.n_test) == (30, 10)
     assert bundle.y_train.tolist() == sorted(list(range(10)) * 3) and bundle.y_test.tolist() == list(range(10))
-    xb, yb = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
+    xb, _ = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
     assert xb.shape == (6, 8, 2312) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
     image = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path / "NMNIST"), flatten=False, binary=False)
     assert image.info.input_shape == (2, 34, 34)
@@ -432,3 +447,18 @@ def test_nmnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
     write_nmnist(tmp_path, {"Train": 1})  # no Test/ folder
     with pytest.raises(FileNotFoundError, match="Test"):
         build(ds.NMNIST, root=str(tmp_path))
+
+
+def test_randman_manifold_is_the_fourier_product() -> None:
+    from snnarena_plugins.datasets.randman import eval_manifold, n_frequencies
+
+    assert n_frequencies(1.0) == 1000 and n_frequencies(2.0) == 32 and n_frequencies(3.0) == 10
+    gen = np.random.default_rng(0)
+    theta, z = gen.random((3, 2, 3, 10)), gen.random((7, 2))
+    k = np.arange(10)
+    expected = np.ones((7, 3))
+    for u in range(3):
+        for d in range(2):
+            a, b, c = theta[u, d]
+            expected[:, u] *= (a / (k + 1.0) ** 1.5 * np.sin(2 * np.pi * (k * b * z[:, d, None] + c))).sum(-1)
+    np.testing.assert_allclose(eval_manifold(theta, z, 1.5), expected, rtol=1e-10, atol=1e-12)

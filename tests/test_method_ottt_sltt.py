@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,8 +26,18 @@ from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.plugins import PluginHost
 from snnarena.reference import collect_gradients, compare_gradients
+from snnarena.testing import run_conformance
 
 PER_STEP = SequenceLoss("per_step")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These models are tiny: one intra-op thread avoids thread contention on a shared 2-core host."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], tau: float = 2.0, T: int = 8,
@@ -205,8 +216,8 @@ def test_sltt_k_gradient_is_the_chosen_steps_share(host: PluginHost) -> None:
 
 
 def _peak(host: PluginHost, method: str, params: dict[str, Any], T: int) -> int:
-    model = make_mlp(host, n_in=20, hidden=(32, 32), T=T, neuron_params={"tau": 2.0, "detach_reset": True})
-    x, y = random_batch(T=T, batch=16, n_in=20)
+    model = make_mlp(host, n_in=20, hidden=(16, 16), T=T, neuron_params={"tau": 2.0, "detach_reset": True})
+    x, y = random_batch(T=T, batch=8, n_in=20)
     m = build_method(host, method, params)
     with SavedTensorMeter(exclude=list(model.parameters()) + [x]) as meter:
         m.accumulate_gradients(model, x, y, PER_STEP, PhaseClock(enabled=False))
@@ -284,3 +295,16 @@ def test_parameter_validation(host: PluginHost) -> None:
     for name, params in [("sltt", {"k": 0}), ("ottt", {"mode": "B"}), ("ottt", {"trace_decay": 1.5})]:
         with pytest.raises(ParamError):
             build_method(host, name, params)
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [("ottt", {"mode": "A"}), ("ottt", {"mode": "O"}),
+     ("ottt", {"input_trace": False, "readout_trace": True, "bias_trace": False}),
+     ("sltt", {}), ("sltt", {"k": 2})],
+    ids=["ottt-A", "ottt-O", "ottt-official", "sltt", "sltt-k2"],
+)
+def test_conformance(host: PluginHost, method: str, params: dict[str, Any]) -> None:
+    """snnarena.testing's checks: gradients reach every parameter, accumulate, reproducible, no
+    state leak across batches, flat saved bytes (memory_class O(1))."""
+    run_conformance(lambda: build_method(host, method, params), lambda: active_mlp(host, hidden=(7, 5)))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.model import SpikingModel
 from snnarena.plugins import PluginHost
 from snnarena.reference import collect_gradients, compare_gradients
+from snnarena.testing import run_conformance
 
 RATE = SequenceLoss("rate")
 RESETS = [
@@ -32,6 +34,15 @@ RESETS = [
     {"reset": "soft", "detach_reset": True, "decay_input": True, "tau": 1.5},
 ]
 RESET_IDS = ["soft-detached", "soft", "hard-detached", "hard", "decay-input"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These models are tiny: one intra-op thread avoids thread contention on a shared 2-core host."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], T: int, neuron_params: dict[str, Any],
@@ -195,3 +206,14 @@ def test_skip_reasons(host: PluginHost) -> None:
     bn = build_model(host, "convnet", conv_info, make, {"channels": [3], "fc": 5, "norm": "batch"})
     reason = method.skip(bn, conv_info, RATE)
     assert isinstance(reason, str) and "BatchNorm" in reason
+
+
+@pytest.mark.parametrize("params", [{"step_mode": "m"}, {"step_mode": "s", "eligibility_surrogate": "sigmoid4"}],
+                         ids=["m", "s-sigmoid4"])
+def test_conformance(host: PluginHost, params: dict[str, Any]) -> None:
+    """snnarena.testing's checks (rate loss): gradients reach every parameter, accumulate,
+    reproducible, no state leak across batches, flat saved bytes (memory_class O(1))."""
+    run_conformance(
+        lambda: build_method(host, "ratebp", params),
+        lambda: active_mlp(host, hidden=(7, 5), T=8, neuron_params={"tau": 2.0, "detach_reset": True}),
+    )

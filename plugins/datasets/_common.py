@@ -29,7 +29,7 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     test: list[np.ndarray] = []
     for c in np.unique(y):
         idx = gen.permutation(np.flatnonzero(y == c))
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         if len(idx) >= 2:
             n_test = min(max(n_test, 1), len(idx) - 1)
         test.append(idx[:n_test])

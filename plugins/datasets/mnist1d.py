@@ -30,6 +30,7 @@ from snnarena.params import Param
 
 from ._common import as_labels, as_tensor
 
+
 @lru_cache(maxsize=4)
 def generate(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Signals ``[N, 40]`` (float32) and labels ``[N]`` (int64), ``N = 10 * (num_samples // 10)``,
@@ -101,7 +102,8 @@ def resample(x: np.ndarray, steps: int) -> np.ndarray:
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, length - 1)
     w = (pos - lo).astype(x.dtype)
-    return x[:, lo] * (1 - w) + x[:, hi] * w
+    out: np.ndarray = x[:, lo] * (1 - w) + x[:, hi] * w
+    return out
 
 
 class MNIST1D(Dataset):
@@ -109,7 +111,7 @@ class MNIST1D(Dataset):
 
     name = "mnist1d"
     PARAMS = (
-        Param("num_samples", "int", 5000, "samples generated in all (num_samples // 10 per class)", low=20, high=1_000_000),
+        Param("num_samples", "int", 5000, "samples in all (num_samples // 10 per class)", low=20, high=1_000_000),
         Param("test_fraction", "float", 0.2, "share of the samples held out for testing", low=0.01, high=0.99),
         Param(
             "encoding",
@@ -123,7 +125,7 @@ class MNIST1D(Dataset):
 
     def build(self, T: int, seed: int) -> DataBundle:
         x, y = generate(int(self.params["num_samples"]), seed)
-        n_test = min(max(int(round(len(y) * float(self.params["test_fraction"]))), 1), len(y) - 1)
+        n_test = min(max(round(len(y) * float(self.params["test_fraction"])), 1), len(y) - 1)
         split = len(y) - n_test
         x_train, x_test = x[:split], x[split:]
         encoding = self.params["encoding"]

@@ -109,8 +109,8 @@ class NMNIST(Dataset):
             low=1e-3,
             nullable=True,
         ),
-        Param("max_train", "int", None, "use only this many training samples (drawn from the seed)", low=1, nullable=True),
-        Param("max_test", "int", None, "use only this many test samples (drawn from the seed)", low=1, nullable=True),
+        Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
+        Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
     )
 
     def build(self, T: int, seed: int) -> DataBundle:

@@ -1,0 +1,344 @@
+"""Conformance checks every gradient method must pass, for snnarena's tests and for plugins' own.
+
+Each check is a plain function that raises ``AssertionError`` with a message naming the method
+and what went wrong; :func:`run_conformance` runs them all. A contributor's pytest suite calls
+them on a small float64 model::
+
+    # tests/test_my_method.py of an external plugin
+    import torch
+    from snnarena.build import build_model, neuron_factory
+    from snnarena.data import DataInfo
+    from snnarena.plugins import PluginHost
+    from snnarena.testing import run_conformance
+
+    from my_package.my_plugin import MyMethod
+
+    def make_model():
+        host = PluginHost.load()
+        info = DataInfo((6,), 3, T=8, n_train=0, n_test=0)
+        make = neuron_factory(host, "lif", {}, "atan")
+        return build_model(host, "mlp", info, make, {"hidden": [7, 5]}).double()
+
+    def test_my_method_conforms():
+        run_conformance(lambda: MyMethod(K=4), make_model)
+
+Factories (``method_factory()``, ``model_factory()``) must build a fresh object on each call;
+checks that need two identical runs seed ``torch`` before calling them. Batches are
+``(x [T, B, *input_shape], y [B])``; :func:`make_batch` draws one for a model.
+
+What is checked:
+
+* :func:`check_gradients_reach_parameters` — every trainable parameter of the prepared module
+  gets a finite gradient that is non-zero somewhere, the loss is finite and
+  ``accumulate_gradients`` leaves the parameters unchanged;
+* :func:`check_accumulates` — ``accumulate_gradients`` adds to ``p.grad`` (twice = double);
+* :func:`check_reproducible` — same seed, same batch → bit-identical loss and parameters after
+  one ``train_step`` (CPU);
+* :func:`check_no_state_leak` — the gradient of batch 2 is the same whether or not batch 1 was
+  processed first (no state carried across batches);
+* :func:`check_skip_reason` — ``skip`` returns ``None`` or a non-empty string, and a reason
+  for every loss form outside ``loss_forms``;
+* :func:`check_memory_class` — the peak bytes saved for backward (:class:`SavedTensorMeter`)
+  over several ``T`` match ``memory_class``: ``O(T)`` grows about linearly, ``O(1)`` is flat
+  (max/min ≤ 1.15), ``O(K)`` is flat over ``T ≥ K`` (``K`` from the method's params),
+  ``budget`` grows at most like ``√T`` (bounded by a budget, which by default may be
+  ``⌈√T⌉``-sized).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snnarena.data import DataInfo
+from snnarena.loss import LOSS_FORMS, SequenceLoss
+from snnarena.measure import PhaseClock, SavedTensorMeter
+from snnarena.method import GradientMethod
+from snnarena.model import SpikingModel
+
+MethodFactory = Callable[[], GradientMethod]
+ModelFactory = Callable[[], SpikingModel]
+Batch = tuple[Tensor, Tensor]
+
+#: Largest max/min ratio of saved-bytes peaks that still counts as flat.
+FLAT_TOLERANCE = 1.15
+
+
+def _name(method: GradientMethod) -> str:
+    return method.name or type(method).__name__
+
+
+def _clock() -> PhaseClock:
+    return PhaseClock(enabled=False)
+
+
+def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
+def _grads(module: nn.Module) -> dict[str, Tensor | None]:
+    return {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in _trainable(module)}
+
+
+def _zero(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.grad = None
+
+
+def default_loss(method: GradientMethod) -> SequenceLoss:
+    """``per_step`` if the method supports it, else its first supported loss form."""
+    forms = [f for f in LOSS_FORMS if f in method.loss_forms]
+    if not forms:
+        raise AssertionError(f"{_name(method)}: loss_forms {sorted(method.loss_forms)} names no known form {LOSS_FORMS}")
+    return SequenceLoss(forms[0])  # type: ignore[arg-type]
+
+
+def make_batch(model: SpikingModel, T: int, batch: int = 4, seed: int = 1) -> Batch:
+    """Inputs ``[T, B, *input_shape]`` uniform in ``[0, 2)`` (strong enough to make LIF layers
+    spike) in the model's dtype/device, and labels ``[B]``."""
+    param = next(model.parameters())
+    g = torch.Generator().manual_seed(seed)
+    info: DataInfo = model.info
+    x = torch.rand(T, batch, *info.input_shape, generator=g, dtype=torch.float64) * 2.0
+    y = torch.randint(0, info.n_classes, (batch,), generator=g)
+    return x.to(dtype=param.dtype, device=param.device), y.to(param.device)
+
+
+def check_gradients_reach_parameters(
+    method: GradientMethod, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss
+) -> None:
+    """Every trainable parameter of ``method.prepare(model)`` gets a finite, non-zero-somewhere
+    gradient from ``accumulate_gradients``; the loss is finite; parameters are not changed."""
+    name = _name(method)
+    prepared = method.prepare(model)
+    _zero(prepared)
+    before = {n: p.detach().clone() for n, p in _trainable(prepared)}
+    value = method.accumulate_gradients(prepared, x, y, loss, _clock())
+    assert isinstance(value, float) and math.isfinite(value), f"{name}: accumulate_gradients returned loss {value!r}, expected a finite float"
+    params = _trainable(prepared)
+    assert params, f"{name}: the prepared module has no trainable parameters"
+    for n, p in params:
+        assert torch.equal(p.detach(), before[n]), f"{name}: accumulate_gradients changed parameter {n!r} (it must not step an optimizer)"
+        assert p.grad is not None, f"{name}: parameter {n!r} received no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: parameter {n!r} has a non-finite gradient"
+        assert (p.grad != 0).any(), f"{name}: parameter {n!r} has an all-zero gradient"
+
+
+def check_accumulates(method: GradientMethod, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss,
+                      seed: int = 0) -> None:
+    """Two ``accumulate_gradients`` calls without zeroing give twice one call's gradient."""
+    name = _name(method)
+    prepared = method.prepare(model)
+    _zero(prepared)
+    torch.manual_seed(seed)
+    method.accumulate_gradients(prepared, x, y, loss, _clock())
+    once = _grads(prepared)
+    torch.manual_seed(seed)
+    method.accumulate_gradients(prepared, x, y, loss, _clock())
+    for n, p in _trainable(prepared):
+        if once[n] is None:
+            continue
+        assert p.grad is not None and torch.allclose(p.grad, 2 * once[n], rtol=1e-9, atol=1e-12), (
+            f"{name}: a second accumulate_gradients call did not add to {n!r}.grad "
+            "(it must accumulate into p.grad, not overwrite it)"
+        )
+
+
+def check_reproducible(
+    method_factory: MethodFactory, model_factory: ModelFactory, batch: Batch, loss: SequenceLoss, seed: int = 0
+) -> None:
+    """Same seed → bit-identical loss and parameters after one ``train_step`` (SGD, lr 0.1)."""
+    x, y = batch
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        model = model_factory()
+        method = method_factory()
+        prepared = method.prepare(model)
+        optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+        torch.manual_seed(seed + 1)
+        value = method.train_step(prepared, x, y, loss, optimizer, _clock())
+        runs.append((value, {k: v.detach().clone() for k, v in prepared.state_dict().items()}))
+    name = _name(method)
+    (v1, s1), (v2, s2) = runs
+    assert v1 == v2 or (math.isnan(v1) and math.isnan(v2)), f"{name}: same seed gave losses {v1!r} and {v2!r}"
+    assert s1.keys() == s2.keys(), f"{name}: same seed gave different state_dict keys"
+    for k in s1:
+        assert torch.equal(s1[k], s2[k]), f"{name}: same seed gave different values of {k!r} after one train_step"
+
+
+def check_no_state_leak(
+    method_factory: MethodFactory,
+    model_factory: ModelFactory,
+    batch1: Batch,
+    batch2: Batch,
+    loss: SequenceLoss,
+    seed: int = 0,
+) -> None:
+    """The gradient of ``batch2`` does not depend on having processed ``batch1`` first.
+
+    Run A: ``batch1`` then (grads zeroed) ``batch2``; run B: ``batch2`` only, on an identical fresh
+    model and method. No optimizer step, and the RNG is seeded alike before ``batch2``.
+    """
+    grads = []
+    for first in (batch1, None):
+        torch.manual_seed(seed)
+        model = model_factory()
+        method = method_factory()
+        prepared = method.prepare(model)
+        if first is not None:
+            torch.manual_seed(seed + 2)
+            method.accumulate_gradients(prepared, *first, loss, _clock())
+            _zero(prepared)
+        torch.manual_seed(seed + 1)
+        method.accumulate_gradients(prepared, *batch2, loss, _clock())
+        grads.append(_grads(prepared))
+    name = _name(method)
+    after, alone = grads
+    for n in alone:
+        a, b = after[n], alone[n]
+        if a is None or b is None:
+            assert a is None and b is None, f"{name}: {n!r} got a gradient in only one of the two runs"
+            continue
+        diff = float((a - b).abs().max())
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), (
+            f"{name}: the gradient of {n!r} on batch 2 changes by {diff:.3g} when batch 1 ran first "
+            "(state leaks across batches)"
+        )
+
+
+def check_skip_reason(method: GradientMethod, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> None:
+    """``skip`` returns ``None`` or a non-empty string; a loss form outside ``loss_forms`` gets one."""
+    name = _name(method)
+    reason = method.skip(model, info, loss)
+    assert reason is None or (isinstance(reason, str) and reason.strip()), (
+        f"{name}: skip() returned {reason!r}; expected None or a non-empty reason"
+    )
+    for form in LOSS_FORMS:
+        if form not in method.loss_forms:
+            other = method.skip(model, info, SequenceLoss(form))  # type: ignore[arg-type]
+            assert isinstance(other, str) and other.strip(), (
+                f"{name}: loss form {form!r} is not in loss_forms {sorted(method.loss_forms)} but "
+                f"skip() returned {other!r} instead of a reason"
+            )
+
+
+def saved_bytes_over_T(
+    method_factory: MethodFactory,
+    model_factory: ModelFactory,
+    Ts: Sequence[int],
+    loss: SequenceLoss,
+    batch: int = 4,
+    seed: int = 0,
+) -> dict[int, int]:
+    """Peak bytes saved for backward by one ``accumulate_gradients`` call, per ``T``."""
+    peaks = {}
+    for T in Ts:
+        torch.manual_seed(seed)
+        model = model_factory()
+        method = method_factory()
+        prepared = method.prepare(model)
+        x, y = make_batch(model, T, batch, seed=seed + T)
+        _zero(prepared)
+        with SavedTensorMeter(exclude=list(prepared.parameters()) + [x]) as meter:
+            method.accumulate_gradients(prepared, x, y, loss, _clock())
+        peaks[T] = meter.peak_bytes
+    return peaks
+
+
+def check_memory_class(
+    method_factory: MethodFactory,
+    model_factory: ModelFactory,
+    Ts: Sequence[int] = (8, 16, 32, 64),
+    loss: SequenceLoss | None = None,
+    batch: int = 4,
+    seed: int = 0,
+) -> dict[int, int]:
+    """The saved-bytes peak over ``Ts`` is consistent with ``method.memory_class``; returns the peaks."""
+    method = method_factory()
+    name, kind = _name(method), method.memory_class
+    loss = loss or default_loss(method)
+    peaks = saved_bytes_over_T(method_factory, model_factory, sorted(Ts), loss, batch, seed)
+    shown = ", ".join(f"T={T}: {b} B" for T, b in peaks.items())
+    assert all(b > 0 for b in peaks.values()), f"{name}: nothing was saved for backward ({shown})"
+    if kind == "O(T)":
+        lo, hi = min(peaks), max(peaks)
+        growth, expected = peaks[hi] / peaks[lo], hi / lo
+        assert 0.5 * expected <= growth <= 1.5 * expected, (
+            f"{name} declares O(T) but its saved-bytes peak grows {growth:.2f}x while T grows "
+            f"{expected:.0f}x ({shown})"
+        )
+        return peaks
+    if kind == "O(1)":
+        flat = peaks
+    elif kind == "O(K)":
+        K = method.params.get("K")
+        assert isinstance(K, int), f"{name} declares O(K) but has no integer parameter 'K'"
+        flat = {T: b for T, b in peaks.items() if T >= K}
+        assert len(flat) >= 2, f"{name}: check_memory_class needs two T >= K={K}, got Ts={sorted(Ts)}"
+    elif kind == "budget":
+        lo, hi = min(peaks), max(peaks)
+        growth, bound = peaks[hi] / peaks[lo], FLAT_TOLERANCE * math.sqrt(hi / lo)
+        assert growth <= bound, (
+            f"{name} declares a memory budget but its saved-bytes peak grows {growth:.2f}x while T "
+            f"grows {hi / lo:.0f}x (allowed: at most like sqrt(T), {bound:.2f}x; {shown})"
+        )
+        return peaks
+    else:
+        raise AssertionError(f"{name}: unknown memory_class {kind!r}")
+    ratio = max(flat.values()) / min(flat.values())
+    assert ratio <= FLAT_TOLERANCE, (
+        f"{name} declares {kind} but its saved-bytes peak varies {ratio:.2f}x over "
+        f"T in {sorted(flat)} (allowed {FLAT_TOLERANCE}; {shown})"
+    )
+    return peaks
+
+
+def run_conformance(
+    method_factory: MethodFactory,
+    model_factory: ModelFactory,
+    loss: SequenceLoss | None = None,
+    T: int = 8,
+    Ts: Sequence[int] = (8, 16, 32, 64),
+    batch: int = 4,
+    seed: int = 0,
+) -> None:
+    """Run every check above on fresh objects from the factories; raises on the first failure.
+
+    ``loss`` defaults to :func:`default_loss` of the method; a method that skips the model
+    raises ``AssertionError`` too (pick a model it supports).
+    """
+    method = method_factory()
+    torch.manual_seed(seed)
+    model = model_factory()
+    loss = loss or default_loss(method)
+    check_skip_reason(method, model, model.info, loss)
+    reason = method.skip(model, model.info, loss)
+    assert reason is None, f"{_name(method)} skips the conformance model: {reason}"
+    batch1 = make_batch(model, T, batch, seed=seed + 1)
+    batch2 = make_batch(model, T, batch, seed=seed + 2)
+    check_gradients_reach_parameters(method, model, *batch1, loss)
+    torch.manual_seed(seed)
+    check_accumulates(method_factory(), model_factory(), *batch1, loss, seed=seed)
+    check_reproducible(method_factory, model_factory, batch1, loss, seed=seed)
+    check_no_state_leak(method_factory, model_factory, batch1, batch2, loss, seed=seed)
+    check_memory_class(method_factory, model_factory, Ts, loss, batch, seed)
+
+
+__all__ = [
+    "FLAT_TOLERANCE",
+    "check_accumulates",
+    "check_gradients_reach_parameters",
+    "check_memory_class",
+    "check_no_state_leak",
+    "check_reproducible",
+    "check_skip_reason",
+    "default_loss",
+    "make_batch",
+    "run_conformance",
+    "saved_bytes_over_T",
+]
