@@ -288,6 +288,7 @@ class ExecutionStats:
     probe_steps: int = 0
     peak_slots: int = 0
     peak_state_bytes: int = 0
+    live_state_bytes: int = 0
     sizes: StepSizes | None = None
 
 
@@ -302,18 +303,17 @@ class _Executor:
         self.grad_logits: Tensor | None = None
         self.value = 0.0
         self.in_use = 0
-        self.state_bytes = 0
 
     # bookkeeping
     def _alloc(self, slots: int, nbytes: int) -> None:
         self.in_use += slots
-        self.state_bytes += nbytes
+        self.stats.live_state_bytes += nbytes
         self.stats.peak_slots = max(self.stats.peak_slots, self.in_use)
-        self.stats.peak_state_bytes = max(self.stats.peak_state_bytes, self.state_bytes)
+        self.stats.peak_state_bytes = max(self.stats.peak_state_bytes, self.stats.live_state_bytes)
 
     def _free(self, slots: int, nbytes: int) -> None:
         self.in_use -= slots
-        self.state_bytes -= nbytes
+        self.stats.live_state_bytes -= nbytes
 
     def _see(self, t: int, logits: Tensor) -> None:
         """Record the logits of step ``t`` the first time it runs (the first pass is in order)."""
@@ -546,13 +546,11 @@ class CheckpointedBPTT(GradientMethod):
     ) -> float:
         with clock.phase("forward"):
             stats, tables = self.plan(model, x)
+        self.last_stats = stats  # live while the batch runs (stored-state bytes, step count)
         executor = _Executor(model, x, y, loss, stats)
         if tables is None:
-            value = executor.run_sqrt(clock)
-        else:
-            value = executor.run_dp(tables, stats.slots, stats.alpha, clock)
-        self.last_stats = stats
-        return value
+            return executor.run_sqrt(clock)
+        return executor.run_dp(tables, stats.slots, stats.alpha, clock)
 
 
 @snnarena.hookimpl

@@ -61,16 +61,18 @@ class DataBundle:
     ) -> None:
         if encoding == "none" and x_train.shape[1] != T:
             raise ValueError(f"temporal data has {x_train.shape[1]} steps, expected T={T}")
-        self.x_train, self.y_train = x_train.float(), y_train.long()
-        self.x_test, self.y_test = x_test.float(), y_test.long()
+        # inputs keep their storage dtype (uint8/bool event frames stay small); batches are float
+        self.x_train, self.y_train = x_train, y_train.long()
+        self.x_test, self.y_test = x_test, y_test.long()
         self.encoding = encoding
         self.seed = seed
         shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
         self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test))
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """``[B, ...]`` (or ``[B, T, ...]``) → ``[T, B, ...]``."""
+        """``[B, ...]`` (or ``[B, T, ...]``) → float ``[T, B, ...]``."""
         T = self.info.T
+        x = x.float()
         if self.encoding == "none":
             return x.transpose(0, 1).contiguous()
         if self.encoding == "direct":

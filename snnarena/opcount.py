@@ -58,7 +58,8 @@ _DATA_PASS_OPS: frozenset[str] = frozenset({
     "native_layer_norm", "native_layer_norm_backward", "native_group_norm", "native_group_norm_backward",
     "cumsum", "logsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool2d_backward",
 })
-PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
+#: Tagged ``pointwise`` but pure data movement.
+_COPY_OPS: frozenset[str] = frozenset({"clone", "copy", "copy_", "_to_copy", "lift_fresh_copy"})
 
 
 @dataclass
@@ -228,6 +229,8 @@ class OpCounter(TorchDispatchMode):
                 counts.elementwise += args[0].numel()  # the bias gradient sums grad_out
         elif name.startswith("_foreach_"):
             counts.elementwise += _numel(args[0])
+        elif name in _COPY_OPS:
+            pass
         elif torch.Tag.pointwise in func.tags:
             counts.elementwise += _numel(out[0] if isinstance(out, (tuple, list)) else out)
         elif torch.Tag.reduction in func.tags or name in _DATA_PASS_OPS:

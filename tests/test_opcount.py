@@ -44,8 +44,9 @@ def test_linear_on_spikes_counts_accumulates_of_nonzero_inputs_and_weights() -> 
     layer = nonzero_linear(10, 3)
     with torch.no_grad():
         layer.weight[:, 0] = 0.0  # the 3 spikes in column 0 meet only zero weights
+    x = spikes_4x10()
     with OpCounter() as counter:
-        layer(spikes_4x10())
+        layer(x)
     c = counter["forward"]
     assert c.dense == 4 * 10 * 3
     assert c.effective_acs == (13 - 3) * 3
@@ -89,7 +90,7 @@ def test_conv2d_dense_excludes_padding_and_spikes_count_their_fan_out() -> None:
 def test_strided_conv_without_padding() -> None:
     conv = nn.Conv2d(1, 2, 2, stride=2, bias=False).double()
     with torch.no_grad():
-        conv.weight.fill_(1.0)
+        conv.weight.fill_(0.25)  # binary weights would make accumulates
     x = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64)
     with OpCounter() as counter:
         conv(x)
