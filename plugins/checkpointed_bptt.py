@@ -10,10 +10,13 @@ Storing a hidden state costs 1 slot. Storing a step's *internal state* — the g
 run with autograd (its saved activations, ``b_a`` bytes), its input state (the leaf receiving
 ``dL/dh_t``) and its output state — costs ``α = 2 + ⌈(b_a + b_o)/b_h⌉`` slots (``b_o``: the
 step's logits). The budget ``m`` counts every held slot, including the one holding the start of
-the sequence; the one step being back-propagated at a time (≤ α slots) comes on top, so the
-bytes saved for backward stay within ``m·b_h`` plus one step. ``b_h``, ``b_a`` and ``b_o`` are
-measured on the batch with a probe step (two steps run from rest, not part of the count) when a
-policy or budget needs them: a byte budget becomes ``m = ⌊budget_bytes / b_h⌋`` slots.
+the sequence; the one step being back-propagated at a time (its graph and loss, input and output
+states) comes on top, so saved activations plus stored states stay within ``m·b_h`` plus one step.
+``b_h``, ``b_a`` and ``b_o`` are measured on the batch by a probe (two steps run from rest under a
+``SavedTensorMeter``, reported as ``probe_steps``, not part of the count) when the policy (ism,
+msm) or a byte budget needs them: ``budget_bytes`` becomes ``m = ⌊budget_bytes / b_h⌋`` slots
+(so it depends on the batch size), and must hold at least one state. Without a budget
+``m = ⌈√T⌉`` slots.
 
 **Cost.** ``C(t, m)`` = the fewest forward step executions (with or without graph) that
 back-propagate a segment of ``t`` steps whose start state is held, within ``m`` slots:
@@ -31,7 +34,9 @@ back-propagate a segment of ``t`` steps whose start state is held, within ``m`` 
   reads ``C(T, m)`` off it and the executor follows the argmin choices, so the executed step
   count (``last_forward_steps``) equals ``forward_cost(T, m, policy, α)``. Budgets beyond what
   helps are capped (``m ≤ T`` for HSM, ``m ≤ 1 + α(T−1)`` = store everything for ISM/MSM; both
-  exact) and the table is limited to :data:`DP_MAX_SLOTS` rows.
+  exact) and the table is limited to :data:`DP_MAX_SLOTS` rows. ISM with ``m ≤ α`` can only use
+  leaves (``t(t+1)/2``). The table costs ``O(m·T²)`` integer operations (about a second for
+  ``T = 1000``, ``m = 100``) and is cached per policy and α.
 
 ``policy="sqrt"`` is the √T baseline (Chen et al. 2016): hidden states every
 ``k = ⌈√T⌉`` steps, then each segment is recomputed with graph and back-propagated as a whole,
@@ -66,6 +71,7 @@ from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
+from snnarena.neuron import detach_state
 from snnarena.params import Param, params_of
 from snnarena.registry import Register
 
@@ -215,16 +221,6 @@ def _as_leaf(state: Any) -> Any:
     return state
 
 
-def _detach(state: Any) -> Any:
-    if isinstance(state, Tensor):
-        return state.detach()
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(_detach(s) for s in state))
-    if isinstance(state, (list, tuple)):
-        return type(state)(_detach(s) for s in state)
-    return state
-
-
 def _nbytes(tensors: list[Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -266,7 +262,10 @@ def measure_step(model: nn.Module, x: Tensor) -> StepSizes:
 
 @dataclass
 class _Graph:
-    """Steps ``t0 .. t0+len(logits)−1`` run with autograd from the leaves ``inputs``."""
+    """Steps ``t0 .. t0+len(logits)−1`` run with autograd from the leaves ``inputs``.
+
+    ``inputs`` and ``outputs`` list the state tensors in the same order (:func:`_leaves`).
+    """
 
     t0: int
     inputs: list[Tensor]
@@ -336,7 +335,7 @@ class _Executor:
     def run_graph(self, state: Any, t: int, n: int) -> _Graph:
         """Run steps ``t .. t+n−1`` with graph from a leaf copy of ``state``."""
         leaf = _as_leaf(state)
-        inputs = [s for s in _leaves(leaf) if s.requires_grad]
+        inputs = _leaves(leaf)
         logits = []
         current = leaf
         with torch.enable_grad():
@@ -369,7 +368,7 @@ class _Executor:
                 grads.append(g)
         if any(t.requires_grad for t in tensors):
             torch.autograd.backward(tensors, grads)
-        return [leaf.grad for leaf in graph.inputs]
+        return [leaf.grad if leaf.requires_grad else None for leaf in graph.inputs]
 
     def _rate_gradient(self) -> None:
         """``dL/do_t = (1/T) ∇_ō CE(ō, y)`` once every step's logits are known."""
@@ -433,7 +432,7 @@ class _Executor:
                 self._alloc(alpha, nbytes)
                 stack.append(("seg", state, t0, t0 + y - 1, mm))
                 stack.append(("bwd", graph, alpha, nbytes))
-                stack.append(("seg", _detach(graph.state), t0 + y, t1, mm - alpha))
+                stack.append(("seg", detach_state(graph.state), t0 + y, t1, mm - alpha))
             else:  # leaf: the last step of the segment, back-propagated at once
                 before = self.advance(state, t0, t - 1)
                 graph = self.run_graph(before, t1 - 1, 1)

@@ -22,6 +22,7 @@ def run(
     suite: str = "quick",
     *,
     jobs: int = 1,
+    threads: int = 1,
     only: str | None = None,
     device: str = "auto",
     results_root: str | Path = "results",
@@ -32,7 +33,7 @@ def run(
     """Validate and run a suite (a path or a shipped suite name); returns where it was written."""
     host = host or PluginHost.load(HostConfig.from_env(plugins_dirs))
     spec = load_suite(suite, host)
-    return run_suite(spec, host, results_root=results_root, resume=resume, only=only, jobs=jobs, device=device)
+    return run_suite(spec, host, results_root=results_root, resume=resume, only=only, jobs=jobs, threads=threads, device=device)
 
 
 def load(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -109,7 +109,7 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
         "neuron": spec.neuron, "neuron_params": json.dumps(spec.neuron_params, sort_keys=True),
         "surrogate": spec.surrogate, "loss": spec.loss, "T": spec.T, "seed": spec.seed,
         "memory_class": method_entry.obj.memory_class, "batch_size": spec.train["batch_size"],
-        "device": str(device), "torch_version": torch.__version__, "snnarena_version": snnarena.__version__,
+        "device": str(device), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__, "snnarena_version": snnarena.__version__,
         "plugin": method_entry.distribution or method_entry.plugin, "plugin_version": method_entry.version,
         "plugin_versions": json.dumps(_plugin_info(host, spec), sort_keys=True),
     }

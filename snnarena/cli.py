@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         outcome = run_suite(
             suite, host, results_root=args.results, resume=args.resume, only=args.only, jobs=args.jobs,
-            device=args.device, on_record=on_record, on_start=on_start,
+            threads=args.threads, device=args.device, on_record=on_record, on_start=on_start,
         )
     except (SelectorError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip its done/skipped cells")
     p.add_argument("--only", metavar="SELECTOR", help="key=glob[,key=glob] (method, model, dataset, T, seed ...)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per cell (default 1)")
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the report")
     p.add_argument("--report-dir", default="report")
@@ -216,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "jobs", 1) < 1:
-        print("error: --jobs must be >= 1", file=sys.stderr)
-        return 2
+    for option in ("jobs", "threads"):
+        if getattr(args, option, 1) < 1:
+            print(f"error: --{option} must be >= 1", file=sys.stderr)
+            return 2
     code: int = args.func(args)
     return code
 

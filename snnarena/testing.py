@@ -16,7 +16,7 @@ them on a small float64 model::
     def make_model():
         host = PluginHost.load()
         info = DataInfo((6,), 3, T=8, n_train=0, n_test=0)
-        make = neuron_factory(host, "lif", {}, "atan")
+        make = neuron_factory(host, "lif", {"v_threshold": 0.25}, "atan")
         return build_model(host, "mlp", info, make, {"hidden": [7, 5]}).double()
 
     def test_my_method_conforms():
@@ -24,7 +24,10 @@ them on a small float64 model::
 
 Factories (``method_factory()``, ``model_factory()``) must build a fresh object on each call;
 checks that need two identical runs seed ``torch`` before calling them. Batches are
-``(x [T, B, *input_shape], y [B])``; :func:`make_batch` draws one for a model.
+``(x [T, B, *input_shape], y [B])``; :func:`make_batch` draws one for a model (inputs uniform in
+``[0, 2)``). Pick a model whose every layer spikes on such inputs (the low threshold above):
+a layer that never spikes leaves the weights after it with an all-zero gradient, which
+:func:`check_gradients_reach_parameters` reports.
 
 What is checked:
 
@@ -93,7 +96,9 @@ def default_loss(method: GradientMethod) -> SequenceLoss:
     """``per_step`` if the method supports it, else its first supported loss form."""
     forms = [f for f in LOSS_FORMS if f in method.loss_forms]
     if not forms:
-        raise AssertionError(f"{_name(method)}: loss_forms {sorted(method.loss_forms)} names no known form {LOSS_FORMS}")
+        raise AssertionError(
+            f"{_name(method)}: loss_forms {sorted(method.loss_forms)} names no known form {LOSS_FORMS}"
+        )
     return SequenceLoss(forms[0])  # type: ignore[arg-type]
 
 
@@ -118,11 +123,15 @@ def check_gradients_reach_parameters(
     _zero(prepared)
     before = {n: p.detach().clone() for n, p in _trainable(prepared)}
     value = method.accumulate_gradients(prepared, x, y, loss, _clock())
-    assert isinstance(value, float) and math.isfinite(value), f"{name}: accumulate_gradients returned loss {value!r}, expected a finite float"
+    assert isinstance(value, float) and math.isfinite(value), (
+        f"{name}: accumulate_gradients returned loss {value!r}, expected a finite float"
+    )
     params = _trainable(prepared)
     assert params, f"{name}: the prepared module has no trainable parameters"
     for n, p in params:
-        assert torch.equal(p.detach(), before[n]), f"{name}: accumulate_gradients changed parameter {n!r} (it must not step an optimizer)"
+        assert torch.equal(p.detach(), before[n]), (
+            f"{name}: accumulate_gradients changed parameter {n!r} (it must not step an optimizer)"
+        )
         assert p.grad is not None, f"{name}: parameter {n!r} received no gradient"
         assert torch.isfinite(p.grad).all(), f"{name}: parameter {n!r} has a non-finite gradient"
         assert (p.grad != 0).any(), f"{name}: parameter {n!r} has an all-zero gradient"

@@ -77,3 +77,12 @@ def arena_host() -> Iterator[PluginHost]:
         yield loaded
     finally:
         loaded.remove_plugin("test-plugin")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tests run tiny float64 ops: one intra-op thread is faster and immune to busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

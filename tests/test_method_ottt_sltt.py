@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,14 +29,6 @@ from snnarena.testing import run_conformance
 
 PER_STEP = SequenceLoss("per_step")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread avoids thread contention on a shared 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], tau: float = 2.0, T: int = 8,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,14 +34,6 @@ RESETS = [
 ]
 RESET_IDS = ["soft-detached", "soft", "hard-detached", "hard", "decay-input"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread avoids thread contention on a shared 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], T: int, neuron_params: dict[str, Any],

@@ -1,0 +1,496 @@
+"""Assembling the report: summary tables, figures, failures and provenance for one or more runs.
+
+Layout of the output folder ``<out_root>/<suite>/<run_id>/`` (several runs:
+``<out_root>/<suite or "combined">/<run_idA>+<run_idB>/``)::
+
+    index.html     self-contained page (inline CSS, base64 PNG figures, no script)
+    report.md      the same tables, figures linked from figures/
+    summary.csv    mean/std/count over seeds per (setting, method variant, T)
+    figures/       every figure as PNG and SVG
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import snnarena
+from snnarena.report import figures as F
+from snnarena.report.data import (
+    BASELINE,
+    EFFICIENCY_METRICS,
+    ReportData,
+    Run,
+    higher_is_better,
+    layer_cosines,
+    load,
+    rankings,
+    text,
+)
+from snnarena.report.render import (
+    Cell,
+    Details,
+    Figures,
+    HtmlWriter,
+    KeyValues,
+    Links,
+    MarkdownWriter,
+    Section,
+    Table,
+    Text,
+)
+from snnarena.results import atomic_write_text
+
+UP, DOWN = "↑", "↓"
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slug(value: str, limit: int = 60) -> str:
+    """A file-name-safe version of ``value``."""
+    out = _SLUG.sub("-", value).strip("-.")[:limit]
+    return out or "x"
+
+
+def _arrow(metric: str) -> str:
+    direction = higher_is_better(metric)
+    return UP if direction is True else DOWN if direction is False else ""
+
+
+# -- number formatting --------------------------------------------------------------------------
+def _si(value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {suffix}"
+    return f"{value:.3g}"
+
+
+def _fmt(kind: str, value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    if kind == "pct":
+        return f"{100 * value:.1f}"
+    if kind == "ms":
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    if kind == "bytes":
+        return F.human_bytes(value)
+    if kind == "cos":
+        return f"{value:.4f}"
+    if kind == "slope":
+        return f"{value:.2f}"
+    if kind == "ratio":
+        return f"{value:.2f}×"
+    if kind == "share":
+        return f"{value:.4f}"
+    return _si(value)
+
+
+def mean_std(kind: str, mean: float, std: float) -> str:
+    """``mean ± std`` (just the mean when there is no spread to show)."""
+    shown = _fmt(kind, mean)
+    if not shown or std is None or not math.isfinite(std) or std == 0:
+        return shown
+    return f"{shown} ± {_fmt(kind, std).rstrip('×')}"
+
+
+def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(values) & eligible
+    flags = np.zeros(len(values), dtype=bool)
+    if ok.sum() < 2:
+        return flags
+    best = np.nanmax(values[ok]) if higher else np.nanmin(values[ok])
+    flags[ok] = np.isclose(values[ok], best, rtol=1e-9, atol=0.0)
+    return flags
+
+
+# -- tables ---------------------------------------------------------------------------------------
+#: (header, summary column, format, metric giving the direction, best-eligible excludes BPTT)
+MAIN_COLUMNS: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("accuracy (%)", "test_accuracy", "pct", "test_accuracy", False),
+    ("step time (ms)", "step_time_ms", "ms", "step_time_ms", False),
+    ("activation memory", "peak_activation_bytes", "bytes", "peak_activation_bytes", False),
+    ("device memory", "peak_device_bytes", "bytes", "peak_device_bytes", False),
+    ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", "grad_cosine_bptt", True),
+)
+
+
+def results_table(summary: pd.DataFrame) -> Table:
+    """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT."""
+    columns = ["method", "params", "T", "seeds", "memory class"]
+    arrows = ["", "", "", "", ""]
+    shown = [c for c in MAIN_COLUMNS
+             if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()]
+    for header, _, _, metric, _ in shown:
+        columns.append(header)
+        arrows.append(_arrow(metric))
+    columns += ["× memory vs BPTT", "× time vs BPTT"]
+    arrows += [DOWN, DOWN]
+    flags: dict[str, np.ndarray] = {}
+    for _, block in summary.groupby("T", sort=False):
+        not_base = (block["method"] != BASELINE).to_numpy()
+        for _, column, _, metric, skip_base in shown:
+            eligible = not_base if skip_base else np.ones(len(block), dtype=bool)
+            values = block[f"{column}_mean"].to_numpy(float)
+            flags.setdefault(column, np.zeros(len(summary), dtype=bool))
+            flags[column][summary.index.get_indexer(block.index)] = _best_flags(
+                values, bool(higher_is_better(metric)), eligible)
+        for ratio in ("mem_ratio", "time_ratio"):
+            flags.setdefault(ratio, np.zeros(len(summary), dtype=bool))
+            flags[ratio][summary.index.get_indexer(block.index)] = _best_flags(
+                block[ratio].to_numpy(float), False, np.ones(len(block), dtype=bool))
+    rows = []
+    for i, (_, r) in enumerate(summary.iterrows()):
+        row = [Cell(r["variant"]), Cell(r["params_text"]), Cell(str(int(r["T"])), numeric=True),
+               Cell(str(int(r["n"])), numeric=True), Cell(text(r["memory_class"]))]
+        for _, column, kind, _, _ in shown:
+            row.append(Cell(mean_std(kind, r[f"{column}_mean"], r[f"{column}_std"]), flags[column][i], True))
+        row.append(Cell(_fmt("ratio", r["mem_ratio"]), flags["mem_ratio"][i], True))
+        row.append(Cell(_fmt("ratio", r["time_ratio"]), flags["time_ratio"][i], True))
+        rows.append(row)
+    return Table(columns, rows, arrows)
+
+
+def efficiency_table(summary: pd.DataFrame, extra: Sequence[str]) -> Table | None:
+    """Metric-plugin columns (NeuroBench names first), mean ± std over seeds."""
+    known = [m for m in EFFICIENCY_METRICS if m in extra]
+    others = [m for m in extra if m not in EFFICIENCY_METRICS and not m.startswith("train_")]
+    metrics = [m for m in known + others if np.isfinite(summary[f"{m}_mean"].to_numpy(float)).any()]
+    if not metrics:
+        return None
+    columns = ["method", "T", *metrics]
+    arrows = ["", "", *[_arrow(m) for m in metrics]]
+    flags = {m: np.zeros(len(summary), dtype=bool) for m in metrics}
+    for _, block in summary.groupby("T", sort=False):
+        for m in metrics:
+            direction = higher_is_better(m)
+            if direction is not None:
+                flags[m][summary.index.get_indexer(block.index)] = _best_flags(
+                    block[f"{m}_mean"].to_numpy(float), direction, np.ones(len(block), dtype=bool))
+    rows = []
+    for i, (_, r) in enumerate(summary.iterrows()):
+        row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True)]
+        for m in metrics:
+            kind = "bytes" if m.startswith("footprint") else "share" if m.endswith("sparsity") else "si"
+            row.append(Cell(mean_std(kind, r[f"{m}_mean"], r[f"{m}_std"]), flags[m][i], True))
+        rows.append(row)
+    caption = ("Effective_MACs/Effective_ACs/Dense: synaptic operations per test sample (a whole T-step "
+               "sequence); train_*_ops: operations of one training step per sample (see snnarena_plugins.metrics).")
+    return Table(columns, rows, arrows, caption)
+
+
+def slopes_table(memory: dict[str, float], time_: dict[str, float], summary: pd.DataFrame) -> Table:
+    classes = summary.groupby("variant", sort=False)["memory_class"].first()
+    rows = []
+    for variant in dict.fromkeys([*memory, *time_]):
+        rows.append([Cell(variant), Cell(text(classes.get(variant, ""))),
+                     Cell(_fmt("slope", memory.get(variant, math.nan)), numeric=True),
+                     Cell(_fmt("slope", time_.get(variant, math.nan)), numeric=True)])
+    return Table(["method", "memory class", "slope: activation memory", "slope: step time"], rows,
+                 caption="Least-squares slope of log(value) against log(T): about 1 for O(T), about 0 for O(1).")
+
+
+def ranking_table(ranks: pd.DataFrame) -> Table:
+    criteria = [c for c in ranks.columns if c not in ("variant", "blocks")]
+    rows = []
+    flags = {c: _best_flags(ranks[c].to_numpy(float), False, np.ones(len(ranks), dtype=bool)) for c in criteria}
+    for i, (_, r) in enumerate(ranks.iterrows()):
+        rows.append([Cell(r["variant"]), *[Cell(_fmt("slope", r[c]), flags[c][i], True) for c in criteria],
+                     Cell(str(int(r["blocks"])), numeric=True)])
+    return Table(["method", *[f"{c} (rank)" for c in criteria], "blocks"], rows, ["", *[DOWN for _ in criteria], ""],
+                 caption="Mean rank (1 = best) within each (dataset, model, T) block; ties share the best rank.")
+
+
+# -- sections -------------------------------------------------------------------------------------
+class _Plots:
+    """Collects rendered figures under unique, file-name-safe names."""
+
+    def __init__(self) -> None:
+        self.plots: list[F.Plot] = []
+
+    def add(self, fig: Any, name: str, caption: str) -> F.Plot | None:
+        if fig is None:
+            return None
+        plot = F.render(fig, f"{len(self.plots) + 1:02d}-{slug(name, 70)}", caption)
+        self.plots.append(plot)
+        return plot
+
+
+def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
+                    colours: dict[str, tuple[float, float, float]]) -> Section:
+    summary = data.setting_summary(setting).reset_index(drop=True)
+    section = Section(setting, anchor=f"setting-{index}")
+    tag = f"s{index}-{setting}"
+    if summary.empty:
+        section.blocks.append(Text("No cell of this setting finished; see skipped and failed cells.", "note"))
+        return section
+    Ts = data.Ts(setting)
+    section.blocks.append(results_table(summary))
+    efficiency = efficiency_table(summary, data.extra_metrics)
+    if efficiency is not None:
+        section.children.append(Section("Efficiency metrics", [efficiency]))
+
+    trade = [plots.add(F.tradeoff(summary, "peak_activation_bytes", "peak activation memory (saved for backward)",
+                                  setting, colours), f"accuracy-vs-memory-{tag}",
+                       f"Accuracy vs peak activation memory, {setting}; dashed: Pareto front"),
+             plots.add(F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
+                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; dashed: Pareto front")]
+    if np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any():
+        trade.append(plots.add(F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
+                               f"accuracy-vs-device-memory-{tag}", f"Accuracy vs peak device memory, {setting}"))
+    shown = [p for p in trade if p is not None]
+    section.children.append(Section("Trade-offs", [Figures(shown)] if shown else [
+        Text("No finite accuracy/memory/time values to plot.", "note")]))
+
+    scaling = Section("Scaling with T")
+    if len(Ts) < 2:
+        scaling.blocks.append(Text(f"Only T = {Ts[0]} was run; the scaling plots need at least two values of T.",
+                                   "note"))
+    else:
+        figs, slopes = [], {}
+        for metric, label, name in (("peak_activation_bytes", "peak activation memory", "memory"),
+                                    ("step_time_ms", "median step time (ms)", "time"),
+                                    ("peak_device_bytes", "peak device memory", "device-memory")):
+            made = F.scaling(summary, metric, label, setting, colours)
+            if made is None:
+                continue
+            fig, slopes[metric] = made
+            figs.append(plots.add(fig, f"{name}-vs-T-{tag}", f"{label.capitalize()} vs T (log-log), {setting}"))
+        scaling.blocks.append(Figures([p for p in figs if p is not None]))
+        scaling.blocks.append(slopes_table(slopes.get("peak_activation_bytes", {}), slopes.get("step_time_ms", {}),
+                                           summary))
+    section.children.append(scaling)
+
+    layers = layer_cosines(data.results[(data.results["setting"] == setting)
+                                        & (data.results["method"] != BASELINE)])
+    fidelity = Section("Gradient fidelity per layer")
+    plot = plots.add(F.fidelity_heatmap(layers, setting, data.variants), f"gradient-fidelity-{tag}",
+                     f"Cosine between each parameter's gradient and BPTT's on the probe batch, {setting}")
+    fidelity.blocks.append(Figures([plot]) if plot else Text(
+        "No per-layer gradient cosines were recorded for methods other than BPTT.", "note"))
+    section.children.append(fidelity)
+
+    curves = data.curves[data.curves["setting"] == setting] if not data.curves.empty else data.curves
+    curves_section = Section("Learning curves")
+    if curves.empty:
+        curves_section.blocks.append(Text("No learning curves were recorded.", "note"))
+    else:
+        T_max = int(curves["T"].max())
+        plot = plots.add(F.learning_curves(curves[curves["T"] == T_max], f"{setting}, T = {T_max}", colours,
+                                           data.variants),
+                         f"learning-curves-{tag}",
+                         f"Learning curves at T = {T_max}, {setting}; band: ± one standard deviation over seeds")
+        curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))
+    section.children.append(curves_section)
+    return section
+
+
+def unfinished_section(data: ReportData) -> Section:
+    section = Section("Skipped and failed cells", anchor="unfinished")
+    rows = data.results[data.results["status"] != "done"]
+    if rows.empty:
+        section.blocks.append(Text("Every cell finished.", "note"))
+        return section
+    by_label = {r.label: r for r in data.runs}
+    table_rows = []
+    details: list[Details] = []
+    for _, r in rows.iterrows():
+        label = r["label"] or f"{r['variant']} | {r['setting']} | T={text(r['T'])} | seed={text(r['seed'])}"
+        table_rows.append([Cell(r["run"]), Cell(label), Cell(r["status"]), Cell(r["reason"])])
+        run = by_label.get(r["run"])
+        tb = run.traceback(r["cell_id"]) if run is not None and r["status"] == "failed" else ""
+        if tb:
+            details.append(Details(f"traceback: {label}", "\n".join(tb.strip().splitlines()[-25:])))
+    columns = ["run", "cell", "status", "reason"]
+    table = Table(columns, table_rows) if data.multi_run else Table(columns[1:], [t[1:] for t in table_rows])
+    section.blocks.append(table)
+    section.blocks.extend(details)
+    return section
+
+
+def metric_errors_section(data: ReportData) -> Section | None:
+    rows = data.results[data.results["metric_errors"] != ""]
+    if rows.empty:
+        return None
+    table_rows = []
+    for _, r in rows.iterrows():
+        try:
+            errors = json.loads(r["metric_errors"])
+        except json.JSONDecodeError:
+            errors = {"?": r["metric_errors"]}
+        items = errors.items() if isinstance(errors, dict) else [("?", str(errors))]
+        for metric, message in items:
+            table_rows.append([Cell(r["label"] or r["variant"]), Cell(str(metric)), Cell(str(message))])
+    return Section("Metric errors", [Text("These metrics raised; their columns are missing (never 0).", "note"),
+                                     Table(["cell", "metric", "error"], table_rows)], anchor="metric-errors")
+
+
+_PROFILE_NOTES: tuple[tuple[str, str], ...] = (
+    (".pt.trace.json", "Chrome trace: open in Perfetto (ui.perfetto.dev) or chrome://tracing; its tb/ folder "
+                       "also loads in TensorBoard with the optional torch-tb-profiler"),
+    ("memory_snapshot.pickle", "CUDA memory snapshot: drop it on pytorch.org/memory_viz"),
+    (".csv", "operator table (torch.profiler key_averages)"),
+    (".txt", "operator table, text"),
+    ("profile.json", "what was profiled"),
+)
+
+
+def profile_section(data: ReportData, out_dir: Path) -> Section | None:
+    items: list[tuple[str, str, str]] = []
+    for run in data.runs:
+        for path in run.profile_files():
+            try:
+                href = os.path.relpath(path, out_dir)
+            except ValueError:  # another drive (Windows)
+                href = path.as_posix()
+            note = next((n for suffix, n in _PROFILE_NOTES if path.name.endswith(suffix)), "")
+            rel = path.relative_to(run.path).as_posix()
+            items.append((f"{run.label}: {rel}" if data.multi_run else rel, Path(href).as_posix(), note))
+    if not items:
+        return None
+    return Section("Profiler artefacts", [Links(items)], anchor="profiles")
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, list):
+        out.append((prefix, ", ".join(json.dumps(v) if isinstance(v, (dict, list)) else text(v) for v in value)))
+    else:
+        out.append((prefix, text(value)))
+
+
+def provenance_section(data: ReportData) -> Section:
+    section = Section("Environment and provenance", anchor="provenance")
+    for run in data.runs:
+        m = run.manifest
+        items: list[tuple[str, str]] = [("run directory", str(run.path))]
+        for key in ("run_id", "suite", "description", "created", "source", "cells", "only"):
+            if key in m:
+                items.append((key, text(m[key])))
+        env = m.get("environment")
+        if isinstance(env, dict):
+            _flatten("", env, items)
+        child = Section(f"Run {run.label}" if data.multi_run else f"Run {run.run_id}", [KeyValues(items)])
+        plugins = m.get("plugins")
+        if isinstance(plugins, dict):
+            loaded = plugins.get("loaded")
+            if isinstance(loaded, dict) and loaded:
+                rows = []
+                for name, info in loaded.items():
+                    info = info if isinstance(info, dict) else {}
+                    registered = info.get("registered")
+                    rows.append([Cell(str(name)), Cell(text(info.get("distribution"))), Cell(text(info.get("version"))),
+                                 Cell(text(info.get("source"))),
+                                 Cell(", ".join(map(str, registered)) if isinstance(registered, list) else "")])
+                child.blocks.append(Table(["plugin", "distribution", "version", "source", "registered"], rows,
+                                          caption="Plugins loaded"))
+            failures = plugins.get("failures")
+            if isinstance(failures, list) and failures:
+                rows = [[Cell(text(f.get("plugin")) if isinstance(f, dict) else ""),
+                         Cell(text(f.get("error")) if isinstance(f, dict) else str(f))] for f in failures]
+                child.blocks.append(Table(["plugin", "error"], rows, caption="Plugins that failed to load"))
+        section.children.append(child)
+    return section
+
+
+def overview_section(data: ReportData) -> Section:
+    counts = data.results.groupby(["run", "status"]).size().unstack(fill_value=0)
+    statuses = [s for s in ("done", "skipped", "failed") if s in counts.columns] + sorted(
+        s for s in counts.columns if s not in ("done", "skipped", "failed"))
+    rows = [[Cell(run), Cell(next(r.run_id for r in data.runs if r.label == run)),
+             *[Cell(str(int(counts.loc[run, s])), numeric=True) for s in statuses]]
+            for run in counts.index]
+    blocks: list[Any] = [
+        Table(["run", "run id", *statuses], rows, caption="Cells per run"),
+        KeyValues([("settings (dataset · model)", "; ".join(data.settings) or "none"),
+                   ("methods", "; ".join(data.variants) or "none")]),
+        Text("Tables show mean ± sample standard deviation over seeds (\"seeds\" = how many). "
+             f"{UP} higher is better, {DOWN} lower is better; highlighted: best among the methods at the same T "
+             "(BPTT, the reference, is not ranked on gradient cosine). Activation memory is the peak of bytes "
+             "autograd saves for the backward pass; device memory is CUDA's peak allocation (CPU runs: empty). "
+             "× memory/× time: ratio to BPTT's activation memory/step time at the same T"
+             + (" and run." if data.multi_run else "."), "note"),
+    ]
+    return Section("Overview", blocks, anchor="overview")
+
+
+def ranking_section(data: ReportData, plots: _Plots) -> Section:
+    ranks = rankings(data.summary)
+    section = Section("Ranking across datasets", anchor="ranking")
+    if ranks.empty:
+        section.blocks.append(Text("No finished cells to rank.", "note"))
+        return section
+    plot = plots.add(F.ranking_heatmap(ranks), "ranking", "Mean rank per criterion (1 = best)")
+    if plot is not None:
+        section.blocks.append(Figures([plot]))
+    section.blocks.append(ranking_table(ranks))
+    return section
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def output_dir(runs: list[Run], out_root: Path) -> Path:
+    suites = sorted({r.suite for r in runs})
+    suite_dir = slug(suites[0]) if len(suites) == 1 else "combined"
+    if len(runs) == 1:
+        return out_root / suite_dir / slug(runs[0].run_id, 120)
+    name = "+".join(slug(r.run_id) for r in runs)
+    if len(name) > 120:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"combined-{len(runs)}runs-{digest}"
+    return out_root / suite_dir / name
+
+
+def build_report(run_dirs: Sequence[str | Path], out_root: str | Path = "report") -> Path:
+    """Write the report of ``run_dirs`` (one or several run directories) and return its index.html."""
+    data = load(list(run_dirs))
+    out_dir = output_dir(data.runs, Path(out_root))
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*figures_dir.glob("*.png"), *figures_dir.glob("*.svg")]:
+        stale.unlink()
+
+    colours = F.palette(data.variants)
+    plots = _Plots()
+    sections = [overview_section(data), ranking_section(data, plots)]
+    results_section = Section("Results by dataset and model", anchor="results")
+    for i, setting in enumerate(data.settings, start=1):
+        if not data.setting_summary(setting).empty:
+            results_section.children.append(setting_section(data, setting, i, plots, colours))
+    if not results_section.children:
+        results_section.blocks.append(Text("No cell finished, so there is nothing to compare.", "note"))
+    sections.append(results_section)
+    sections.append(unfinished_section(data))
+    optional: list[Callable[[], Section | None]] = [lambda: metric_errors_section(data),
+                                                    lambda: profile_section(data, out_dir)]
+    sections.extend(s for s in (make() for make in optional) if s is not None)
+    sections.append(provenance_section(data))
+
+    suites = sorted({r.suite for r in data.runs})
+    title = f"snnarena report: {', '.join(suites)}"
+    ids = ", ".join(f"{r.run_id} ({r.label})" if data.multi_run else r.run_id for r in data.runs)
+    subtitle = (f"{'Runs' if data.multi_run else 'Run'} {ids} · generated {time.strftime('%Y-%m-%d %H:%M')} "
+                f"by snnarena {snnarena.__version__}")
+    descriptions = [text(r.manifest.get("description")) for r in data.runs]
+    if any(descriptions):
+        sections[0].blocks.insert(0, Text(" / ".join(dict.fromkeys(d for d in descriptions if d))))
+
+    for plot in plots.plots:
+        (figures_dir / f"{plot.name}.png").write_bytes(plot.png)
+        atomic_write_text(figures_dir / f"{plot.name}.svg", plot.svg)
+    data.summary.to_csv(out_dir / "summary.csv", index=False)
+    atomic_write_text(out_dir / "report.md", MarkdownWriter().page(title, subtitle, sections))
+    index = out_dir / "index.html"
+    atomic_write_text(index, HtmlWriter().page(title, subtitle, sections))
+    return index

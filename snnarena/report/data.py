@@ -1,0 +1,338 @@
+"""Loading run directories for a report and turning their cells into comparable summaries.
+
+Rows are labelled for display:
+
+* a *variant* is a method with the parameters that vary among that method's cells, e.g.
+  ``tbptt[K=4]`` (plus `` @ <run>`` when several runs are combined);
+* a *setting* is a dataset and model (with their varying parameters, neuron and surrogate),
+  e.g. ``digits · mlp``; tables and figures are made per setting.
+
+The summary holds, per (setting, variant, ``T``), the mean, sample standard deviation and count
+over seeds of every metric, and the ratios to BPTT of the same setting, ``T`` and run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from snnarena.compare import HIGHER_IS_BETTER
+from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
+
+#: The metrics the main tables and figures are made of.
+CORE_METRICS: tuple[str, ...] = (
+    "test_accuracy", "train_loss", "step_time_ms", "forward_ms", "backward_ms", "optimizer_ms",
+    "peak_activation_bytes", "peak_device_bytes", "grad_cosine_bptt", "grad_norm_ratio_bptt", "spike_rate",
+)
+#: Metric-plugin columns shown in the efficiency table, in this order, when present.
+EFFICIENCY_METRICS: tuple[str, ...] = (
+    "footprint", "connection_sparsity", "activation_sparsity", "Effective_MACs", "Effective_ACs", "Dense",
+    "train_forward_ops", "train_backward_ops",
+)
+BASELINE = "bptt"
+
+
+def text(value: Any) -> str:
+    """A cell value as text; missing values (None/NaN) become ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if value is pd.NA:
+        return ""
+    return str(value)
+
+
+def parse_params(value: Any) -> dict[str, Any]:
+    """A ``*_params`` JSON column value as a dict (``{"": raw}`` when it is not JSON)."""
+    raw = text(value)
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"": raw}
+    return parsed if isinstance(parsed, dict) else {"": raw}
+
+
+def format_params(params: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+    keys = list(params) if keys is None else [k for k in keys if k in params]
+    parts = []
+    for k in keys:
+        v = params[k]
+        shown = "x".join(map(str, v)) if isinstance(v, list) else str(v)
+        parts.append(shown if k == "" else f"{k}={shown}")
+    return ",".join(parts)
+
+
+@dataclass
+class Run:
+    """One run directory and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    label: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return text(self.manifest.get("run_id")) or self.path.name
+
+    @property
+    def suite(self) -> str:
+        return text(self.manifest.get("suite")) or "suite"
+
+    @property
+    def device(self) -> str:
+        env = self.manifest.get("environment")
+        return text(env.get("device")) if isinstance(env, dict) else ""
+
+    def profile_files(self) -> list[Path]:
+        folder = self.path / "profile"
+        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+    def traceback(self, cell_id: str) -> str:
+        path = self.path / "cells" / f"{cell_id}.json"
+        if not cell_id or not path.is_file():
+            return ""
+        return text(json.loads(path.read_text(encoding="utf-8")).get("traceback"))
+
+
+@dataclass
+class ReportData:
+    """Everything a report is made from."""
+
+    runs: list[Run]
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    settings: list[str]
+    variants: list[str]
+    multi_run: bool
+    extra_metrics: list[str] = field(default_factory=list)
+
+    def setting_summary(self, setting: str) -> pd.DataFrame:
+        return self.summary[self.summary["setting"] == setting]
+
+    def Ts(self, setting: str) -> list[int]:
+        return sorted(int(t) for t in self.setting_summary(setting)["T"].unique())
+
+
+def _run_labels(runs: list[Run]) -> None:
+    devices = [r.device for r in runs]
+    ids = [r.run_id for r in runs]
+    if all(devices) and len(set(devices)) == len(devices):
+        labels = devices
+    elif len(set(ids)) == len(ids):
+        labels = ids
+    else:
+        labels = [f"{rid} ({i + 1})" for i, rid in enumerate(ids)]
+    for run, label in zip(runs, labels):
+        run.label = label
+
+
+def _varying_keys(params: Sequence[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for p in params:
+        keys.extend(k for k in p if k not in keys)
+    sentinel = object()
+    return [k for k in keys if len({json.dumps(p.get(k, sentinel), sort_keys=True, default=str) for p in params}) > 1]
+
+
+def _label_by(frame: pd.DataFrame, name_col: str, params_col: str) -> pd.Series:
+    """``name[varying params]`` per row, the varying keys found among rows of the same name."""
+    parsed = frame[params_col].map(parse_params)
+    labels = pd.Series("", index=frame.index, dtype=object)
+    for name, idx in frame.groupby(name_col, dropna=False, sort=False).groups.items():
+        keys = _varying_keys(list(parsed.loc[idx]))
+        for i in idx:
+            inner = format_params(parsed.loc[i], keys)
+            labels.loc[i] = f"{text(name)}[{inner}]" if inner else text(name)
+    return labels
+
+
+def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in RESULT_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    for column in ("method", "model", "dataset", "neuron", "surrogate", "loss", "status", "reason", "label",
+                   "cell_id", "method_params", "model_params", "dataset_params", "neuron_params", "memory_class",
+                   "metric_errors", "grad_cosine_layers"):
+        frame[column] = frame[column].map(text).astype(object)
+    for column in (*CORE_METRICS, "T", "seed", "params", "extra_params"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
+    """Add ``method_label``, ``variant``, ``setting`` and ``params_text`` columns."""
+    out = results.copy()
+    out["method_label"] = _label_by(out, "method", "method_params")
+    loss_varies = out.loc[out["loss"] != "", "loss"].nunique() > 1
+    if loss_varies:
+        out["method_label"] = out["method_label"] + " (" + out["loss"] + " loss)"
+    out["variant"] = out["method_label"] + ((" @ " + out["run"]) if multi_run else "")
+    model = _label_by(out, "model", "model_params")
+    neuron = _label_by(out, "neuron", "neuron_params")
+    if neuron.nunique() > 1:
+        model = model + "/" + neuron
+    if out["surrogate"].nunique() > 1:
+        model = model + "/" + out["surrogate"]
+    out["setting"] = _label_by(out, "dataset", "dataset_params") + " · " + model
+    out["params_text"] = out["method_params"].map(lambda v: format_params(parse_params(v)))
+    return out
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (0 if method == BASELINE else 1, method)
+
+
+def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean/std/count over seeds per (setting, variant, T) of ``done`` cells, plus BPTT ratios."""
+    done = results[results["status"] == "done"]
+    keys = ["setting", "variant", "T"]
+    if done.empty:
+        return pd.DataFrame(columns=[*keys, "method", "method_label", "params_text", "run", "memory_class", "n"])
+    first = done.groupby(keys, sort=False)[["method", "method_label", "params_text", "run", "memory_class"]].first()
+    grouped = done.groupby(keys, sort=False)
+    parts = [first, grouped.size().rename("n")]
+    for m in metrics:
+        values = pd.to_numeric(done[m], errors="coerce").groupby([done[k] for k in keys], sort=False)
+        parts.append(values.mean().rename(f"{m}_mean"))
+        parts.append(values.std().rename(f"{m}_std"))
+        parts.append(values.count().rename(f"{m}_n"))
+    summary = pd.concat(parts, axis=1).reset_index()
+    summary["mem_ratio"] = np.nan
+    summary["time_ratio"] = np.nan
+    for (_setting, _T, _run), block in summary.groupby(["setting", "T", "run"], sort=False):
+        base = block[block["method"] == BASELINE]
+        if base.empty:
+            continue
+        ref = base.sort_values(["n", "variant"], ascending=[False, True]).iloc[0]
+        for metric, ratio in (("peak_activation_bytes", "mem_ratio"), ("step_time_ms", "time_ratio")):
+            denominator = ref[f"{metric}_mean"]
+            if np.isfinite(denominator) and denominator > 0:
+                summary.loc[block.index, ratio] = block[f"{metric}_mean"] / denominator
+    order = summary["method"].map(_method_order)
+    summary = summary.assign(_order=order).sort_values(["setting", "T", "_order", "variant"], kind="stable")
+    return summary.drop(columns="_order").reset_index(drop=True)
+
+
+def layer_cosines(results: pd.DataFrame) -> pd.DataFrame:
+    """Long table (setting, variant, T, layer, cosine) of per-layer gradient cosines, mean over seeds."""
+    rows = []
+    done = results[(results["status"] == "done") & (results["grad_cosine_layers"] != "")]
+    for _, r in done.iterrows():
+        try:
+            layers = json.loads(r["grad_cosine_layers"])
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(layers, dict):
+            continue
+        for layer, value in layers.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                rows.append((r["setting"], r["variant"], r["T"], str(layer), float(value)))
+    frame = pd.DataFrame(rows, columns=["setting", "variant", "T", "layer", "cosine"])
+    if frame.empty:
+        return frame
+    return frame.groupby(["setting", "variant", "T", "layer"], sort=False)["cosine"].mean().reset_index()
+
+
+def pareto_mask(cost: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Points no other point beats: none has ``cost <=`` and ``gain >=`` with one strict."""
+    mask = np.zeros(len(cost), dtype=bool)
+    for i in range(len(cost)):
+        if not (np.isfinite(cost[i]) and np.isfinite(gain[i])):
+            continue
+        dominated = (cost <= cost[i]) & (gain >= gain[i]) & ((cost < cost[i]) | (gain > gain[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+def loglog_slope(T: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of ``log(value)`` against ``log(T)`` (NaN with < 2 usable ``T``)."""
+    t = np.asarray(T, dtype=float)
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(t) & np.isfinite(v) & (t > 0) & (v > 0)
+    if len(np.unique(t[ok])) < 2:
+        return math.nan
+    return float(np.polyfit(np.log(t[ok]), np.log(v[ok]), 1)[0])
+
+
+#: Criteria of the ranking summary: (metric column of the summary, label, higher is better).
+RANK_CRITERIA: tuple[tuple[str, str, bool], ...] = (
+    ("test_accuracy_mean", "accuracy", True),
+    ("step_time_ms_mean", "step time", False),
+    ("peak_activation_bytes_mean", "activation memory", False),
+    ("grad_cosine_bptt_mean", "gradient cosine", True),
+)
+
+
+def rankings(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean rank (1 = best) of each method variant per criterion over the (setting, T) blocks.
+
+    Ranks are taken within each block (ties share the best rank); BPTT, the reference, is not
+    ranked on gradient cosine. Columns: ``variant``, one per criterion, ``blocks``.
+    """
+    if summary.empty:
+        return pd.DataFrame(columns=["variant", *[c[1] for c in RANK_CRITERIA], "blocks"])
+    ranks: dict[str, pd.Series] = {}
+    for column, label, higher in RANK_CRITERIA:
+        values = summary[column]
+        if column.startswith("grad_cosine"):
+            values = values.where(summary["method"] != BASELINE)  # the reference itself is not ranked
+        rank = values.groupby([summary["setting"], summary["T"]]).rank(ascending=not higher, method="min")
+        ranks[label] = rank.groupby(summary["variant"]).mean()
+    blocks = summary.groupby("variant").size().rename("blocks")
+    out = pd.DataFrame(ranks).join(blocks).reset_index().rename(columns={"index": "variant"})
+    return out.sort_values(["accuracy", "variant"], na_position="last").reset_index(drop=True)
+
+
+def load(run_dirs: Sequence[str | Path]) -> ReportData:
+    """Read the run directories (each once, in the given order) and build the summaries."""
+    paths: list[Path] = []
+    for d in run_dirs:
+        p = Path(d).resolve()
+        if p not in paths:
+            paths.append(p)
+    if not paths:
+        raise ValueError("build_report needs at least one run directory")
+    runs = [Run(p, RunDirectory(p).manifest()) for p in paths]
+    _run_labels(runs)
+    frames, curve_frames = [], []
+    for run in runs:
+        results, curves = load_run(run.path)
+        results = results.copy()
+        results["run"] = run.label
+        curves = curves.copy()
+        curves["run"] = run.label
+        frames.append(results)
+        curve_frames.append(curves)
+    results = _ensure_columns(pd.concat(frames, ignore_index=True))
+    multi_run = len(runs) > 1
+    results = label_rows(results, multi_run)
+    extra = [c for c in results.columns if c not in RESULT_COLUMNS and c not in (
+        "run", "method_label", "variant", "setting", "params_text") and pd.api.types.is_numeric_dtype(results[c])]
+    summary = summarise(results, [*CORE_METRICS, *extra])
+    curves = pd.concat(curve_frames, ignore_index=True)
+    if not curves.empty:
+        labels = results[["run", "cell_id", "variant", "setting"]].drop_duplicates(["run", "cell_id"])
+        curves = curves.drop(columns=[c for c in ("variant", "setting") if c in curves.columns])
+        curves = curves.merge(labels, on=["run", "cell_id"], how="inner")
+        for column in ("epoch", "train_loss", "test_accuracy", "T", "seed"):
+            curves[column] = pd.to_numeric(curves[column], errors="coerce")
+    settings = list(dict.fromkeys(sorted(results["setting"].unique())))
+    method_of = results.groupby("variant")["method"].first()
+    variants = sorted(method_of.index, key=lambda v: (_method_order(method_of[v]), v))
+    return ReportData(runs, results, curves, summary, settings, variants, multi_run, extra)
+
+
+def higher_is_better(metric: str) -> bool | None:
+    return HIGHER_IS_BETTER.get(metric)
