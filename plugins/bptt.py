@@ -38,8 +38,8 @@ class BPTT(GradientMethod):
         with clock.phase("forward"):
             state = model.init_state()
             logits = []
-            for t in range(x.shape[0]):
-                out = model.step(x[t], state)
+            for x_t in x.unbind(0):
+                out = model.step(x_t, state)
                 state = out.state
                 logits.append(out.logits)
             value = loss.full(torch.stack(logits), y)

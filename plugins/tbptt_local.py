@@ -76,9 +76,12 @@ class LocalBlocksModel(nn.Module):
         self.model = model
         self.blocks = block_bounds(len(model.stages), block_size)
         param = next(model.parameters())
+        training = model.training
+        model.eval()  # a shape probe must not update BatchNorm running statistics
         with torch.no_grad():
             x = torch.zeros(1, *model.info.input_shape, dtype=param.dtype, device=param.device)
             spikes = model.step(x, model.init_state()).spikes
+        model.train(training)
         self.heads = nn.ModuleList(
             AuxHead(tuple(spikes[hi - 1].shape[1:]), model.info.n_classes) for _, hi in self.blocks[:-1]
         ).to(device=param.device, dtype=param.dtype)

@@ -107,8 +107,8 @@ class Neuron(nn.Module):
         if state is None:
             state = self.init_state(x[0])
         spikes = []
-        for t in range(x.shape[0]):
-            s, state = self.step(x[t], state)
+        for x_t in x.unbind(0):  # unbind: one backward node, not one slice per step (O(T²))
+            s, state = self.step(x_t, state)
             spikes.append(s)
         return torch.stack(spikes), state
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,14 +25,6 @@ from snnarena_plugins.tbptt import TBPTT
 #: Methods registered by the built-in plugins (the same entry points the ``host`` fixture loads).
 METHODS = PluginHost.load(HostConfig()).names("method")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny float64 ops run faster (and steadier on a busy 2-core machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model_factory(host: PluginHost) -> testing.ModelFactory:

@@ -8,7 +8,6 @@ memory held (bytes saved for backward + stored states) stays within the budget p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -36,14 +35,6 @@ HIDDEN = (7, 5)
 BATCH = 4
 STATE_BYTES = sum(HIDDEN) * BATCH * 8  # one hidden state: every stage's membrane, float64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny float64 ops run faster (and steadier on a busy 2-core machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _clock() -> PhaseClock:

@@ -8,7 +8,6 @@ flat in ``T`` and grows with ``K`` and ``Lb``; the heads are the only extra para
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,14 +25,6 @@ from snnarena_plugins.tbptt_local import LocalBlocksModel, TBPTTLocal, block_bou
 
 T = 12
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny float64 ops run faster (and steadier on a busy 2-core machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _clock() -> PhaseClock:

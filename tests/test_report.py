@@ -115,8 +115,9 @@ def test_tables_failures_and_links(report: tuple[Path, Path]) -> None:
     assert href is not None and (index.parent / href.group(1)).resolve() == (
         run / "profile" / "cell1" / "operators.csv").resolve()
     markdown = (index.parent / "report.md").read_text(encoding="utf-8")
-    assert "| method | params | T | seeds | memory class | accuracy (%) ↑ |" in markdown
-    assert "| tbptt\\[K=2\\] | K=2 | 4 | 1 | O(1) | 54.0 |" in markdown
+    assert "| method | T | seeds | memory class | accuracy (%) ↑ |" in markdown
+    assert "| tbptt\\[K=2\\] | 4 | 1 | O(1) | 54.0 |" in markdown
+    assert "- **tbptt\\[K=2\\] parameters**: K=2" in markdown
     assert "(figures/" in markdown
     assert (index.parent / "summary.csv").is_file()
 
@@ -168,3 +169,19 @@ def test_pareto_and_slope_helpers() -> None:
     assert loglog_slope([4, 8, 16], [40, 80, 160]) == pytest.approx(1.0)
     assert loglog_slope([4, 8, 16], [7, 7, 7]) == pytest.approx(0.0)
     assert math.isnan(loglog_slope([4], [1.0]))
+
+
+def test_nan_metrics_and_no_curves(tmp_path: Path) -> None:
+    records = []
+    for method in ("bptt", "tbptt"):
+        for T in (4, 8):
+            record = cell("nanRun", method, T)
+            for key in ("test_accuracy", "step_time_ms", "peak_activation_bytes", "grad_cosine_bptt", "Effective_ACs"):
+                record.row[key] = math.nan
+            record.row["grad_cosine_layers"] = ""
+            record.curves = []
+            records.append(record)
+    page = build_report([write_run(tmp_path, "nanRun", records)], tmp_path / "out").read_text(encoding="utf-8")
+    assert "No finite accuracy/memory/time values to plot." in page
+    assert "No learning curves were recorded." in page
+    assert "No per-layer gradient cosines were recorded" in page

@@ -82,7 +82,7 @@ def _fmt(kind: str, value: float) -> str:
     if kind == "pct":
         return f"{100 * value:.1f}"
     if kind == "ms":
-        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+        return f"{value:.{_decimals(value)}f}"
     if kind == "bytes":
         return F.human_bytes(value)
     if kind == "cos":
@@ -96,12 +96,19 @@ def _fmt(kind: str, value: float) -> str:
     return _si(value)
 
 
+def _decimals(value: float) -> int:
+    """Decimals that show three significant digits of ``value`` (none for values >= 100)."""
+    return 0 if value == 0 or abs(value) >= 100 else max(0, 2 - math.floor(math.log10(abs(value))))
+
+
 def mean_std(kind: str, mean: float, std: float) -> str:
-    """``mean ± std`` (just the mean when there is no spread to show)."""
+    """``mean ± std`` (just the mean when there is no spread to show); ms with matching decimals."""
     shown = _fmt(kind, mean)
     if not shown or std is None or not math.isfinite(std) or std == 0:
         return shown
-    return f"{shown} ± {_fmt(kind, std).rstrip('×')}"
+    if kind == "ms":
+        return f"{shown} ± {std:.{_decimals(mean)}f}"
+    return f"{shown} ± {_fmt(kind, std)}"
 
 
 def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.ndarray:
@@ -110,6 +117,9 @@ def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.nd
     if ok.sum() < 2:
         return flags
     best = np.nanmax(values[ok]) if higher else np.nanmin(values[ok])
+    worst = np.nanmin(values[ok]) if higher else np.nanmax(values[ok])
+    if np.isclose(best, worst, rtol=1e-9, atol=0.0):
+        return flags  # all equal: nothing stands out
     flags[ok] = np.isclose(values[ok], best, rtol=1e-9, atol=0.0)
     return flags
 
@@ -127,8 +137,8 @@ MAIN_COLUMNS: tuple[tuple[str, str, str, str, bool], ...] = (
 
 def results_table(summary: pd.DataFrame) -> Table:
     """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT."""
-    columns = ["method", "params", "T", "seeds", "memory class"]
-    arrows = ["", "", "", "", ""]
+    columns = ["method", "T", "seeds", "memory class"]
+    arrows = ["", "", "", ""]
     shown = [c for c in MAIN_COLUMNS
              if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()]
     for header, _, _, metric, _ in shown:
@@ -151,7 +161,7 @@ def results_table(summary: pd.DataFrame) -> Table:
                 block[ratio].to_numpy(float), False, np.ones(len(block), dtype=bool))
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
-        row = [Cell(r["variant"]), Cell(r["params_text"]), Cell(str(int(r["T"])), numeric=True),
+        row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True),
                Cell(str(int(r["n"])), numeric=True), Cell(text(r["memory_class"]))]
         for _, column, kind, _, _ in shown:
             row.append(Cell(mean_std(kind, r[f"{column}_mean"], r[f"{column}_std"]), flags[column][i], True))
@@ -166,6 +176,9 @@ def efficiency_table(summary: pd.DataFrame, extra: Sequence[str]) -> Table | Non
     known = [m for m in EFFICIENCY_METRICS if m in extra]
     others = [m for m in extra if m not in EFFICIENCY_METRICS and not m.startswith("train_")]
     metrics = [m for m in known + others if np.isfinite(summary[f"{m}_mean"].to_numpy(float)).any()]
+    if "footprint_prepared" in metrics and "footprint" in metrics and np.allclose(
+            summary["footprint_prepared_mean"], summary["footprint_mean"], equal_nan=True):
+        metrics.remove("footprint_prepared")  # the method adds no parameters or buffers
     if not metrics:
         return None
     columns = ["method", "T", *metrics]
@@ -236,15 +249,18 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
         return section
     Ts = data.Ts(setting)
     section.blocks.append(results_table(summary))
+    params = summary.drop_duplicates("method_label")
+    section.blocks.append(KeyValues([(f"{v} parameters", p or "(none)")
+                                     for v, p in zip(params["method_label"], params["params_text"])]))
     efficiency = efficiency_table(summary, data.extra_metrics)
     if efficiency is not None:
         section.children.append(Section("Efficiency metrics", [efficiency]))
 
     trade = [plots.add(F.tradeoff(summary, "peak_activation_bytes", "peak activation memory (saved for backward)",
                                   setting, colours), f"accuracy-vs-memory-{tag}",
-                       f"Accuracy vs peak activation memory, {setting}; dashed: Pareto front"),
+                       f"Accuracy vs peak activation memory, {setting}; dashed: Pareto front; bars: ± one std over seeds"),
              plots.add(F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
-                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; dashed: Pareto front")]
+                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; dashed: Pareto front; bars: ± one std over seeds")]
     if np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any():
         trade.append(plots.add(F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
                                f"accuracy-vs-device-memory-{tag}", f"Accuracy vs peak device memory, {setting}"))
@@ -285,11 +301,13 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
     if curves.empty:
         curves_section.blocks.append(Text("No learning curves were recorded.", "note"))
     else:
-        T_max = int(curves["T"].max())
-        plot = plots.add(F.learning_curves(curves[curves["T"] == T_max], f"{setting}, T = {T_max}", colours,
+        # the T with the most methods (the largest such T)
+        methods_per_T = curves.groupby("T")["variant"].nunique()
+        T_pick = int(max(methods_per_T.items(), key=lambda kv: (kv[1], kv[0]))[0])
+        plot = plots.add(F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours,
                                            data.variants),
                          f"learning-curves-{tag}",
-                         f"Learning curves at T = {T_max}, {setting}; band: ± one standard deviation over seeds")
+                         f"Learning curves at T = {T_pick}, {setting}; band: ± one standard deviation over seeds")
         curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))
     section.children.append(curves_section)
     return section
@@ -297,7 +315,7 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
 
 def unfinished_section(data: ReportData) -> Section:
     section = Section("Skipped and failed cells", anchor="unfinished")
-    rows = data.results[data.results["status"] != "done"]
+    rows = data.results[data.results["status"] != "done"].sort_values(["run", "status", "label"], kind="stable")
     if rows.empty:
         section.blocks.append(Text("Every cell finished.", "note"))
         return section

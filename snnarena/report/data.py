@@ -62,14 +62,14 @@ def parse_params(value: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"": raw}
 
 
-def format_params(params: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+def format_params(params: dict[str, Any], keys: Iterable[str] | None = None, sep: str = ",") -> str:
     keys = list(params) if keys is None else [k for k in keys if k in params]
     parts = []
     for k in keys:
         v = params[k]
         shown = "x".join(map(str, v)) if isinstance(v, list) else str(v)
         parts.append(shown if k == "" else f"{k}={shown}")
-    return ",".join(parts)
+    return sep.join(parts)
 
 
 @dataclass
@@ -186,7 +186,7 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     if out["surrogate"].nunique() > 1:
         model = model + "/" + out["surrogate"]
     out["setting"] = _label_by(out, "dataset", "dataset_params") + " · " + model
-    out["params_text"] = out["method_params"].map(lambda v: format_params(parse_params(v)))
+    out["params_text"] = out["method_params"].map(lambda v: format_params(parse_params(v), sep=", "))
     return out
 
 

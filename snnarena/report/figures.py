@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from snnarena.report.data import loglog_slope, pareto_mask
 
@@ -104,6 +104,13 @@ def _dodge(x: np.ndarray, spread: float = 0.035) -> np.ndarray:
     return out
 
 
+def _log_errors(mean: float, std: float | None) -> list[list[float]] | None:
+    """Asymmetric error bars for a log axis; the lower arm stops at half the mean."""
+    if std is None or not math.isfinite(std):
+        return None
+    return [[min(std, 0.5 * mean)], [std]]
+
+
 def tradeoff(
     summary: pd.DataFrame, metric: str, xlabel: str, title: str, colours: dict[str, tuple[float, float, float]],
 ) -> Figure | None:
@@ -122,7 +129,7 @@ def tradeoff(
         fig = _figure(6.8, 4.2)
         ax = fig.subplots()
         for (_, r), xi, yi in zip(rows.iterrows(), shown_x, y):
-            xerr = _finite(r[f"{metric}_std"])
+            xerr = _log_errors(r[f"{metric}_mean"], r[f"{metric}_std"])
             yerr = _finite(100 * r["test_accuracy_std"])
             ax.errorbar(xi, yi, xerr=xerr, yerr=yerr, fmt=marker_of[r["T"]], color=colours[r["variant"]],
                         markersize=7, capsize=2, elinewidth=0.8, alpha=0.9, zorder=3)
@@ -171,8 +178,8 @@ def scaling(
             memory_class = rows["memory_class"].iloc[0]
             tag = f" [{memory_class}]" if memory_class else ""
             label = f"{variant}{tag}  slope {slope:.2f}" if math.isfinite(slope) else f"{variant}{tag}"
-            err = rows[f"{metric}_std"].to_numpy(dtype=float)
-            ax.errorbar(t[ok], v[ok], yerr=np.where(np.isfinite(err[ok]), err[ok], 0.0), marker="o",
+            err = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float)[ok])
+            ax.errorbar(t[ok], v[ok], yerr=[np.minimum(err, 0.5 * v[ok]), err], marker="o",
                         color=colours[str(variant)], capsize=2, linewidth=1.4, label=mpl_text(label))
             firsts.append(v[ok][0])
         if firsts:
@@ -248,6 +255,7 @@ def learning_curves(
                              palette=pal, errorbar="sd", marker="o",
                              markersize=4, ax=ax, legend=ax is axes[1])
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axes[1].get_legend() is not None:
             sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=None)
         fig.suptitle(mpl_text(title))
@@ -258,12 +266,14 @@ def ranking_heatmap(ranks: pd.DataFrame) -> Figure | None:
     """Mean rank (1 = best) of every variant on each criterion over all (setting, T) blocks."""
     if ranks.empty:
         return None
-    table = ranks.set_index("variant").drop(columns="blocks")
+    table = ranks.set_index("variant").drop(columns="blocks").astype(float)
+    if not np.isfinite(table.to_numpy()).any():
+        return None
     n_rows, n_cols = table.shape
     with mpl.rc_context(_RC):
         fig = _figure(2.0 + 1.3 * n_cols, max(2.0, 0.35 * n_rows + 1.4))
         ax = fig.subplots()
-        sns.heatmap(table.astype(float), ax=ax, cmap="viridis_r", annot=True, fmt=".2f", linewidths=0.5,
+        sns.heatmap(table, ax=ax, cmap="viridis_r", annot=True, fmt=".2f", linewidths=0.5,
                     linecolor="white", cbar_kws={"label": "mean rank (1 = best)"})
         ax.set_yticks(np.arange(n_rows) + 0.5, [mpl_text(r) for r in table.index], rotation=0)
         ax.set_xticks(np.arange(n_cols) + 0.5, list(table.columns), rotation=0)

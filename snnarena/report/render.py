@@ -83,7 +83,7 @@ h1{font-size:1.7rem;margin:.2rem 0 .4rem}h2{font-size:1.35rem;margin-top:2.4rem;
 padding-bottom:.3rem}h3{font-size:1.1rem;margin-top:1.8rem}h4{font-size:1rem;margin:1.2rem 0 .4rem}
 p,li{line-height:1.5}.note{color:#59636e;font-size:.9rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.86rem}
-th,td{border:1px solid #d0d7de;padding:.25rem .45rem;vertical-align:top}
+th,td{border:1px solid #d0d7de;padding:.25rem .45rem;vertical-align:top}td{max-width:26rem}td:first-child{white-space:nowrap}
 th{background:#f6f8fa;text-align:left;white-space:nowrap}tr:nth-child(even) td{background:#fbfcfd}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{font-weight:700;background:#dafbe1!important}
