@@ -79,6 +79,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (run / "profile" / "cell1" / "tb").mkdir(parents=True)
     (run / "profile" / "cell1" / "operators.csv").write_text("key,count\naten::mm,1\n")
     (run / "profile" / "cell1" / "tb" / "w.1.pt.trace.json").write_text('{"traceEvents": []}')
+    suite_level = run.parent / "profile" / main_records("runA")[0].row["cell_id"]  # `snnarena profile` default
+    suite_level.mkdir(parents=True)
+    (suite_level / "profile.json").write_text("{}")
+    (run.parent / "profile" / "not-a-cell-of-this-run").mkdir()
+    (run.parent / "profile" / "not-a-cell-of-this-run" / "other.csv").write_text("")
     return run, build_report([run], root / "report")
 
 
@@ -114,6 +119,7 @@ def test_tables_failures_and_links(report: tuple[Path, Path]) -> None:
     href = re.search(r'href="([^"]*operators\.csv)"', page)
     assert href is not None and (index.parent / href.group(1)).resolve() == (
         run / "profile" / "cell1" / "operators.csv").resolve()
+    assert "profile.json" in page and "other.csv" not in page
     markdown = (index.parent / "report.md").read_text(encoding="utf-8")
     assert "| method | T | seeds | memory class | accuracy (%) ↑ |" in markdown
     assert "| tbptt\\[K=2\\] | 4 | 1 | O(1) | 54.0 |" in markdown

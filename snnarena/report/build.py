@@ -366,13 +366,15 @@ _PROFILE_NOTES: tuple[tuple[str, str], ...] = (
 def profile_section(data: ReportData, out_dir: Path) -> Section | None:
     items: list[tuple[str, str, str]] = []
     for run in data.runs:
-        for path in run.profile_files():
+        cell_ids = data.results.loc[data.results["run"] == run.label, "cell_id"]
+        for path in run.profile_files(cell_ids):
             try:
                 href = os.path.relpath(path, out_dir)
             except ValueError:  # another drive (Windows)
                 href = path.as_posix()
             note = next((n for suffix, n in _PROFILE_NOTES if path.name.endswith(suffix)), "")
-            rel = path.relative_to(run.path).as_posix()
+            base = run.path if path.is_relative_to(run.path) else run.path.parent
+            rel = path.relative_to(base).as_posix()
             items.append((f"{run.label}: {rel}" if data.multi_run else rel, Path(href).as_posix(), note))
     if not items:
         return None

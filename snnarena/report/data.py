@@ -93,9 +93,16 @@ class Run:
         env = self.manifest.get("environment")
         return text(env.get("device")) if isinstance(env, dict) else ""
 
-    def profile_files(self) -> list[Path]:
-        folder = self.path / "profile"
-        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    def profile_files(self, cell_ids: Iterable[str] = ()) -> list[Path]:
+        """Profiler artefacts of this run: everything under ``<run>/profile/``, and the
+        ``<results>/<suite>/profile/<cell_id>/`` folders (``snnarena profile``'s default output)
+        of the run's cells."""
+        folders = [self.path / "profile"] + [self.path.parent / "profile" / c for c in sorted(set(cell_ids)) if c]
+        files: list[Path] = []
+        for folder in folders:
+            if folder.is_dir():
+                files.extend(sorted(p for p in folder.rglob("*") if p.is_file() and p not in files))
+        return files
 
     def traceback(self, cell_id: str) -> str:
         path = self.path / "cells" / f"{cell_id}.json"
