@@ -45,7 +45,7 @@ import snnarena
 from snnarena.measure import PhaseClock
 from snnarena.metric import CellContext, Metric
 from snnarena.opcount import OpCounter
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 from snnarena.registry import Register
 
 CONNECTION_LAYERS: tuple[type[nn.Module], ...] = (
@@ -105,7 +105,6 @@ class ConnectionSparsity(Metric):
     """Share of zero weights in the connection layers (NeuroBench ConnectionSparsity)."""
 
     name = "connection_sparsity"
-    higher_is_better = True
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         zeros = total = 0
@@ -120,12 +119,20 @@ class ConnectionSparsity(Metric):
         return {"connection_sparsity": zeros / total}
 
 
-class ActivationSparsity(Metric):
+class _OnTestData(Metric):
+    """A metric measured on the first ``samples`` test samples; defaults filled in when built
+    directly (``SynapticOperations()``) rather than through the plugin host."""
+
+    PARAMS = (_SAMPLES, _BATCH)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params_of(type(self)).resolve(params))
+
+
+class ActivationSparsity(_OnTestData):
     """1 − nonzero/total of the neuron stages' outputs on the test data (NeuroBench)."""
 
     name = "activation_sparsity"
-    higher_is_better = True
-    PARAMS = (_SAMPLES, _BATCH)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         nonzero = total = 0
@@ -139,12 +146,11 @@ class ActivationSparsity(Metric):
         return {"activation_sparsity": 1.0 - nonzero / total}
 
 
-class SynapticOperations(Metric):
+class SynapticOperations(_OnTestData):
     """Effective MACs/ACs and dense synaptic operations per test sample (NeuroBench SynOps)."""
 
     name = "synaptic_operations"
     higher_is_better = False
-    PARAMS = (_SAMPLES, _BATCH)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         counter = OpCounter()

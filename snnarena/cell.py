@@ -146,15 +146,25 @@ class _Interrupted(BaseException):
         self.record = record
 
 
-def _train_and_measure(
-    spec: CellSpec, host: PluginHost, device: torch.device, curves: list[dict[str, Any]], row: dict[str, Any]
-) -> dict[str, Any]:
+@dataclass
+class BuiltCell:
+    """A cell ready to train: data, the model, the method and the module it trains."""
+
+    data: DataBundle
+    model: SpikingModel
+    method: GradientMethod
+    prepared: nn.Module
+    loss: SequenceLoss
+    optimizer: torch.optim.Optimizer
+
+
+def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell | str:
+    """Seed, then build everything a cell trains with; or the model's/method's skip reason."""
     seed_everything(spec.seed)
     data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
-    model_cls = host.get("model", spec.model).obj
-    reason = model_cls.skip(data.info)
+    reason = host.get("model", spec.model).obj.skip(data.info)
     if reason:
-        return {"status": "skipped", "reason": reason}
+        return f"{reason}"
     make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
     model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
     method = build_method(host, spec.method, spec.method_params)
@@ -163,15 +173,26 @@ def _train_and_measure(
     if not isinstance(reason, (str, type(None))):
         raise TypeError(f"{spec.method}.skip returned {reason!r}; expected a string or None")
     if reason:
-        return {"status": "skipped", "reason": reason}
+        return reason
     prepared = method.prepare(model).to(device)
+    return BuiltCell(data, model, method, prepared, loss, make_optimizer(prepared.parameters(), spec.optimizer))
+
+
+def _train_and_measure(
+    spec: CellSpec, host: PluginHost, device: torch.device, curves: list[dict[str, Any]], row: dict[str, Any]
+) -> dict[str, Any]:
+    built = build_cell(spec, host, device)
+    if isinstance(built, str):
+        return {"status": "skipped", "reason": built}
+    data, model, method, prepared, loss, optimizer = (
+        built.data, built.model, built.method, built.prepared, built.loss, built.optimizer
+    )
     row["params"] = sum(p.numel() for p in model.parameters())
     row["extra_params"] = method.extra_parameters(prepared, model)
 
     train = spec.train
     generator = torch.Generator().manual_seed(spec.seed)
     probe = next(data.train_batches(min(train["batch_size"], data.info.n_train), torch.Generator().manual_seed(spec.seed + 1)))
-    optimizer = make_optimizer(prepared.parameters(), spec.optimizer)
     clock = PhaseClock(device)
     device_memory = DeviceMemory(device)
     device_memory.reset()

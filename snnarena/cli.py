@@ -137,8 +137,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from snnarena.profiling import profile_cell
-    from snnarena.runner import SelectorError, select_cells
+    from snnarena.profiling import CellSkipped, profile_cell
+    from snnarena.results import RunDirectory
+    from snnarena.runner import SelectorError, environment, new_run_id, plugins_manifest, select_cells
+    from snnarena.cell import resolve_device
     from snnarena.suite import SuiteError, load_suite
 
     host = _host(args)
@@ -153,9 +155,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for c in cells[:10]:
             print(f"  {c.label}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out) if args.out else Path(args.results) / suite.name / "profile" / cells[0].cell_id
-    files = profile_cell(cells[0], host, out_dir, args.steps, args.device)
+    if args.run_dir:
+        run = RunDirectory(args.run_dir)
+        try:
+            run.manifest()
+        except FileNotFoundError as err:
+            print(f"error: --run-dir: {err}", file=sys.stderr)
+            return 2
+    else:
+        run_id = new_run_id()
+        run = RunDirectory(Path(args.results) / suite.name / run_id)
+        run.write_manifest(
+            {"run_id": run_id, "suite": suite.name, "description": suite.description, "source": suite.source,
+             "cells": 0, "only": args.only, "profile_only": True,
+             "environment": environment(resolve_device(args.device)), "plugins": plugins_manifest(host)},
+            suite.text,
+        )
+    out_dir = run.path / "profile" / cells[0].cell_id
+    try:
+        files = profile_cell(cells[0], host, out_dir, args.steps, args.device)
+    except CellSkipped as err:
+        print(f"error: nothing to profile: {err}", file=sys.stderr)
+        return 2
     print(f"profiled {cells[0].label}")
+    print(f"run directory: {run.path}")
     for name, path in files.items():
         print(f"  {name}: {path}")
     return 0
@@ -209,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", action="store_true", help="profile the first selected cell")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--results", default="results")
-    p.add_argument("--out", help="output folder (default: results/<suite>/profile/<cell_id>)")
+    p.add_argument("--results", default="results", help="root folder of run directories")
+    p.add_argument("--run-dir", help="write into this run directory's profile/ (default: a new run directory)")
     p.set_defaults(func=cmd_profile)
     return parser
 

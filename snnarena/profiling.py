@@ -30,9 +30,7 @@ import torch
 from torch.profiler import ProfilerActivity, record_function, schedule, tensorboard_trace_handler
 
 import snnarena
-from snnarena.build import build_dataset, build_method, build_model, neuron_factory
-from snnarena.cell import make_optimizer, resolve_device, seed_everything
-from snnarena.loss import SequenceLoss
+from snnarena.cell import build_cell, resolve_device
 from snnarena.measure import PhaseClock
 from snnarena.plugins import PluginHost
 from snnarena.suite import CellSpec
@@ -94,20 +92,10 @@ def profile_cell(
     torch_device = resolve_device(device)
     cuda = torch_device.type == "cuda"
 
-    seed_everything(spec.seed)
-    data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
-    reason = host.get("model", spec.model).obj.skip(data.info)
-    if reason:
-        raise CellSkipped(f"{spec.label}: skipped by the model: {reason}")
-    make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
-    model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(torch_device)
-    method = build_method(host, spec.method, spec.method_params)
-    loss = SequenceLoss(spec.loss)  # type: ignore[arg-type]
-    reason = method.skip(model, data.info, loss)
-    if reason:
-        raise CellSkipped(f"{spec.label}: skipped by the method: {reason}")
-    prepared = method.prepare(model).to(torch_device)
-    optimizer = make_optimizer(prepared.parameters(), spec.optimizer)
+    built = build_cell(spec, host, torch_device)
+    if isinstance(built, str):
+        raise CellSkipped(f"{spec.label}: skipped: {built}")
+    data, method, prepared, loss, optimizer = built.data, built.method, built.prepared, built.loss, built.optimizer
 
     generator = torch.Generator().manual_seed(spec.seed)
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []

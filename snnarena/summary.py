@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 
-def method_label(method: str, params_json: str) -> str:
-    """``tbptt[K=4]`` from a method name and its JSON parameters (defaults included)."""
-    params = json.loads(params_json) if params_json else {}
-    inner = ",".join(f"{k}={v}" for k, v in params.items())
-    return f"{method}[{inner}]" if inner else method
+def method_label(label: str) -> str:
+    """The method part of a cell label, e.g. ``tbptt[K=4]`` (the parameters the suite set)."""
+    return label.split(" | ")[0]
 
 
 def summary_table(results: pd.DataFrame) -> str:
@@ -19,7 +15,7 @@ def summary_table(results: pd.DataFrame) -> str:
     if results.empty:
         return "no cells ran"
     frame = results.copy()
-    frame["method"] = [method_label(m, p) for m, p in zip(frame["method"], frame["method_params"].fillna(""))]
+    frame["method"] = [method_label(label) for label in frame["label"]]
     lines = []
     counts = frame["status"].value_counts().to_dict()
     lines.append("cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

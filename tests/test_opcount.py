@@ -186,6 +186,7 @@ def test_activation_sparsity_and_synaptic_operations(host) -> None:
     assert sparsity == pytest.approx(1 - (nnz[1] + nnz[2]) / (5 * n * (7 + 5)))
     limited = SynapticOperations(samples=2, batch_size=4).compute(ctx)
     assert limited["Dense"] == dense
+    assert SynapticOperations().params == {"samples": 1024, "batch_size": 256}
 
 
 def test_training_operations_of_bptt_and_state_restored(host) -> None:
