@@ -33,7 +33,7 @@ class BPTT(GradientMethod):
     def accumulate_gradients(
         self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
-        if self.params.get("step_mode", "multi") == "multi":
+        if self.params["step_mode"] == "multi":
             return bptt_accumulate(model, x, y, loss, clock)
         with clock.phase("forward"):
             state = model.init_state()

@@ -72,7 +72,7 @@ from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 
 POLICIES: tuple[str, ...] = ("hsm", "ism", "msm", "sqrt")
@@ -481,7 +481,7 @@ class CheckpointedBPTT(GradientMethod):
     )
 
     def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
+        super().__init__(**params)
         slots, nbytes = self.params["budget_slots"], self.params["budget_bytes"]
         if slots is not None and nbytes is not None:
             raise ValueError(

@@ -45,7 +45,7 @@ import snnarena
 from snnarena.measure import PhaseClock
 from snnarena.metric import CellContext, Metric
 from snnarena.opcount import OpCounter
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 
 CONNECTION_LAYERS: tuple[type[nn.Module], ...] = (
@@ -124,9 +124,6 @@ class _OnTestData(Metric):
     directly (``SynapticOperations()``) rather than through the plugin host."""
 
     PARAMS = (_SAMPLES, _BATCH)
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
 
 
 class ActivationSparsity(_OnTestData):

@@ -47,10 +47,10 @@ class IntegrateAndFire(Neuron):
 
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__(surrogate, **params)
-        self.v_threshold = float(params.get("v_threshold", 1.0))
-        self.reset_mode = params.get("reset", "soft")
-        self.v_reset = float(params.get("v_reset", 0.0))
-        self.detach_reset = bool(params.get("detach_reset", False))
+        self.v_threshold = float(self.hparams["v_threshold"])
+        self.reset_mode = self.hparams["reset"]
+        self.v_reset = float(self.hparams["v_reset"])
+        self.detach_reset = bool(self.hparams["detach_reset"])
 
     def init_state(self, x: Tensor) -> LIFState:
         return LIFState(torch.zeros_like(x))
@@ -81,9 +81,9 @@ class LeakyIntegrateAndFire(IntegrateAndFire):
 
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__(surrogate, **params)
-        self.tau = float(params.get("tau", 2.0))
+        self.tau = float(self.hparams["tau"])
         self.decay = 1.0 - 1.0 / self.tau
-        self.decay_input = bool(params.get("decay_input", False))
+        self.decay_input = bool(self.hparams["decay_input"])
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         if self.decay_input:

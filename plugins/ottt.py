@@ -45,7 +45,7 @@ from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
 from snnarena.neuron import Neuron, detach_state
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena_plugins.neurons import IntegrateAndFire
 
@@ -118,9 +118,6 @@ class OTTT(GradientMethod):
         Param("bias_trace", "bool", True, "bias gradients use β[t] = λβ[t−1] + 1 (exact); false: the plain "
               "per-step bias gradient of the official code"),
     )
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         reason = super().skip(model, info, loss)

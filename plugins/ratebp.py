@@ -47,7 +47,7 @@ from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena_plugins.neurons import IntegrateAndFire
 from snnarena_plugins.ottt import neuron_leak, non_affine_layers
@@ -117,9 +117,6 @@ class RateBP(GradientMethod):
         Param("official_grad_scale", "bool", False, "scale the gradient (not the loss value) by 1/T as the "
               "official CustomEvaluator does"),
     )
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         reason = super().skip(model, info, loss)

@@ -27,7 +27,7 @@ from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.neuron import detach_state
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 
 
@@ -41,9 +41,6 @@ class SLTT(GradientMethod):
         Param("k", "int", None, "SLTT-K: back-propagate only k randomly drawn steps per batch; "
               "null: every step (SLTT)", low=1, nullable=True),
     )
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
 
     def backward_steps(self, T: int) -> set[int]:
         """The steps that back-propagate for one batch (draws from the global RNG if ``k`` is set)."""

@@ -36,7 +36,7 @@ from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SeqOutput, SpikingModel, StepOutput
 from snnarena.neuron import detach_state
-from snnarena.params import Param, params_of
+from snnarena.params import Param
 from snnarena.registry import Register
 
 
@@ -135,9 +135,6 @@ class TBPTTLocal(GradientMethod):
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param("block_size", "int", 1, "stages per local training block (Lb)", low=1),
     )
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params_of(type(self)).resolve(params))
 
     def prepare(self, model: SpikingModel) -> nn.Module:
         return LocalBlocksModel(model, self.params["block_size"])

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 
 Encoding = Literal["direct", "rate", "none"]
 ENCODINGS: tuple[str, ...] = ("direct", "rate")
@@ -105,7 +105,8 @@ class Dataset:
     PARAMS: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
-        self.params = dict(params)
+        """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
+        self.params = params_of(type(self)).resolve(params)
 
     def build(self, T: int, seed: int) -> DataBundle:
         raise NotImplementedError

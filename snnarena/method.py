@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,8 @@ class GradientMethod:
     loss_forms: ClassVar[frozenset[str]] = frozenset({"per_step", "rate"})
 
     def __init__(self, **params: Any) -> None:
-        self.params = dict(params)
+        """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
+        self.params = params_of(type(self)).resolve(params)
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         """A reason not to run on this (model, data, loss), or ``None`` to run."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +43,8 @@ class Metric:
     higher_is_better: ClassVar[bool | None] = None
 
     def __init__(self, **params: Any) -> None:
-        self.params = dict(params)
+        """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
+        self.params = params_of(type(self)).resolve(params)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         raise NotImplementedError

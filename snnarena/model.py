@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from snnarena.neuron import Neuron
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
     from snnarena.data import DataInfo
@@ -80,7 +80,7 @@ class SpikingModel(nn.Module):
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__()
         self.info = info
-        self.hparams = dict(params)
+        self.hparams = params_of(type(self)).resolve(params)
         self.stages = nn.ModuleList()
         self.readout: nn.Module = nn.Identity()
 

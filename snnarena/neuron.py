@@ -21,7 +21,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from snnarena.params import Param
+from snnarena.params import Param, params_of
 
 NeuronState = tuple[Tensor, ...]
 
@@ -63,7 +63,8 @@ class Surrogate:
     PARAMS: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
-        self.params = dict(params)
+        """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
+        self.params = params_of(type(self)).resolve(params)
 
     def __call__(self, x: Tensor) -> Tensor:
         return _SpikeFunction.apply(x, self)
@@ -92,7 +93,7 @@ class Neuron(nn.Module):
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__()
         self.surrogate = surrogate
-        self.hparams = dict(params)
+        self.hparams = params_of(type(self)).resolve(params)
 
     def init_state(self, x: Tensor) -> NamedTuple:
         """The initial state for an input current shaped like ``x`` ``[B, ...]``."""
