@@ -68,7 +68,7 @@ from torch import Tensor, nn
 import snnarena
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
-from snnarena.measure import PhaseClock, SavedTensorMeter
+from snnarena.measure import PhaseClock, SavedTensorMeter, report_held_bytes
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
@@ -305,12 +305,14 @@ class _Executor:
 
     # bookkeeping
     def _alloc(self, slots: int, nbytes: int) -> None:
+        report_held_bytes(nbytes)  # stored states count towards the cell's activation memory
         self.in_use += slots
         self.stats.live_state_bytes += nbytes
         self.stats.peak_slots = max(self.stats.peak_slots, self.in_use)
         self.stats.peak_state_bytes = max(self.stats.peak_state_bytes, self.stats.live_state_bytes)
 
     def _free(self, slots: int, nbytes: int) -> None:
+        report_held_bytes(-nbytes)
         self.in_use -= slots
         self.stats.live_state_bytes -= nbytes
 

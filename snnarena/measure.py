@@ -5,7 +5,8 @@
 * :class:`SavedTensorMeter` counts the bytes autograd keeps for the backward pass, through
   ``torch.autograd.graph.saved_tensors_hooks``: each saved tensor is counted once per storage
   while any graph holds it, parameters excluded. The peak is deterministic and device-independent:
-  BPTT's grows linearly in ``T``, an online method's stays flat.
+  BPTT's grows linearly in ``T``, an online method's stays flat. Tensors a method keeps for its
+  backward outside autograd (checkpoints, traces) are added with :func:`report_held_bytes`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ class PhaseClock:
         return out
 
 
+#: Meters currently entered (innermost last); see :func:`report_held_bytes`.
+_ACTIVE_METERS: list[SavedTensorMeter] = []
+
+
+def report_held_bytes(nbytes: int) -> None:
+    """Tell the active :class:`SavedTensorMeter` (if any) that a method now keeps ``nbytes`` more
+    (or, negative, fewer) bytes *outside* autograd for its backward pass: checkpointed states,
+    presynaptic traces. Autograd's own saved tensors are counted automatically; tensors a method
+    stores itself are only counted through this call, so memory-light methods are compared fairly.
+    """
+    for meter in _ACTIVE_METERS:
+        meter.add_held(nbytes)
+
+
 class _Held:
     """Placeholder autograd keeps instead of a saved tensor; releases its bytes when freed."""
 
@@ -126,15 +141,22 @@ class SavedTensorMeter:
         else:
             self._refs[key] = count
 
+    def add_held(self, nbytes: int) -> None:
+        """Count bytes a method holds outside autograd (see :func:`report_held_bytes`)."""
+        self.live_bytes += nbytes
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+
     def reset_peak(self) -> None:
         self.peak_bytes = self.live_bytes
 
     def __enter__(self) -> SavedTensorMeter:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
+        _ACTIVE_METERS.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _ACTIVE_METERS.remove(self)
         self._hooks.__exit__(*exc)
         self._hooks = None
 
