@@ -234,10 +234,11 @@ class _Validator:
             raw = {}
         raw = dict(raw)
         optimizer_raw = raw.pop("optimizer", {})
-        train = self.resolve(TRAIN_PARAMS, raw, "train") or TRAIN_PARAMS.resolve({})
-        if train.get("epochs") is None and train.get("steps") is None:
+        resolved = self.resolve(TRAIN_PARAMS, raw, "train")
+        train = resolved or TRAIN_PARAMS.resolve({})
+        if resolved is not None and train["epochs"] is None and train["steps"] is None:
             self.problem("train", "give a budget: epochs = N or steps = N")
-        elif train.get("epochs") is not None and train.get("steps") is not None:
+        elif train["epochs"] is not None and train["steps"] is not None:
             self.problem("train", "give either epochs or steps, not both")
         if isinstance(optimizer_raw, str):
             optimizer_raw = {"name": optimizer_raw}
