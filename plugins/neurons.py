@@ -52,6 +52,10 @@ class IntegrateAndFire(Neuron):
         self.v_reset = float(self.hparams["v_reset"])
         self.detach_reset = bool(self.hparams["detach_reset"])
 
+    @property
+    def leak(self) -> float:
+        return 1.0
+
     def init_state(self, x: Tensor) -> LIFState:
         return LIFState(torch.zeros_like(x))
 
@@ -84,6 +88,10 @@ class LeakyIntegrateAndFire(IntegrateAndFire):
         self.tau = float(self.hparams["tau"])
         self.decay = 1.0 - 1.0 / self.tau
         self.decay_input = bool(self.hparams["decay_input"])
+
+    @property
+    def leak(self) -> float:
+        return self.decay
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         if self.decay_input:

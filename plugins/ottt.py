@@ -43,46 +43,10 @@ from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel
-from snnarena.neuron import Neuron, detach_state
+from snnarena.model import SpikingModel, non_affine_layers
+from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
-from snnarena_plugins.neurons import IntegrateAndFire
-
-#: Modules whose output is an affine function of their input (for fixed parameters).
-AFFINE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
-    nn.Sequential,
-)
-
-
-def non_affine_layers(module: nn.Module) -> list[str]:
-    """Names of the sub-modules of ``module`` that are not known to be affine in their input."""
-    return [
-        f"{name or '<root>'}: {type(m).__name__}"
-        for name, m in module.named_modules()
-        if not isinstance(m, AFFINE_MODULES)
-    ]
-
-
-def neuron_leak(neuron: Neuron) -> float | None:
-    """The membrane leak ``λ`` of a LIF (``1 − 1/τ``) or IF (1) layer; ``None`` if unknown."""
-    if isinstance(neuron, IntegrateAndFire):
-        return float(getattr(neuron, "decay", 1.0))
-    return None
-
 
 def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float) -> Tensor:
     """``module(s)`` forward; input gradient as ``module``; parameter gradient at ``(trace, β)``.
@@ -132,7 +96,7 @@ class OTTT(GradientMethod):
             bad = non_affine_layers(stage.synapse)
             if bad:
                 return f"ottt needs affine synapses to trace; stage {index} has {', '.join(bad)}"
-            if self.params["trace_decay"] is None and neuron_leak(stage.neuron) is None:
+            if self.params["trace_decay"] is None and stage.neuron.leak is None:
                 return (
                     f"ottt cannot read the leak of stage {index}'s neuron "
                     f"({type(stage.neuron).__name__}); set trace_decay"
@@ -144,7 +108,7 @@ class OTTT(GradientMethod):
     def _decays(self, model: SpikingModel) -> tuple[list[float], float]:
         """Trace decay of each stage's input and of the readout's input."""
         fixed = self.params["trace_decay"]
-        stages = [fixed if fixed is not None else neuron_leak(st.neuron) for st in model.stages]
+        stages = [fixed if fixed is not None else st.neuron.leak for st in model.stages]
         readout = fixed if fixed is not None else stages[-1]
         return [float(d) for d in stages], float(readout)  # type: ignore[arg-type]
 

@@ -46,11 +46,10 @@ from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel
+from snnarena.model import SpikingModel, non_affine_layers
 from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena_plugins.neurons import IntegrateAndFire
-from snnarena_plugins.ottt import neuron_leak, non_affine_layers
 
 #: Slope of the sigmoid surrogate hard-coded in the official eligibility.
 OFFICIAL_ALPHA = 4.0
@@ -68,7 +67,7 @@ class _Eligibility:
 
     def __init__(self, neuron: IntegrateAndFire, official_surrogate: bool) -> None:
         self.neuron = neuron
-        self.leak = float(neuron_leak(neuron))  # type: ignore[arg-type]
+        self.leak = neuron.leak
         self.gain = 1.0 / float(neuron.tau) if getattr(neuron, "decay_input", False) else 1.0  # type: ignore[attr-defined]
         self.official = official_surrogate
         self.state: Any = None

@@ -130,3 +130,31 @@ class SpikingModel(nn.Module):
             x = torch.zeros(1, *self.info.input_shape, device=next(self.parameters()).device)
             out = self.step(x, self.init_state())
         return sum(s[0].numel() for s in out.spikes)
+
+
+#: Modules whose output is an affine function of their input (for fixed parameters).
+AFFINE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.Sequential,
+)
+
+
+def non_affine_layers(module: nn.Module) -> list[str]:
+    """Names of the sub-modules of ``module`` that are not known to be affine in their input."""
+    return [
+        f"{name or '<root>'}: {type(m).__name__}"
+        for name, m in module.named_modules()
+        if not isinstance(m, AFFINE_MODULES)
+    ]

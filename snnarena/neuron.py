@@ -95,6 +95,11 @@ class Neuron(nn.Module):
         self.surrogate = surrogate
         self.hparams = params_of(type(self)).resolve(params)
 
+    @property
+    def leak(self) -> float | None:
+        """The membrane's per-step leak ``λ`` (``V ← λV + ...``) if it has one (traces use it)."""
+        return None
+
     def init_state(self, x: Tensor) -> NamedTuple:
         """The initial state for an input current shaped like ``x`` ``[B, ...]``."""
         raise NotImplementedError
