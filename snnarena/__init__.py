@@ -1,7 +1,7 @@
 """snnarena: side-by-side benchmarks of training methods for spiking and recurrent networks.
 
 ``import snnarena`` stays light (no torch import) so plugins can import ``snnarena.hookimpl``
-cheaply; the Python API (``snnarena.run``, ``snnarena.load``, ``snnarena.report``,
+cheaply; the Python API (``snnarena.run``, ``snnarena.load``, ``snnarena.make_report``,
 ``snnarena.plugins``) is loaded on first use.
 """
 
@@ -17,7 +17,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-_API = ("run", "load", "report")
+_API = ("run", "load", "make_report")
 
 __all__ = ["__version__", "hookimpl", *_API]
 

@@ -3,7 +3,7 @@
     import snnarena
     outcome = snnarena.run("quick", only="dataset=digits")
     results, curves = snnarena.load(outcome.run_dir)
-    snnarena.report([outcome.run_dir])
+    snnarena.make_report([outcome.run_dir])
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def load(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return load_run(run_dir)
 
 
-def report(run_dirs: list[str | Path], out_root: str | Path = "report") -> Path:
+def make_report(run_dirs: list[str | Path], out_root: str | Path = "report") -> Path:
     """Build the HTML/Markdown report of one or more run directories; returns index.html."""
     from snnarena.report import build_report
 
