@@ -1,8 +1,8 @@
 """snnarena: side-by-side benchmarks of training methods for spiking and recurrent networks.
 
 ``import snnarena`` stays light (no torch import) so plugins can import ``snnarena.hookimpl``
-cheaply; the Python API (``snnarena.run``, ``snnarena.load``, ``snnarena.make_report``,
-``snnarena.plugins``) is loaded on first use.
+cheaply; the Python API (``snnarena.run``, ``snnarena.load``, ``snnarena.make_report``) is
+loaded on first use.
 """
 
 from __future__ import annotations
