@@ -109,7 +109,8 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
         "neuron": spec.neuron, "neuron_params": json.dumps(spec.neuron_params, sort_keys=True),
         "surrogate": spec.surrogate, "loss": spec.loss, "T": spec.T, "seed": spec.seed,
         "memory_class": method_entry.obj.memory_class, "batch_size": spec.train["batch_size"],
-        "device": str(device), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__, "snnarena_version": snnarena.__version__,
+        "device": str(device), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+        "snnarena_version": snnarena.__version__,
         "plugin": method_entry.distribution or method_entry.plugin, "plugin_version": method_entry.version,
         "plugin_versions": json.dumps(_plugin_info(host, spec), sort_keys=True),
     }
@@ -158,20 +159,25 @@ class BuiltCell:
     optimizer: torch.optim.Optimizer
 
 
+def _checked_reason(reason: object, who: str) -> str | None:
+    """A plugin's skip reason, which must be ``None`` or a string."""
+    if not isinstance(reason, (str, type(None))):
+        raise TypeError(f"{who}.skip returned {reason!r}; expected a string or None")
+    return reason or None
+
+
 def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell | str:
     """Seed, then build everything a cell trains with; or the model's/method's skip reason."""
     seed_everything(spec.seed)
     data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
-    reason = host.get("model", spec.model).obj.skip(data.info)
+    reason = _checked_reason(host.get("model", spec.model).obj.skip(data.info), spec.model)
     if reason:
-        return f"{reason}"
+        return reason
     make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
     model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
     method = build_method(host, spec.method, spec.method_params)
     loss = SequenceLoss(spec.loss)  # type: ignore[arg-type]
-    reason = method.skip(model, data.info, loss)
-    if not isinstance(reason, (str, type(None))):
-        raise TypeError(f"{spec.method}.skip returned {reason!r}; expected a string or None")
+    reason = _checked_reason(method.skip(model, data.info, loss), spec.method)
     if reason:
         return reason
     prepared = method.prepare(model).to(device)
@@ -202,11 +208,13 @@ def _train_and_measure(
     epoch = 0
     t0 = time.perf_counter()
     last_losses: list[float] = []
+    last_eval: Evaluation | None = None  # evaluation of the current weights, if taken
     budget_steps = train["steps"]
     epochs = train["epochs"] if train["epochs"] is not None else math.inf
     prepared.train()
     while epoch < epochs and (budget_steps is None or step < budget_steps):
         epoch_losses: list[float] = []
+        last_eval = None
         for x, y in data.train_batches(train["batch_size"], generator):
             x, y = x.to(device), y.to(device)
             with SavedTensorMeter(exclude + [x, y]) as meter:
@@ -225,7 +233,8 @@ def _train_and_measure(
                                  "train_loss": float(np.mean(epoch_losses)) if epoch_losses else math.nan,
                                  "test_accuracy": math.nan}
         if train["eval_every_epoch"]:
-            point["test_accuracy"] = evaluate(model, data, train["eval_batch_size"], device).accuracy
+            last_eval = evaluate(model, data, train["eval_batch_size"], device)
+            point["test_accuracy"] = last_eval.accuracy
         curves.append(point)
         if not epoch_losses:
             break
@@ -234,7 +243,7 @@ def _train_and_measure(
     result["peak_activation_bytes"] = peak_saved
     result.update(clock.summary_ms(train["timing_warmup"]))
     result["train_loss"] = float(np.mean(last_losses)) if last_losses else math.nan
-    final = evaluate(model, data, train["eval_batch_size"], device)
+    final = last_eval or evaluate(model, data, train["eval_batch_size"], device)
     result["test_accuracy"] = final.accuracy
     result["spike_rate"] = final.spike_rate
     if curves:

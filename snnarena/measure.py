@@ -176,9 +176,3 @@ class DeviceMemory:
             return float(torch.cuda.max_memory_allocated(self.device))
         return float("nan")
 
-
-def saved_bytes_peak(fn: Any, exclude: Iterable[Tensor] = ()) -> int:
-    """Run ``fn()`` under a :class:`SavedTensorMeter` and return its peak saved bytes."""
-    with SavedTensorMeter(exclude) as meter:
-        fn()
-    return meter.peak_bytes

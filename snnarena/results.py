@@ -103,6 +103,8 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # cell records by id, read from disk once and then kept in step with write_cell
+        self._records: dict[str, CellRecord] | None = None
 
     @property
     def cells_dir(self) -> Path:
@@ -127,17 +129,21 @@ class RunDirectory:
         return data
 
     def write_cell(self, record: CellRecord) -> None:
-        atomic_write_text(self.cells_dir / f"{record.row['cell_id']}.json", record.to_json())
+        cell_id = record.row["cell_id"]
+        atomic_write_text(self.cells_dir / f"{cell_id}.json", record.to_json())
+        if self._records is not None:
+            self._records[cell_id] = record
 
     def records(self) -> list[CellRecord]:
-        """Every cell file, in a stable order; unreadable files raise with their path."""
-        out = []
-        for path in sorted(self.cells_dir.glob("*.json")):
-            try:
-                out.append(CellRecord.from_json(path.read_text(encoding="utf-8")))
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{path}: not a valid cell record ({err})") from err
-        return out
+        """Every cell record, ordered by cell id; unreadable files raise with their path."""
+        if self._records is None:
+            self._records = {}
+            for path in self.cells_dir.glob("*.json"):
+                try:
+                    self._records[path.stem] = CellRecord.from_json(path.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, KeyError) as err:
+                    raise ValueError(f"{path}: not a valid cell record ({err})") from err
+        return [self._records[k] for k in sorted(self._records)]
 
     def finished_ids(self) -> set[str]:
         """Cells that need not run again: done or skipped (failed cells are retried)."""
