@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import devices, load_host
 
-from snnarena.build import neuron_factory
+from snnarena.factory import neuron_factory
 from snnarena.neuron import Neuron
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 
 B, N, T = 64, 1024, 32
 SURROGATES = load_host().names("surrogate")

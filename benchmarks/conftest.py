@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import snnarena
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 
 
 @lru_cache(maxsize=1)

@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from snnarena.build import build_method, build_model, neuron_factory
+from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena_plugins.checkpointed_bptt import CheckpointedBPTT, forward_cost, measure_step, sqrt_cost
 
 PAPER_MEMORY, PAPER_TIME = 0.05, 1.33

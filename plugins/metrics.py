@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 import snnarena
+from snnarena.columns import Column
 from snnarena.measure import PhaseClock
 from snnarena.metric import CellContext, Metric
 from snnarena.opcount import OpCounter
@@ -95,7 +96,10 @@ class Footprint(Metric):
     """Bytes of parameters and buffers (NeuroBench Footprint)."""
 
     name = "footprint"
-    higher_is_better = False
+    columns = (
+        Column("footprint", False, "B", "memory", "bytes of the model's parameters and buffers"),
+        Column("footprint_prepared", False, "B", "memory", "bytes of the module the method trains"),
+    )
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         return {"footprint": module_bytes(ctx.model), "footprint_prepared": module_bytes(ctx.prepared)}
@@ -105,6 +109,7 @@ class ConnectionSparsity(Metric):
     """Share of zero weights in the connection layers (NeuroBench ConnectionSparsity)."""
 
     name = "connection_sparsity"
+    columns = (Column("connection_sparsity", None, "", "ratio", "share of zero connection weights"),)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         zeros = total = 0
@@ -130,6 +135,7 @@ class ActivationSparsity(_OnTestData):
     """1 − nonzero/total of the neuron stages' outputs on the test data (NeuroBench)."""
 
     name = "activation_sparsity"
+    columns = (Column("activation_sparsity", None, "", "ratio", "1 - nonzero/total neuron outputs on test data"),)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         nonzero = total = 0
@@ -147,7 +153,11 @@ class SynapticOperations(_OnTestData):
     """Effective MACs/ACs and dense synaptic operations per test sample (NeuroBench SynOps)."""
 
     name = "synaptic_operations"
-    higher_is_better = False
+    columns = (
+        Column("Effective_MACs", False, "ops", "count", "multiply-accumulates on nonzero inputs per test sample"),
+        Column("Effective_ACs", False, "ops", "count", "accumulates of spike inputs per test sample"),
+        Column("Dense", False, "ops", "count", "dense synaptic operations per test sample"),
+    )
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         counter = OpCounter()
@@ -198,7 +208,15 @@ class TrainingOperations(Metric):
     """Forward/backward operations of one training step of the cell's method, per sample."""
 
     name = "training_operations"
-    higher_is_better = False
+    columns = (
+        Column("train_forward_ops", False, "ops", "count", "operations of the forward phase per sample"),
+        Column("train_backward_ops", False, "ops", "count", "operations of the backward phase per sample"),
+        *(
+            Column(f"train_{phase}_{what}", False, "ops", "count", f"{what} operations of the {phase} phase per sample")
+            for phase in ("forward", "backward")
+            for what in ("dense", "effective_acs", "effective_macs")
+        ),
+    )
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
         x, y = ctx.probe
@@ -210,7 +228,7 @@ class TrainingOperations(Metric):
                 ctx.method.accumulate_gradients(ctx.prepared, x, y, ctx.loss, _CountingClock(counter, ctx.device))
         batch = y.shape[0]
         out: dict[str, float] = {}
-        for phase in sorted({"forward", "backward", *counter.counts}):
+        for phase in ("forward", "backward"):
             c = counter[phase]
             out[f"train_{phase}_ops"] = c.ops / batch
             if phase in ("forward", "backward"):

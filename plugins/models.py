@@ -35,8 +35,8 @@ class SpikingMLP(SpikingModel):
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__(info, make_neuron, **params)
         width = math.prod(info.input_shape)
-        bias = self.hparams["bias"]
-        for i, out in enumerate(self.hparams["hidden"]):
+        bias = self.params["bias"]
+        for i, out in enumerate(self.params["hidden"]):
             linear = nn.Linear(width, out, bias=bias)
             synapse = nn.Sequential(nn.Flatten(), linear) if i == 0 and len(info.input_shape) > 1 else linear
             self.stages.append(Stage(synapse, make_neuron()))
@@ -72,17 +72,17 @@ class SpikingConvNet(SpikingModel):
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__(info, make_neuron, **params)
         c, h, w = info.input_shape
-        norm = self.hparams["norm"]
-        for out in self.hparams["channels"]:
+        norm = self.params["norm"]
+        for out in self.params["channels"]:
             layers: list[nn.Module] = [nn.Conv2d(c, out, 3, padding=1, bias=norm != "batch")]
             if norm == "batch":
                 layers.append(nn.BatchNorm2d(out))
-            if self.hparams["pool"] and min(h, w) >= 2:
+            if self.params["pool"] and min(h, w) >= 2:
                 layers.append(nn.AvgPool2d(2))
                 h, w = h // 2, w // 2
             self.stages.append(Stage(nn.Sequential(*layers), make_neuron()))
             c = out
-        fc = self.hparams["fc"]
+        fc = self.params["fc"]
         self.stages.append(Stage(nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, fc)), make_neuron()))
         self.readout = nn.Linear(fc, info.n_classes)
 

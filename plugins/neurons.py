@@ -47,10 +47,10 @@ class IntegrateAndFire(Neuron):
 
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__(surrogate, **params)
-        self.v_threshold = float(self.hparams["v_threshold"])
-        self.reset_mode = self.hparams["reset"]
-        self.v_reset = float(self.hparams["v_reset"])
-        self.detach_reset = bool(self.hparams["detach_reset"])
+        self.v_threshold = float(self.params["v_threshold"])
+        self.reset_mode = self.params["reset"]
+        self.v_reset = float(self.params["v_reset"])
+        self.detach_reset = bool(self.params["detach_reset"])
 
     @property
     def leak(self) -> float:
@@ -85,9 +85,9 @@ class LeakyIntegrateAndFire(IntegrateAndFire):
 
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__(surrogate, **params)
-        self.tau = float(self.hparams["tau"])
+        self.tau = float(self.params["tau"])
         self.decay = 1.0 - 1.0 / self.tau
-        self.decay_input = bool(self.hparams["decay_input"])
+        self.decay_input = bool(self.params["decay_input"])
 
     @property
     def leak(self) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.results import load_run
 from snnarena.runner import RunOutcome, run_suite
 from snnarena.suite import load_suite

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import snnarena
-from snnarena.build import build_dataset, build_method, build_metric, build_model, neuron_factory
+from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory
 from snnarena.data import DataBundle
 from snnarena.loss import SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
@@ -28,7 +28,7 @@ from snnarena.method import GradientMethod
 from snnarena.metric import CellContext
 from snnarena.model import SpikingModel
 from snnarena.params import params_of
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
 from snnarena.results import CellRecord
 from snnarena.suite import CellSpec
@@ -54,12 +54,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def make_optimizer(params: Any, config: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Optimizer:
     name, lr, wd = config["name"], config["lr"], config["weight_decay"]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config["momentum"], weight_decay=wd)
+        return torch.optim.SGD(parameters, lr=lr, momentum=config["momentum"], weight_decay=wd)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[name]
-    return cls(params, lr=lr, weight_decay=wd)
+    return cls(parameters, lr=lr, weight_decay=wd)
 
 
 @dataclass
@@ -193,8 +193,8 @@ def _train_and_measure(
     data, model, method, prepared, loss, optimizer = (
         built.data, built.model, built.method, built.prepared, built.loss, built.optimizer
     )
-    row["params"] = sum(p.numel() for p in model.parameters())
-    row["extra_params"] = method.extra_parameters(prepared, model)
+    row["n_parameters"] = sum(p.numel() for p in model.parameters())
+    row["extra_parameters"] = method.extra_parameters(prepared, model)
 
     train = spec.train
     generator = torch.Generator().manual_seed(spec.seed)

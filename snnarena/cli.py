@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import KINDS
 
 EXIT_INTERRUPTED = 130
@@ -30,7 +30,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 {"kind": e.kind, "name": e.name, "plugin": e.plugin, "distribution": e.distribution,
                  "version": e.version, "summary": e.summary,
                  "params": [{"name": p.name, "kind": p.kind, "default": p.default, "accepts": p.describe(),
-                             "doc": p.doc} for p in params_of(e.obj).params]}
+                             "doc": p.doc} for p in params_of(e.obj).declared]}
                 for e in entries
             ],
             "failures": [{"plugin": f.plugin, "error": f.error} for f in host.failures],
@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             source = f"{e.distribution or e.plugin} {e.version or ''}".strip()
             print(f"  {e.name:<20} {e.summary}  [{source}]")
             if args.verbose:
-                for p in params_of(e.obj).params:
+                for p in params_of(e.obj).declared:
                     print(f"      {p.name} = {p.default!r}  ({p.describe()}) {p.doc}")
     if host.failures:
         print("\nplugins that failed to load:")

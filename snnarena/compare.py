@@ -44,8 +44,8 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "grad_norm_ratio_bptt": None,
     "grad_sign_agreement_bptt": True,
     "spike_rate": None,
-    "params": None,
-    "extra_params": False,
+    "n_parameters": None,
+    "extra_parameters": False,
     "duration_s": False,
     # snnarena_plugins.metrics
     "footprint": False,
@@ -65,7 +65,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "grad_sign_agreement_bptt", "spike_rate",
 )
 _NOT_METRICS = frozenset({
-    "T", "seed", "params", "train_steps", "epochs", "batch_size", "duration_s", "step_time_iqr_ms",
+    "T", "seed", "n_parameters", "train_steps", "epochs", "batch_size", "duration_s", "step_time_iqr_ms",
 })
 
 

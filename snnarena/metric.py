@@ -1,8 +1,10 @@
 """Base class of the metric plugins, measured on every finished cell.
 
-A metric returns named numbers (one or several columns of the results table). A metric that
-raises is recorded as failed in the cell's ``metric_errors`` column and its columns are NaN,
-never 0.
+A metric declares the columns it adds to the results table (:attr:`Metric.columns`, each a
+:class:`~snnarena.columns.Column` with its direction, unit and kind) and :meth:`Metric.compute`
+returns ``{column: value}`` for exactly those columns. A metric that raises, returns a column it
+did not declare, or a value that is not a number is recorded as failed in the cell's
+``metric_errors`` column and its columns are NaN, never 0.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from snnarena.columns import Column
 from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
@@ -36,15 +39,17 @@ class CellContext:
 
 
 class Metric:
-    """A per-cell measurement. ``compute`` returns ``{column: value}``."""
+    """A per-cell measurement. ``compute`` returns ``{column: value}`` for the declared columns."""
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
-    higher_is_better: ClassVar[bool | None] = None
+    #: The columns :meth:`compute` returns, with direction, unit and kind (recorded in the manifest).
+    columns: ClassVar[tuple[Column, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
         self.params = params_of(type(self)).resolve(params)
 
     def compute(self, ctx: CellContext) -> dict[str, float]:
+        """``{column: value}`` for the columns in :attr:`columns`."""
         raise NotImplementedError

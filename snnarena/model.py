@@ -36,11 +36,12 @@ class StepOutput(NamedTuple):
 
 
 class SeqOutput(NamedTuple):
-    """A whole sequence: logits ``[T, B, C]``, spikes per stage ``[T, B, ...]``, final state."""
+    """A whole sequence: logits ``[T, B, C]``, the final state (one entry per stage), spikes per
+    stage ``[T, B, ...]``. The fields are in :class:`StepOutput`'s order."""
 
     logits: Tensor
-    spikes: list[Tensor]
     state: list[Any]
+    spikes: list[Tensor]
 
 
 class Stage(nn.Module):
@@ -80,7 +81,7 @@ class SpikingModel(nn.Module):
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__()
         self.info = info
-        self.hparams = params_of(type(self)).resolve(params)
+        self.params = params_of(type(self)).resolve(params)
         self.stages = nn.ModuleList()
         self.readout: nn.Module = nn.Identity()
 
@@ -116,7 +117,7 @@ class SpikingModel(nn.Module):
             new_state.append(s)
         steps, batch = h.shape[:2]
         logits = self.readout(h.flatten(0, 1)).unflatten(0, (steps, batch))
-        return SeqOutput(logits, spikes, new_state)
+        return SeqOutput(logits, new_state, spikes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_seq(x).logits

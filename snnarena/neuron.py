@@ -93,7 +93,7 @@ class Neuron(nn.Module):
     def __init__(self, surrogate: Surrogate, **params: Any) -> None:
         super().__init__()
         self.surrogate = surrogate
-        self.hparams = params_of(type(self)).resolve(params)
+        self.params = params_of(type(self)).resolve(params)
 
     @property
     def leak(self) -> float | None:
@@ -122,4 +122,4 @@ class Neuron(nn.Module):
         return self.forward_seq(x, state)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.hparams.items()) + f", surrogate={self.surrogate}"
+        return ", ".join(f"{k}={v}" for k, v in self.params.items()) + f", surrogate={self.surrogate}"

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from snnarena.errors import SnnarenaError
+
 ParamKind = Literal["int", "float", "bool", "str", "int_list", "float_list"]
 
 _KIND_WORDS: dict[str, str] = {
@@ -23,7 +25,7 @@ _KIND_WORDS: dict[str, str] = {
 }
 
 
-class ParamError(ValueError):
+class ParamError(SnnarenaError, ValueError):
     """A parameter value that its declaration does not accept."""
 
 
@@ -125,13 +127,13 @@ class Param:
 class ParamSet:
     """The declared parameters of one plugin, with defaults filled in by :meth:`resolve`."""
 
-    params: tuple[Param, ...] = field(default_factory=tuple)
+    declared: tuple[Param, ...] = field(default_factory=tuple)
 
     def names(self) -> list[str]:
-        return [p.name for p in self.params]
+        return [p.name for p in self.declared]
 
     def get(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
+        return next((p for p in self.declared if p.name == name), None)
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``given`` and fill in defaults; raises ``ParamError`` naming the parameter.
@@ -144,7 +146,7 @@ class ParamSet:
             allowed = ", ".join(self.names()) or "(none)"
             raise ParamError(f"{unknown[0]}: unknown parameter; allowed: {allowed}")
         out: dict[str, Any] = {}
-        for p in self.params:
+        for p in self.declared:
             if p.name in given:
                 try:
                     out[p.name] = p.validate(given[p.name])

@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, record_function, schedule, tensorbo
 import snnarena
 from snnarena.cell import build_cell, resolve_device
 from snnarena.measure import PhaseClock
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 from snnarena.suite import CellSpec
 
 WARMUP_STEPS = 1

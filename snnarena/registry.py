@@ -1,6 +1,6 @@
 """What the loaded plugins registered: one :class:`Entry` per (kind, name).
 
-A :class:`Registry` is built by :class:`snnarena.plugins.PluginHost` and owned by it; there is no
+A :class:`Registry` is built by :class:`snnarena.host.PluginHost` and owned by it; there is no
 module-level registry, so two hosts (e.g. one per test) never see each other's plugins.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from snnarena.errors import SnnarenaError
 
 Kind = Literal["neuron", "surrogate", "model", "dataset", "method", "metric"]
 KINDS: tuple[Kind, ...] = ("neuron", "surrogate", "model", "dataset", "method", "metric")
@@ -30,7 +32,7 @@ class Register(Protocol):
     def __call__(self, cls: type, name: str | None = None) -> None: ...
 
 
-class UnknownPluginError(LookupError):
+class UnknownPluginError(SnnarenaError, LookupError):
     """A name that no loaded plugin registered for that kind."""
 
 

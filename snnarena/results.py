@@ -32,7 +32,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "status", "reason", "test_accuracy", "train_loss", "step_time_ms", "step_time_iqr_ms",
     "forward_ms", "backward_ms", "optimizer_ms", "peak_activation_bytes", "peak_device_bytes",
     "grad_cosine_bptt", "grad_norm_ratio_bptt", "grad_sign_agreement_bptt", "grad_cosine_layers",
-    "spike_rate", "params", "extra_params", "memory_class", "train_steps", "epochs", "batch_size",
+    "spike_rate", "n_parameters", "extra_parameters", "memory_class", "train_steps", "epochs", "batch_size",
     "device", "torch_threads", "torch_version", "snnarena_version", "plugin", "plugin_version", "plugin_versions",
     "metric_errors", "duration_s",
 )

@@ -26,15 +26,16 @@ import pandas as pd
 import torch
 
 import snnarena
+from snnarena.errors import SnnarenaError
 from snnarena.cell import _Interrupted, resolve_device, run_cell
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.results import CellRecord, RunDirectory
 from snnarena.suite import CellSpec, SuiteSpec
 
 SELECTOR_KEYS: tuple[str, ...] = ("method", "model", "dataset", "neuron", "surrogate", "T", "seed", "loss")
 
 
-class SelectorError(ValueError):
+class SelectorError(SnnarenaError, ValueError):
     """An ``--only`` selector that names an unknown key or matches no cell."""
 
 

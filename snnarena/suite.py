@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from snnarena.errors import SnnarenaError
 from snnarena.loss import LOSS_FORMS
 from snnarena.params import Param, ParamError, ParamSet, params_of
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 from snnarena.registry import Kind, UnknownPluginError
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "adamax", "sgd")
@@ -51,7 +52,7 @@ OPTIMIZER_PARAMS = ParamSet(
 _TOP_KEYS = ("name", "description", "train", "grid", "methods", "models", "datasets", "metrics")
 
 
-class SuiteError(ValueError):
+class SuiteError(SnnarenaError, ValueError):
     """A suite file that cannot run; ``problems`` lists every problem found, one per line."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -6,9 +6,9 @@ them on a small float64 model::
 
     # tests/test_my_method.py of an external plugin
     import torch
-    from snnarena.build import build_model, neuron_factory
+    from snnarena.factory import build_model, neuron_factory
     from snnarena.data import DataInfo
-    from snnarena.plugins import PluginHost
+    from snnarena.host import PluginHost
     from snnarena.testing import run_conformance
 
     from my_package.my_plugin import MyMethod

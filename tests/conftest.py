@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from snnarena.build import build_model, neuron_factory
+from snnarena.factory import build_model, neuron_factory
 from snnarena.data import DataInfo
 from snnarena.model import SpikingModel
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import snnarena
+from snnarena.columns import Column
 from snnarena.data import DataBundle, Dataset
 from snnarena.method import GradientMethod
 from snnarena.metric import Metric
@@ -48,7 +49,7 @@ class WeightNorm(Metric):
     """Sum of squared weights (a metric a plugin adds)."""
 
     name = "weight_norm"
-    higher_is_better = None
+    columns = (Column("weight_norm", False, "", "score", "sum of squared weights"),)
 
     def compute(self, ctx):
         return {"weight_norm": float(sum((p.detach() ** 2).sum() for p in ctx.model.parameters()))}
@@ -58,6 +59,7 @@ class Broken(Metric):
     """A metric that always fails."""
 
     name = "broken_metric"
+    columns = (Column("broken_value", None),)
 
     def compute(self, ctx):
         raise ZeroDivisionError("broken on purpose")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_mlp, random_batch
-from snnarena.build import build_method
+from snnarena.factory import build_method
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.reference import collect_gradients

@@ -11,13 +11,13 @@ from conftest import make_mlp
 from torch import Tensor, nn
 
 from snnarena import testing
-from snnarena.build import build_method
+from snnarena.factory import build_method
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.reference import bptt_accumulate
 from snnarena_plugins.bptt import BPTT
 from snnarena_plugins.tbptt import TBPTT

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from snnarena.data import DataBundle, Dataset
 from snnarena.params import ParamError, params_of
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 
 
 def make(cls: type[Dataset], **given: Any) -> Dataset:

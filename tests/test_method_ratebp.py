@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import make_mlp, random_batch
 
-from snnarena.build import build_method, build_model, neuron_factory
+from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.model import SpikingModel
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 from snnarena.reference import collect_gradients, compare_gradients
 from snnarena.testing import run_conformance
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_mlp, random_batch
-from snnarena.build import build_model, neuron_factory
+from snnarena.factory import build_model, neuron_factory
 from snnarena.data import DataInfo
 
 

@@ -7,7 +7,7 @@ import torch
 from conftest import make_mlp
 from torch import nn
 
-from snnarena.build import build_method
+from snnarena.factory import build_method
 from snnarena.data import DataBundle
 from snnarena.loss import SequenceLoss
 from snnarena.metric import CellContext

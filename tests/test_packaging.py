@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 
 from plugin_fixtures import TestPlugin
 from snnarena.cli import main
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import UnknownPluginError
 
 BUILTIN = {

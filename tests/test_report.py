@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from snnarena.report import build_report
-from snnarena.report.data import loglog_slope, pareto_mask
+from snnarena.report.tables import loglog_slope, pareto_mask
 from snnarena.results import CellRecord, RunDirectory
 
 EVIL = "<script>alert(1)</script>"

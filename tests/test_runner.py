@@ -12,7 +12,7 @@ import pytest
 
 from plugin_fixtures import TINY_SUITE
 from snnarena.cell import run_cell
-from snnarena.plugins import HostConfig, PluginHost
+from snnarena.host import HostConfig, PluginHost
 from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 from snnarena.runner import SelectorError, run_suite, select_cells
 from snnarena.suite import parse_suite
@@ -32,7 +32,7 @@ def test_every_cell_becomes_a_row_and_failures_do_not_stop_the_suite(arena_host,
     by = {(r.method, json.loads(r.method_params).get("behaviour"), r.seed): r for r in table.itertuples()}
     ok = by[("bptt", None, 0)]
     assert ok.status == "done" and ok.test_accuracy > 0.6  # three separable blobs
-    assert ok.step_time_ms > 0 and ok.peak_activation_bytes > 0 and ok.params > 0
+    assert ok.step_time_ms > 0 and ok.peak_activation_bytes > 0 and ok.n_parameters > 0
     assert ok.grad_cosine_bptt == pytest.approx(1.0)
     assert ok.plugin == "snnarena" and ok.plugin_version and ok.torch_version and ok.device == "cpu"
     assert 0 <= ok.spike_rate <= 1

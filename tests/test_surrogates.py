@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnarena.build import build_surrogate
+from snnarena.factory import build_surrogate
 
 GRID = torch.linspace(-3, 3, 2001, dtype=torch.float64)
 NAMES = ["sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle"]

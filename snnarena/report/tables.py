@@ -173,7 +173,7 @@ def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
                    "cell_id", "method_params", "model_params", "dataset_params", "neuron_params", "memory_class",
                    "metric_errors", "grad_cosine_layers"):
         frame[column] = frame[column].map(text).astype(object)
-    for column in (*CORE_METRICS, "T", "seed", "params", "extra_params"):
+    for column in (*CORE_METRICS, "T", "seed", "n_parameters", "extra_parameters"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 

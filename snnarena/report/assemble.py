@@ -26,7 +26,7 @@ import pandas as pd
 
 import snnarena
 from snnarena.report import figures as F
-from snnarena.report.data import (
+from snnarena.report.tables import (
     BASELINE,
     EFFICIENCY_METRICS,
     ReportData,

@@ -16,7 +16,7 @@ from snnarena.metric import Metric
 from snnarena.model import NeuronFactory, SpikingModel
 from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import params_of
-from snnarena.plugins import PluginHost
+from snnarena.host import PluginHost
 from snnarena.registry import Kind
 
 

@@ -1,0 +1,88 @@
+"""What a results column measures: its direction, unit and kind.
+
+The host measures the columns in :data:`CORE_COLUMNS` on every cell; a metric plugin declares the
+columns it adds as :attr:`snnarena.metric.Metric.columns`. The run's manifest records the
+:class:`Column` of every measured column, and ``compare`` and the report read directions, units
+and tolerances from there, so an external metric gets arrows, highlighting and regression checks
+with no change to the host.
+
+``kind`` decides how ``compare`` tells a real change from noise when there is no seed spread to
+go by (see :mod:`snnarena.compare`): ``time`` columns jitter by several percent between identical
+runs, ``memory`` and ``count`` columns are deterministic on the CPU, ``score`` columns change only
+when training changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+ColumnKind = Literal["score", "time", "memory", "count", "ratio"]
+COLUMN_KINDS: tuple[str, ...] = ("score", "time", "memory", "count", "ratio")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One measured column of the results table.
+
+    ``higher_is_better``: ``True`` (accuracy), ``False`` (time, memory) or ``None`` (neither: a
+    spike rate, a parameter count); ``unit`` is shown in reports (``""`` for unitless).
+    """
+
+    name: str
+    higher_is_better: bool | None
+    unit: str = ""
+    kind: ColumnKind = "score"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in COLUMN_KINDS:
+            raise ValueError(f"column {self.name!r}: kind must be one of {', '.join(COLUMN_KINDS)}, got {self.kind!r}")
+        if self.higher_is_better not in (True, False, None):
+            raise ValueError(f"column {self.name!r}: higher_is_better must be True, False or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Column:
+        return cls(**{k: data[k] for k in ("name", "higher_is_better", "unit", "kind", "doc") if k in data})
+
+
+#: Columns the host measures on every ``done`` cell.
+CORE_COLUMNS: tuple[Column, ...] = (
+    Column("test_accuracy", True, "", "score", "final test accuracy of the plain forward pass"),
+    Column("train_loss", False, "", "score", "mean training loss of the last epoch"),
+    Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up"),
+    Column("step_time_iqr_ms", None, "ms", "time", "interquartile range of the step time"),
+    Column("forward_ms", False, "ms", "time", "median forward phase of a step"),
+    Column("backward_ms", False, "ms", "time", "median backward phase of a step"),
+    Column("optimizer_ms", False, "ms", "time", "median optimizer phase of a step"),
+    Column("peak_activation_bytes", False, "B", "memory", "peak bytes saved for backward"),
+    Column("peak_device_bytes", False, "B", "memory", "torch.cuda.max_memory_allocated over training"),
+    Column("grad_cosine_bptt", True, "", "ratio", "cosine of the method's gradient with exact BPTT's"),
+    Column("grad_norm_ratio_bptt", None, "", "ratio", "norm of the method's gradient over BPTT's"),
+    Column("grad_sign_agreement_bptt", True, "", "ratio", "fraction of gradient entries with BPTT's sign"),
+    Column("spike_rate", None, "", "ratio", "mean spikes per neuron per step on the test set"),
+    Column("n_parameters", None, "", "count", "trainable parameters of the model"),
+    Column("extra_parameters", False, "", "count", "parameters the method adds (auxiliary heads ...)"),
+    Column("duration_s", False, "s", "time", "wall time of the whole cell"),
+)
+
+
+def columns_by_name(columns: Iterable[Column]) -> dict[str, Column]:
+    """``{name: column}``; a name declared twice keeps its first declaration."""
+    out: dict[str, Column] = {}
+    for column in columns:
+        out.setdefault(column.name, column)
+    return out
+
+
+def columns_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Column]:
+    """The columns a run's manifest records, with :data:`CORE_COLUMNS` for older manifests."""
+    recorded = manifest.get("columns") or {}
+    out = columns_by_name(CORE_COLUMNS)
+    for name, data in recorded.items():
+        out[name] = Column.from_dict({**data, "name": name})
+    return out
