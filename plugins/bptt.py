@@ -9,29 +9,35 @@ give the same gradient.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import snnarena
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
+from snnarena.model import SpikingModel
 from snnarena.params import Param
 from snnarena.reference import bptt_accumulate
 from snnarena.registry import Register
 
 
-class BPTT(GradientMethod):
+class BPTT(GradientMethod[SpikingModel]):
     """Backpropagation through time over the whole sequence."""
 
     name = "bptt"
     memory_class = "O(T)"
     PARAMS = (
-        Param("step_mode", "str", "multi", "multi: layer by layer over all steps; single: step by step",
-              choices=("multi", "single")),
+        Param(
+            "step_mode",
+            "str",
+            "multi",
+            "multi: layer by layer over all steps; single: step by step",
+            choices=("multi", "single"),
+        ),
     )
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         if self.params["step_mode"] == "multi":
             return bptt_accumulate(model, x, y, loss, clock)

@@ -354,7 +354,7 @@ class _Executor:
         if self.grad_logits is None and self.loss.form == "rate":
             self._rate_gradient()
         terms = []
-        for i, o in enumerate(graph.logits):
+        for o in graph.logits:
             if self.loss.form == "rate":
                 assert self.grad_logits is not None
                 terms.append((o * self.grad_logits).sum())
@@ -364,7 +364,7 @@ class _Executor:
                 terms.append(term)
         objective = torch.stack(terms).sum() if len(terms) > 1 else terms[0]
         tensors, grads = [objective], [torch.ones_like(objective)]
-        for out, g in zip(graph.outputs, grad_out or []):
+        for out, g in zip(graph.outputs, grad_out or [], strict=False):
             if g is not None and out.requires_grad:
                 tensors.append(out)
                 grads.append(g)
@@ -448,7 +448,7 @@ class _Executor:
         with clock.phase("forward"):
             states = [self.model.init_state()]
             self._alloc(1, 0)
-            for a, b in zip(starts[:-1], starts[1:]):
+            for a, b in zip(starts[:-1], starts[1:], strict=False):
                 states.append(self.advance(states[-1], a, b - a))
                 self._alloc(1, _nbytes(_leaves(states[-1])))
             graph = self.run_graph(states[-1], starts[-1], self.T - starts[-1])
@@ -467,19 +467,38 @@ class _Executor:
 # -- the method ----------------------------------------------------------------------------------
 
 
-class CheckpointedBPTT(GradientMethod):
+class CheckpointedBPTT(GradientMethod[SpikingModel]):
     """Exact BPTT within a memory budget: DP checkpointing (HSM/ISM/MSM) or √T checkpoints."""
 
     name = "checkpointed_bptt"
     memory_class = "budget"
     families = frozenset({"feedforward", "recurrent"})
     PARAMS = (
-        Param("policy", "str", "hsm", "hsm: store hidden states; ism: store steps' internal states; "
-              "msm: mix both; sqrt: a hidden state every ceil(sqrt(T)) steps", choices=POLICIES),
-        Param("budget_slots", "int", None, "memory budget in slots of one hidden state "
-              "(default ceil(sqrt(T)); at most one of budget_slots/budget_bytes)", low=1, nullable=True),
-        Param("budget_bytes", "int", None, "memory budget in bytes, converted to floor(bytes / bytes "
-              "of one hidden state of the batch) slots", low=1, nullable=True),
+        Param(
+            "policy",
+            "str",
+            "hsm",
+            "hsm: store hidden states; ism: store steps' internal states; "
+            "msm: mix both; sqrt: a hidden state every ceil(sqrt(T)) steps",
+            choices=POLICIES,
+        ),
+        Param(
+            "budget_slots",
+            "int",
+            None,
+            "memory budget in slots of one hidden state "
+            "(default ceil(sqrt(T)); at most one of budget_slots/budget_bytes)",
+            low=1,
+            nullable=True,
+        ),
+        Param(
+            "budget_bytes",
+            "int",
+            None,
+            "memory budget in bytes, converted to floor(bytes / bytes of one hidden state of the batch) slots",
+            low=1,
+            nullable=True,
+        ),
     )
 
     def __init__(self, **params: Any) -> None:
@@ -543,7 +562,7 @@ class CheckpointedBPTT(GradientMethod):
         return stats, tables
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         with clock.phase("forward"):
             stats, tables = self.plan(model, x)

@@ -28,7 +28,7 @@ class SpikingMLP(SpikingModel):
 
     name = "mlp"
     PARAMS = (
-        Param("hidden", "int_list", (128, 128), "widths of the hidden spiking layers", low=1),
+        Param("hidden", "int_list", (128, 128), "widths of the hidden spiking layers", low=1, min_len=1),
         Param("bias", "bool", True, "bias in every synapse"),
     )
 
@@ -54,7 +54,7 @@ class SpikingConvNet(SpikingModel):
 
     name = "convnet"
     PARAMS = (
-        Param("channels", "int_list", (16, 32), "output channels of the conv stages", low=1),
+        Param("channels", "int_list", (16, 32), "output channels of the conv stages", low=1, min_len=1),
         Param("fc", "int", 128, "width of the fully connected spiking stage", low=1),
         Param("norm", "str", "none", "normalisation after each convolution", choices=("none", "batch")),
         Param("pool", "bool", True, "2x2 average pooling after each convolution"),

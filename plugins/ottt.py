@@ -42,11 +42,12 @@ import snnarena
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
-from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel, non_affine_layers
+from snnarena.method import GradientMethod, Update, affine_skip_reason
+from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+
 
 def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float) -> Tensor:
     """``module(s)`` forward; input gradient as ``module``; parameter gradient at ``(trace, β)``.
@@ -64,64 +65,91 @@ def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float
     return value + (g - g.detach())
 
 
-class OTTT(GradientMethod):
+class OTTT(GradientMethod[SpikingModel]):
     """Online training through time: detached membrane, presynaptic traces, per-step backward."""
 
     name = "ottt"
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
     PARAMS = (
-        Param("mode", "str", "A", "A: one optimizer step per batch (summed gradients); O: one per time step",
-              choices=("A", "O")),
-        Param("trace_decay", "float", None, "decay of every presynaptic trace; null: the postsynaptic "
-              "stage's own leak 1 − 1/τ (1 for IF)", low=0.0, high=1.0, nullable=True),
-        Param("input_trace", "bool", True, "trace the raw input x of the first stage (the official code "
-              "uses x itself: false)"),
-        Param("readout_trace", "bool", False, "readout weights use a trace of S_L (official: true) instead "
-              "of S_L itself, which is exact for a memoryless readout"),
-        Param("bias_trace", "bool", True, "bias gradients use β[t] = λβ[t−1] + 1 (exact); false: the plain "
-              "per-step bias gradient of the official code"),
+        Param(
+            "mode",
+            "str",
+            "A",
+            "A: one optimizer step per batch (summed gradients); O: one per time step",
+            choices=("A", "O"),
+        ),
+        Param(
+            "trace_decay",
+            "float",
+            None,
+            "decay of every presynaptic trace; null: the postsynaptic stage's own leak 1 − 1/τ (1 for IF)",
+            low=0.0,
+            high=1.0,
+            nullable=True,
+        ),
+        Param(
+            "input_trace",
+            "bool",
+            True,
+            "trace the raw input x of the first stage (the official code uses x itself: false)",
+        ),
+        Param(
+            "readout_trace",
+            "bool",
+            False,
+            "readout weights use a trace of S_L (official: true) instead "
+            "of S_L itself, which is exact for a memoryless readout",
+        ),
+        Param(
+            "bias_trace",
+            "bool",
+            True,
+            "bias gradients use β[t] = λβ[t−1] + 1 (exact); false: the plain "
+            "per-step bias gradient of the official code",
+        ),
     )
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         reason = super().skip(model, info, loss)
         if reason is not None:
             return reason
-        if model.has_batch_norm():
-            return (
-                "ottt does not support BatchNorm layers (not affine per sample: the trace pass would be "
-                "normalised with the traces' own batch statistics; the paper uses weight standardisation)"
-            )
+        reason = affine_skip_reason(
+            self.name,
+            model,
+            readout=self.params["readout_trace"],
+            batch_norm="not affine per sample: the trace pass would be normalised with the traces' own batch "
+            "statistics; the paper uses weight standardisation",
+        )
+        if reason is not None:
+            return reason
         for index, stage in enumerate(model.stages):
-            bad = non_affine_layers(stage.synapse)
-            if bad:
-                return f"ottt needs affine synapses to trace; stage {index} has {', '.join(bad)}"
             if self.params["trace_decay"] is None and stage.neuron.leak is None:
                 return (
                     f"ottt cannot read the leak of stage {index}'s neuron "
                     f"({type(stage.neuron).__name__}); set trace_decay"
                 )
-        if self.params["readout_trace"] and non_affine_layers(model.readout):
-            return f"ottt needs an affine readout to trace it; it has {', '.join(non_affine_layers(model.readout))}"
         return None
 
     def _decays(self, model: SpikingModel) -> tuple[list[float], float]:
         """Trace decay of each stage's input and of the readout's input."""
         fixed = self.params["trace_decay"]
-        stages = [fixed if fixed is not None else st.neuron.leak for st in model.stages]
-        readout = fixed if fixed is not None else stages[-1]
-        return [float(d) for d in stages], float(readout)  # type: ignore[arg-type]
+        stages: list[float] = []
+        for index, stage in enumerate(model.stages):
+            leak = fixed if fixed is not None else stage.neuron.leak
+            if leak is None:
+                raise ValueError(f"ottt: stage {index}'s neuron has no leak to decay its trace with; set trace_decay")
+            stages.append(float(leak))
+        return stages, float(fixed) if fixed is not None else stages[-1]
 
-    def _run(
-        self,
-        model: SpikingModel,
-        x: Tensor,
-        y: Tensor,
-        loss: SequenceLoss,
-        clock: PhaseClock,
-        optimizer: torch.optim.Optimizer | None,
+    @property
+    def updates_within_batch(self) -> bool:
+        return self.params["mode"] == "O"
+
+    def unroll(
+        self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock, update: Update
     ) -> float:
-        """All ``T`` steps with a backward each; ``optimizer`` given: step it after each one."""
+        """All ``T`` steps with a backward each, and an ``update()`` after each one."""
         T, n = x.shape[0], len(model.stages)
         stage_decays, readout_decay = self._decays(model)
         # entry l describes the input of synapse l (l = n: the readout's input)
@@ -138,14 +166,13 @@ class OTTT(GradientMethod):
                 return modules[l](h)
             with torch.no_grad():
                 prev = traces[l]
-                traces[l] = h.detach() if prev is None else decays[l] * prev + h.detach()
+                trace = h.detach() if prev is None else decays[l] * prev + h.detach()
+                traces[l] = trace
                 betas[l] = decays[l] * betas[l] + 1.0
             beta = betas[l] if self.params["bias_trace"] else 1.0
-            return traced_affine(modules[l], h, traces[l], beta)  # type: ignore[arg-type]
+            return traced_affine(modules[l], h, trace, beta)
 
         for t in range(T):
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
             with clock.phase("forward"):
                 h = x[t]
                 for l, stage in enumerate(model.stages):
@@ -155,29 +182,9 @@ class OTTT(GradientMethod):
                 value = loss.step(synapse(n, h), y, T)
             with clock.phase("backward"):
                 value.backward()
-            if optimizer is not None:
-                with clock.phase("optimizer"):
-                    optimizer.step()
+            update()
             total += float(value.detach())
         return total
-
-    def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
-    ) -> float:
-        return self._run(model, x, y, loss, clock, optimizer=None)  # type: ignore[arg-type]
-
-    def train_step(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        loss: SequenceLoss,
-        optimizer: torch.optim.Optimizer,
-        clock: PhaseClock,
-    ) -> float:
-        if self.params["mode"] == "A":
-            return super().train_step(model, x, y, loss, optimizer, clock)
-        return self._run(model, x, y, loss, clock, optimizer=optimizer)  # type: ignore[arg-type]
 
 
 @snnarena.hookimpl

@@ -39,14 +39,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import snnarena
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
-from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel, non_affine_layers
+from snnarena.method import GradientMethod, affine_skip_reason
+from snnarena.model import SpikingModel
 from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena_plugins.neurons import IntegrateAndFire
@@ -102,42 +102,51 @@ class _Eligibility:
         return RateStats(self.rate_sum / T, self.elig_sum / T)  # type: ignore[arg-type]
 
 
-class RateBP(GradientMethod):
+class RateBP(GradientMethod[SpikingModel]):
     """Rate-based backpropagation: no-grad spike forward, then one rate-level backward."""
 
     name = "ratebp"
     memory_class = "O(1)"
     loss_forms = frozenset({"rate"})
     PARAMS = (
-        Param("step_mode", "str", "m", "phase 1 layer by layer over all steps (m) or step by step (s)",
-              choices=("m", "s")),
-        Param("eligibility_surrogate", "str", "neuron", "surrogate derivative in the eligibility: the "
-              "neuron's own, or the official hard-coded sigmoid with alpha 4", choices=("neuron", "sigmoid4")),
-        Param("official_grad_scale", "bool", False, "scale the gradient (not the loss value) by 1/T as the "
-              "official CustomEvaluator does"),
+        Param(
+            "step_mode", "str", "m", "phase 1 layer by layer over all steps (m) or step by step (s)", choices=("m", "s")
+        ),
+        Param(
+            "eligibility_surrogate",
+            "str",
+            "neuron",
+            "surrogate derivative in the eligibility: the "
+            "neuron's own, or the official hard-coded sigmoid with alpha 4",
+            choices=("neuron", "sigmoid4"),
+        ),
+        Param(
+            "official_grad_scale",
+            "bool",
+            False,
+            "scale the gradient (not the loss value) by 1/T as the official CustomEvaluator does",
+        ),
     )
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         reason = super().skip(model, info, loss)
         if reason is not None:
             return reason
-        if model.has_batch_norm():
-            return (
-                "ratebp does not support BatchNorm layers (the official code normalises with spike "
-                "statistics and differentiates through rate statistics; not implemented here)"
-            )
+        reason = affine_skip_reason(
+            self.name,
+            model,
+            readout=True,
+            batch_norm="the official code normalises with spike statistics and differentiates through rate "
+            "statistics; not implemented here",
+        )
+        if reason is not None:
+            return reason
         for index, stage in enumerate(model.stages):
             if not isinstance(stage.neuron, IntegrateAndFire):
                 return (
                     f"ratebp's eligibility is derived for LIF/IF neurons; stage {index} has "
                     f"{type(stage.neuron).__name__}"
                 )
-            bad = non_affine_layers(stage.synapse)
-            if bad:
-                return f"ratebp needs affine synapses (rate in = mean current); stage {index} has {', '.join(bad)}"
-        bad = non_affine_layers(model.readout)
-        if bad:
-            return f"ratebp needs an affine readout; it has {', '.join(bad)}"
         return None
 
     def spike_phase(self, model: SpikingModel, x: Tensor) -> list[RateStats]:
@@ -148,31 +157,31 @@ class RateBP(GradientMethod):
         with torch.no_grad():
             if self.params["step_mode"] == "m":
                 h = x
-                for stage, track in zip(model.stages, tracks):
+                for stage, track in zip(model.stages, tracks, strict=True):
                     current = stage.synapse(h.flatten(0, 1)).unflatten(0, (T, h.shape[1]))
                     h = torch.stack([track.step(current[t]) for t in range(T)])
             else:
                 for t in range(T):
                     h = x[t]
-                    for stage, track in zip(model.stages, tracks):
+                    for stage, track in zip(model.stages, tracks, strict=True):
                         h = track.step(stage.synapse(h))
         return [track.stats(T) for track in tracks]
 
     def rate_phase(self, model: SpikingModel, x: Tensor, stats: list[RateStats]) -> Tensor:
         """Phase 2 with graph: rate-level logits ``[B, C]`` from the mean input and the stats."""
         h = x.mean(0).detach()
-        for stage, (rate, elig) in zip(model.stages, stats):
+        for stage, (rate, elig) in zip(model.stages, stats, strict=True):
             drive = elig * stage.synapse(h)
             h = rate + (drive - drive.detach())
         out: Tensor = model.readout(h)
         return out
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         with clock.phase("forward"):
-            stats = self.spike_phase(model, x)  # type: ignore[arg-type]
-            value = loss.full(self.rate_phase(model, x, stats).unsqueeze(0), y)  # type: ignore[arg-type]
+            stats = self.spike_phase(model, x)
+            value = loss.full(self.rate_phase(model, x, stats).unsqueeze(0), y)
         with clock.phase("backward"):
             scale = 1.0 / x.shape[0] if self.params["official_grad_scale"] else 1.0
             (value * scale).backward()

@@ -20,26 +20,33 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import snnarena
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
+from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
 
 
-class SLTT(GradientMethod):
+class SLTT(GradientMethod[SpikingModel]):
     """Spatial-only gradient at each step; SLTT-K back-propagates only ``k`` random steps."""
 
     name = "sltt"
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
     PARAMS = (
-        Param("k", "int", None, "SLTT-K: back-propagate only k randomly drawn steps per batch; "
-              "null: every step (SLTT)", low=1, nullable=True),
+        Param(
+            "k",
+            "int",
+            None,
+            "SLTT-K: back-propagate only k randomly drawn steps per batch; null: every step (SLTT)",
+            low=1,
+            nullable=True,
+        ),
     )
 
     def backward_steps(self, T: int) -> set[int]:
@@ -50,15 +57,15 @@ class SLTT(GradientMethod):
         return {int(t) for t in torch.randperm(T)[:k]}
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         T = x.shape[0]
         chosen = self.backward_steps(T)
-        state: list[Any] = model.init_state()  # type: ignore[operator]
+        state: list[Any] = model.init_state()
         total = 0.0
         for t in range(T):
             with clock.phase("forward"), torch.set_grad_enabled(t in chosen):
-                out = model.step(x[t], detach_state(state))  # type: ignore[operator]
+                out = model.step(x[t], detach_state(state))
                 value = loss.step(out.logits, y, T)
             if t in chosen:
                 with clock.phase("backward"):

@@ -126,7 +126,7 @@ class LocalBlocksModel(nn.Module):
         return self.model.neuron_count()
 
 
-class TBPTTLocal(GradientMethod):
+class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
     """Truncated BPTT (K steps) with local training blocks of Lb stages and auxiliary heads."""
 
     name = "tbptt_local"
@@ -136,10 +136,12 @@ class TBPTTLocal(GradientMethod):
         Param("block_size", "int", 1, "stages per local training block (Lb)", low=1),
     )
 
-    def prepare(self, model: SpikingModel) -> nn.Module:
+    def prepare(self, model: SpikingModel) -> LocalBlocksModel:
         return LocalBlocksModel(model, self.params["block_size"])
 
-    def _unwrap(self, model: nn.Module) -> tuple[SpikingModel, list[tuple[int, int]], nn.ModuleList]:
+    def _unwrap(
+        self, model: LocalBlocksModel | SpikingModel
+    ) -> tuple[SpikingModel, list[tuple[int, int]], nn.ModuleList]:
         if isinstance(model, LocalBlocksModel):
             if model.blocks != block_bounds(len(model.stages), self.params["block_size"]):
                 raise ValueError(
@@ -153,10 +155,10 @@ class TBPTTLocal(GradientMethod):
                 "tbptt_local: accumulate_gradients needs the module returned by prepare(model), "
                 "which holds the auxiliary heads"
             )
-        return model, blocks, nn.ModuleList()  # type: ignore[return-value]
+        return model, blocks, nn.ModuleList()
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: LocalBlocksModel | SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         net, blocks, heads = self._unwrap(model)
         K, T = self.params["K"], x.shape[0]

@@ -1,9 +1,9 @@
 """The Python API, mirroring the CLI for notebooks and scripts::
 
-    import snnarena
-    outcome = snnarena.run("quick", only="dataset=digits")
-    results, curves = snnarena.load(outcome.run_dir)
-    snnarena.make_report([outcome.run_dir])
+import snnarena
+outcome = snnarena.run("quick", only="dataset=digits")
+results, curves = snnarena.load(outcome.run_dir)
+snnarena.make_report([outcome.run_dir])
 """
 
 from __future__ import annotations
@@ -27,13 +27,28 @@ def run(
     device: str = "auto",
     results_root: str | Path = "results",
     resume: str | Path | None = None,
+    force: bool = False,
     plugins_dirs: tuple[str, ...] = (),
     host: PluginHost | None = None,
 ) -> RunOutcome:
-    """Validate and run a suite (a path or a shipped suite name); returns where it was written."""
+    """Validate and run a suite (a path or a shipped suite name); returns where it was written.
+
+    ``resume`` continues a run directory; ``force`` resumes it even when the suite, the plugin
+    versions, the device kind or torch differ from the run's (the manifest records the change).
+    """
     host = host or PluginHost.load(HostConfig.from_env(plugins_dirs))
     spec = load_suite(suite, host)
-    return run_suite(spec, host, results_root=results_root, resume=resume, only=only, jobs=jobs, threads=threads, device=device)
+    return run_suite(
+        spec,
+        host,
+        results_root=results_root,
+        resume=resume,
+        force=force,
+        only=only,
+        jobs=jobs,
+        threads=threads,
+        device=device,
+    )
 
 
 def load(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

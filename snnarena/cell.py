@@ -1,41 +1,78 @@
 """Running one cell: build data, model and method, train under measurement, evaluate, record.
 
+The flow is one way, each stage returning what the next one needs:
+
+* :func:`build_cell` seeds and builds a :class:`BuiltCell`, or raises :class:`CellSkipped` with the
+  model's or method's reason;
+* :func:`train` runs the training loop and returns a :class:`TrainingLog` (each finished epoch's
+  :class:`CurvePoint` also goes to an ``on_epoch`` callback, so a cell that fails or is interrupted
+  keeps its learning curve); after the first step it checks that every trainable parameter got a
+  gradient, and after every epoch that the parameters are finite;
+* :func:`measure` evaluates the trained model and returns the measured columns (accuracy, spike
+  rate, gradient fidelity, metric plugins);
+* :func:`run_cell` builds the row once from the cell's identity and these pieces.
+
 :func:`run_cell` returns a :class:`~snnarena.results.CellRecord` whatever happens: ``done`` with
 its measurements, ``skipped`` with the method's or model's reason, or ``failed`` with the error
-(an exception, a NaN/inf loss, an interruption) — never a silent zero.
+(an exception, ``SystemExit`` from a plugin, a NaN/inf loss or weight, an untrained parameter) —
+never a silent zero. Only Ctrl-C propagates, as :class:`_Interrupted` carrying the cell's record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import numbers
 import random
 import time
 import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 import snnarena
-from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory
 from snnarena.data import DataBundle
-from snnarena.loss import SequenceLoss
+from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory
+from snnarena.host import PluginHost
+from snnarena.loss import LossForm, SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena.metric import CellContext
-from snnarena.model import SpikingModel
+from snnarena.metric import CellContext, Metric
+from snnarena.model import SpikingModel, Stage
 from snnarena.params import params_of
-from snnarena.host import PluginHost
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
+from snnarena.registry import Kind
 from snnarena.results import CellRecord
 from snnarena.suite import CellSpec
+
+#: How many parameter names a failure reason lists before "... (N in all)".
+NAMES_SHOWN = 5
+
+
+class CellSkipped(Exception):
+    """The cell's model or method does not apply; :attr:`reason` says why (a ``skipped`` row)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteParametersError(RuntimeError):
+    """Parameters or buffers became NaN or infinite during training."""
+
+
+class UntrainedParametersError(RuntimeError):
+    """The method left trainable parameters without a gradient that it did not declare frozen."""
 
 
 def seed_everything(seed: int) -> None:
@@ -54,7 +91,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def make_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Any, config: Mapping[str, Any]) -> torch.optim.Optimizer:
     name, lr, wd = config["name"], config["lr"], config["weight_decay"]
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=config["momentum"], weight_decay=wd)
@@ -62,10 +99,355 @@ def make_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Optim
     return cls(parameters, lr=lr, weight_decay=wd)
 
 
+def _names(names: list[str]) -> str:
+    """``a, b, c`` or ``a, b, ... (12 in all)`` for a failure reason."""
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown if len(names) <= NAMES_SHOWN else f"{shown}, ... ({len(names)} in all)"
+
+
+# -- identity --------------------------------------------------------------------------------
+
+
+def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | None]]:
+    components: list[tuple[Kind, str]] = [
+        ("method", spec.method),
+        ("model", spec.model),
+        ("dataset", spec.dataset),
+        ("neuron", spec.neuron),
+        ("surrogate", spec.surrogate),
+        *(("metric", m) for m in spec.metrics),
+    ]
+    out = {}
+    for kind, name in components:
+        entry = host.get(kind, name)
+        out[f"{kind}:{name}"] = {"plugin": entry.plugin, "distribution": entry.distribution, "version": entry.version}
+    return out
+
+
+def training_settings(spec: CellSpec) -> dict[str, Any]:
+    """The settings that change a result besides the grid coordinates: optimizer and budget.
+
+    ``budget_epochs``/``budget_steps`` are the suite's ``train.epochs``/``train.steps`` (one is
+    ``None``); the ``epochs``/``train_steps`` columns count what actually ran.
+    """
+    optimizer = spec.optimizer
+    return {
+        "optimizer": optimizer["name"],
+        "lr": optimizer["lr"],
+        "weight_decay": optimizer["weight_decay"],
+        "momentum": optimizer["momentum"],
+        "budget_epochs": spec.train["epochs"],
+        "budget_steps": spec.train["steps"],
+        "batch_size": spec.train["batch_size"],
+    }
+
+
+def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device) -> dict[str, Any]:
+    """The identifying, training-setting and provenance columns of a cell's row."""
+    method_entry = host.get("method", spec.method)
+    method_cls = cast(type[GradientMethod[Any]], method_entry.obj)
+    return {
+        "run_id": run_id,
+        "suite": spec.suite,
+        "cell_id": spec.cell_id,
+        "label": spec.label,
+        "method": spec.method,
+        "method_params": json.dumps(params_of(method_cls).resolve(spec.method_params), sort_keys=True),
+        "model": spec.model,
+        "model_params": json.dumps(spec.model_params, sort_keys=True),
+        "dataset": spec.dataset,
+        "dataset_params": json.dumps(spec.dataset_params, sort_keys=True),
+        "neuron": spec.neuron,
+        "neuron_params": json.dumps(spec.neuron_params, sort_keys=True),
+        "surrogate": spec.surrogate,
+        "loss": spec.loss,
+        "T": spec.T,
+        "seed": spec.seed,
+        "memory_class": method_cls.memory_class,
+        **training_settings(spec),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "snnarena_version": snnarena.__version__,
+        "plugin": method_entry.distribution or method_entry.plugin,
+        "plugin_version": method_entry.version,
+        "plugin_versions": json.dumps(_plugin_info(host, spec), sort_keys=True),
+    }
+
+
+# -- running a cell --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One finished epoch: the step count so far, wall time, mean training loss, test accuracy
+    (NaN unless evaluated that epoch)."""
+
+    epoch: int
+    step: int
+    elapsed_s: float
+    train_loss: float
+    test_accuracy: float
+
+
+EpochCallback = Callable[[CurvePoint], None]
+#: The identity columns every curve row repeats.
+CURVE_IDENTITY: tuple[str, ...] = ("run_id", "cell_id", "method", "model", "dataset", "T", "seed")
+
+
+def run_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str = "auto") -> CellRecord:
+    """Train and measure one cell; any failure becomes a ``failed`` record with its error.
+
+    ``KeyboardInterrupt`` raises :class:`_Interrupted` with the record of the interrupted cell;
+    every other exception, ``SystemExit`` from a plugin included, is recorded and returned.
+    """
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    identity = base_row(spec, host, run_id, torch_device)
+    curve: list[CurvePoint] = []
+    try:
+        columns, error = _build_train_measure(spec, host, torch_device, curve.append), ""
+    except KeyboardInterrupt:
+        failed = {"status": "failed", "reason": "interrupted (KeyboardInterrupt)"}
+        raise _Interrupted(_record(spec, identity, failed, curve, traceback.format_exc(), started)) from None
+    except BaseException as err:  # noqa: B036 - a plugin's SystemExit fails its cell, not the run
+        columns, error = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}, traceback.format_exc()
+    return _record(spec, identity, columns, curve, error, started)
+
+
+class _Interrupted(BaseException):
+    """Carries the record of the cell that a Ctrl-C interrupted up to the runner."""
+
+    def __init__(self, record: CellRecord) -> None:
+        super().__init__("interrupted")
+        self.record = record
+
+
+def _build_train_measure(
+    spec: CellSpec, host: PluginHost, device: torch.device, on_epoch: EpochCallback
+) -> dict[str, Any]:
+    """The status and measured columns of a cell that finished or was skipped."""
+    try:
+        built = build_cell(spec, host, device)
+    except CellSkipped as skip:
+        return {"status": "skipped", "reason": skip.reason}
+    log = train(built, spec, device, on_epoch)
+    return {
+        "status": "done",
+        "reason": "",
+        **built.size_columns(),
+        **log.columns(),
+        **measure(spec, host, built, log, device),
+    }
+
+
+def _record(
+    spec: CellSpec,
+    identity: dict[str, Any],
+    columns: dict[str, Any],
+    curve: list[CurvePoint],
+    error: str,
+    started: float,
+) -> CellRecord:
+    """The cell's record: one row from its identity and columns, and its curve rows."""
+    row = {**identity, **columns, "duration_s": time.perf_counter() - started}
+    final = columns.get("test_accuracy")
+    if final is not None and curve:  # the last epoch shows the final evaluation
+        curve = [*curve[:-1], dataclasses.replace(curve[-1], test_accuracy=final)]
+    keys = {k: identity[k] for k in CURVE_IDENTITY}
+    curves = [{**keys, **dataclasses.asdict(point)} for point in curve]
+    return CellRecord(spec.to_dict(), row, curves, error)
+
+
+# -- build -----------------------------------------------------------------------------------
+
+
 @dataclass
+class BuiltCell:
+    """A cell ready to train: data, the model, the method and the module it trains."""
+
+    data: DataBundle
+    model: SpikingModel
+    method: GradientMethod[Any]
+    prepared: nn.Module
+    loss: SequenceLoss
+    optimizer: torch.optim.Optimizer
+
+    def size_columns(self) -> dict[str, int]:
+        """``n_parameters`` of the model and ``extra_parameters`` the method adds."""
+        return {
+            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "extra_parameters": self.method.extra_parameters(self.prepared, self.model),
+        }
+
+
+def _checked_reason(reason: object, who: str) -> str | None:
+    """A plugin's skip reason, which must be ``None`` or a string."""
+    if not isinstance(reason, (str, type(None))):
+        raise TypeError(f"{who}.skip returned {reason!r}; expected a string or None")
+    return reason or None
+
+
+def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell:
+    """Seed, then build everything a cell trains with; raises :class:`CellSkipped` with the
+    model's or method's reason when it does not apply."""
+    seed_everything(spec.seed)
+    data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
+    model_cls = cast(type[SpikingModel], host.get("model", spec.model).obj)
+    reason = _checked_reason(model_cls.skip(data.info), spec.model)
+    if reason:
+        raise CellSkipped(reason)
+    make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
+    model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
+    method = build_method(host, spec.method, spec.method_params)
+    loss = SequenceLoss(cast(LossForm, spec.loss))
+    reason = _checked_reason(method.skip(model, data.info, loss), spec.method)
+    if reason:
+        raise CellSkipped(reason)
+    prepared = method.prepare(model).to(device)
+    return BuiltCell(data, model, method, prepared, loss, make_optimizer(prepared.parameters(), spec.optimizer))
+
+
+# -- train -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Evaluation:
     accuracy: float
     spike_rate: float
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """What training did: counts, median phase times (ms), peak bytes, the last epoch's losses
+    and the evaluation of the final weights if the last epoch took one."""
+
+    steps: int
+    epochs: int
+    timing_ms: dict[str, float]
+    peak_activation_bytes: int
+    peak_device_bytes: float
+    last_losses: tuple[float, ...]
+    last_evaluation: Evaluation | None
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "train_steps": self.steps,
+            "epochs": self.epochs,
+            **self.timing_ms,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "peak_device_bytes": self.peak_device_bytes,
+            "train_loss": float(np.mean(self.last_losses)) if self.last_losses else math.nan,
+        }
+
+
+def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: EpochCallback) -> TrainingLog:
+    """Train ``built`` under the budget of ``spec.train``, timing each step's phases and metering
+    the bytes saved for backward; ``on_epoch`` receives each finished epoch's point."""
+    settings = spec.train
+    generator = torch.Generator().manual_seed(spec.seed)
+    clock = PhaseClock(device)
+    device_memory = DeviceMemory(device)
+    device_memory.reset()
+    exclude = list(built.prepared.parameters())
+    peak_saved = step = epoch = 0
+    t0 = time.perf_counter()
+    last_losses: list[float] = []
+    last_eval: Evaluation | None = None  # evaluation of the current weights, if taken
+    budget_steps = settings["steps"]
+    epochs = settings["epochs"] if settings["epochs"] is not None else math.inf
+    built.prepared.train()
+    while epoch < epochs and (budget_steps is None or step < budget_steps):
+        epoch_losses: list[float] = []
+        for x, y in built.data.train_batches(settings["batch_size"], generator):
+            x, y = x.to(device), y.to(device)
+            with SavedTensorMeter(exclude + [x, y]) as meter, _gradient_receipts(built.prepared, step == 0) as got:
+                value = built.method.train_step(built.prepared, x, y, built.loss, built.optimizer, clock)
+            clock.end_step()
+            if step == 0:
+                check_all_trained(built, got)
+            peak_saved = max(peak_saved, meter.peak_bytes)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"training loss became {value} at epoch {epoch + 1}, step {step + 1}")
+            epoch_losses.append(value)
+            step += 1
+            if budget_steps is not None and step >= budget_steps:
+                break
+        epoch += 1
+        last_losses = epoch_losses or last_losses
+        check_finite(built.prepared, f"epoch {epoch}, step {step}")
+        last_eval = (
+            evaluate(built.model, built.data, settings["eval_batch_size"], device)
+            if settings["eval_every_epoch"]
+            else None
+        )
+        on_epoch(
+            CurvePoint(
+                epoch,
+                step,
+                time.perf_counter() - t0,
+                float(np.mean(epoch_losses)) if epoch_losses else math.nan,
+                last_eval.accuracy if last_eval else math.nan,
+            )
+        )
+        if not epoch_losses:
+            break
+    return TrainingLog(
+        step,
+        epoch,
+        clock.summary_ms(settings["timing_warmup"]),
+        peak_saved,
+        device_memory.peak_bytes(),
+        tuple(last_losses),
+        last_eval,
+    )
+
+
+@contextmanager
+def _gradient_receipts(module: nn.Module, watch: bool) -> Iterator[set[str]]:
+    """While open (and ``watch``), the names of ``module``'s parameters into whose ``.grad``
+    autograd accumulated, even if the method cleared ``.grad`` again (per-segment updates)."""
+    received: set[str] = set()
+    handles = []
+    if watch:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                handles.append(p.register_post_accumulate_grad_hook(lambda _p, n=name: received.add(n)))
+    try:
+        yield received
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def check_all_trained(built: BuiltCell, received: set[str]) -> None:
+    """Every trainable parameter of the prepared module got a gradient in the first training step
+    (``received``, or ``p.grad`` set), unless the method declares it frozen; raises
+    :class:`UntrainedParametersError` naming the others."""
+    frozen = built.method.frozen_parameters(built.prepared, built.model)
+    trainable = {n: p for n, p in built.prepared.named_parameters() if p.requires_grad}
+    unknown = sorted(frozen - set(trainable))
+    if unknown:
+        raise UntrainedParametersError(
+            f"{built.method.name}.frozen_parameters names parameters the prepared module does not have "
+            f"(or that do not require grad): {_names(unknown)}"
+        )
+    missing = [n for n, p in trainable.items() if n not in received and p.grad is None and n not in frozen]
+    if missing:
+        raise UntrainedParametersError(
+            f"{built.method.name} left trainable parameters without a gradient in the first training step: "
+            f"{_names(missing)}. The model ({built.model.name!r}, family {built.model.family!r}) may not suit "
+            f"the method; a method that leaves parameters frozen on purpose names them in frozen_parameters()"
+        )
+
+
+def check_finite(module: nn.Module, when: str) -> None:
+    """Raise :class:`NonFiniteParametersError` naming the parameters and floating-point buffers of
+    ``module`` that hold NaN or inf."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    bad = [n for n, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteParametersError(f"parameters became non-finite ({when}): {_names(bad)}")
 
 
 @torch.no_grad()
@@ -80,192 +462,44 @@ def evaluate(model: SpikingModel, data: DataBundle, batch_size: int, device: tor
         out = model.forward_seq(x)
         correct += int((SequenceLoss.predict(out.logits) == y).sum())
         total += len(y)
-        for stage, s in zip(model.stages, out.spikes):
-            if stage.neuron.spiking:
+        for stage, s in zip(model.stages, out.spikes, strict=True):
+            if cast(Stage, stage).neuron.spiking:
                 spikes += float(s.sum())
                 neurons += s.numel()
     model.train(was_training)
     return Evaluation(correct / max(total, 1), spikes / neurons if neurons else math.nan)
 
 
-def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | None]]:
-    out = {}
-    for kind, name in (("method", spec.method), ("model", spec.model), ("dataset", spec.dataset),
-                       ("neuron", spec.neuron), ("surrogate", spec.surrogate), *(("metric", m) for m in spec.metrics)):
-        entry = host.get(kind, name)  # type: ignore[arg-type]
-        out[f"{kind}:{name}"] = {"plugin": entry.plugin, "distribution": entry.distribution, "version": entry.version}
-    return out
+# -- measure ---------------------------------------------------------------------------------
 
 
-def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device) -> dict[str, Any]:
-    """The identifying and provenance columns of a cell's row."""
-    method_entry = host.get("method", spec.method)
-    return {
-        "run_id": run_id, "suite": spec.suite, "cell_id": spec.cell_id, "label": spec.label,
-        "method": spec.method,
-        "method_params": json.dumps(params_of(method_entry.obj).resolve(spec.method_params), sort_keys=True),
-        "model": spec.model, "model_params": json.dumps(spec.model_params, sort_keys=True),
-        "dataset": spec.dataset, "dataset_params": json.dumps(spec.dataset_params, sort_keys=True),
-        "neuron": spec.neuron, "neuron_params": json.dumps(spec.neuron_params, sort_keys=True),
-        "surrogate": spec.surrogate, "loss": spec.loss, "T": spec.T, "seed": spec.seed,
-        "memory_class": method_entry.obj.memory_class, "batch_size": spec.train["batch_size"],
-        "device": str(device), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-        "snnarena_version": snnarena.__version__,
-        "plugin": method_entry.distribution or method_entry.plugin, "plugin_version": method_entry.version,
-        "plugin_versions": json.dumps(_plugin_info(host, spec), sort_keys=True),
-    }
-
-
-def run_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str = "auto") -> CellRecord:
-    """Train and measure one cell; any failure becomes a ``failed`` record with its error."""
-    started = time.perf_counter()
-    torch_device = resolve_device(device)
-    row = base_row(spec, host, run_id, torch_device)
-    curves: list[dict[str, Any]] = []
-    try:
-        row.update(_train_and_measure(spec, host, torch_device, curves, row))
-        tb = ""
-    except KeyboardInterrupt:
-        row.update(status="failed", reason="interrupted (KeyboardInterrupt)")
-        row["duration_s"] = time.perf_counter() - started
-        raise _Interrupted(CellRecord(spec.to_dict(), row, curves, traceback.format_exc())) from None
-    except Exception as err:
-        row.update(status="failed", reason=f"{type(err).__name__}: {err}")
-        tb = traceback.format_exc()
-    row["duration_s"] = time.perf_counter() - started
-    for c in curves:
-        c.update(run_id=run_id, cell_id=spec.cell_id, method=spec.method, model=spec.model,
-                 dataset=spec.dataset, T=spec.T, seed=spec.seed)
-    return CellRecord(spec.to_dict(), row, curves, tb)
-
-
-class _Interrupted(BaseException):
-    """Carries the record of the cell that a Ctrl-C interrupted up to the runner."""
-
-    def __init__(self, record: CellRecord) -> None:
-        super().__init__("interrupted")
-        self.record = record
-
-
-@dataclass
-class BuiltCell:
-    """A cell ready to train: data, the model, the method and the module it trains."""
-
-    data: DataBundle
-    model: SpikingModel
-    method: GradientMethod
-    prepared: nn.Module
-    loss: SequenceLoss
-    optimizer: torch.optim.Optimizer
-
-
-def _checked_reason(reason: object, who: str) -> str | None:
-    """A plugin's skip reason, which must be ``None`` or a string."""
-    if not isinstance(reason, (str, type(None))):
-        raise TypeError(f"{who}.skip returned {reason!r}; expected a string or None")
-    return reason or None
-
-
-def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell | str:
-    """Seed, then build everything a cell trains with; or the model's/method's skip reason."""
-    seed_everything(spec.seed)
-    data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
-    reason = _checked_reason(host.get("model", spec.model).obj.skip(data.info), spec.model)
-    if reason:
-        return reason
-    make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
-    model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
-    method = build_method(host, spec.method, spec.method_params)
-    loss = SequenceLoss(spec.loss)  # type: ignore[arg-type]
-    reason = _checked_reason(method.skip(model, data.info, loss), spec.method)
-    if reason:
-        return reason
-    prepared = method.prepare(model).to(device)
-    return BuiltCell(data, model, method, prepared, loss, make_optimizer(prepared.parameters(), spec.optimizer))
-
-
-def _train_and_measure(
-    spec: CellSpec, host: PluginHost, device: torch.device, curves: list[dict[str, Any]], row: dict[str, Any]
+def measure(
+    spec: CellSpec, host: PluginHost, built: BuiltCell, log: TrainingLog, device: torch.device
 ) -> dict[str, Any]:
-    built = build_cell(spec, host, device)
-    if isinstance(built, str):
-        return {"status": "skipped", "reason": built}
-    data, model, method, prepared, loss, optimizer = (
-        built.data, built.model, built.method, built.prepared, built.loss, built.optimizer
-    )
-    row["n_parameters"] = sum(p.numel() for p in model.parameters())
-    row["extra_parameters"] = method.extra_parameters(prepared, model)
-
-    train = spec.train
-    generator = torch.Generator().manual_seed(spec.seed)
-    probe = next(data.train_batches(min(train["batch_size"], data.info.n_train), torch.Generator().manual_seed(spec.seed + 1)))
-    clock = PhaseClock(device)
-    device_memory = DeviceMemory(device)
-    device_memory.reset()
-    exclude = list(prepared.parameters())
-    peak_saved = 0
-    step = 0
-    epoch = 0
-    t0 = time.perf_counter()
-    last_losses: list[float] = []
-    last_eval: Evaluation | None = None  # evaluation of the current weights, if taken
-    budget_steps = train["steps"]
-    epochs = train["epochs"] if train["epochs"] is not None else math.inf
-    prepared.train()
-    while epoch < epochs and (budget_steps is None or step < budget_steps):
-        epoch_losses: list[float] = []
-        last_eval = None
-        for x, y in data.train_batches(train["batch_size"], generator):
-            x, y = x.to(device), y.to(device)
-            with SavedTensorMeter(exclude + [x, y]) as meter:
-                value = method.train_step(prepared, x, y, loss, optimizer, clock)
-            clock.end_step()
-            peak_saved = max(peak_saved, meter.peak_bytes)
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"training loss became {value} at epoch {epoch + 1}, step {step + 1}")
-            epoch_losses.append(value)
-            step += 1
-            if budget_steps is not None and step >= budget_steps:
-                break
-        epoch += 1
-        last_losses = epoch_losses or last_losses
-        point: dict[str, Any] = {"epoch": epoch, "step": step, "elapsed_s": time.perf_counter() - t0,
-                                 "train_loss": float(np.mean(epoch_losses)) if epoch_losses else math.nan,
-                                 "test_accuracy": math.nan}
-        if train["eval_every_epoch"]:
-            last_eval = evaluate(model, data, train["eval_batch_size"], device)
-            point["test_accuracy"] = last_eval.accuracy
-        curves.append(point)
-        if not epoch_losses:
-            break
-    result: dict[str, Any] = {"status": "done", "reason": "", "train_steps": step, "epochs": epoch}
-    result["peak_device_bytes"] = device_memory.peak_bytes()
-    result["peak_activation_bytes"] = peak_saved
-    result.update(clock.summary_ms(train["timing_warmup"]))
-    result["train_loss"] = float(np.mean(last_losses)) if last_losses else math.nan
-    final = last_eval or evaluate(model, data, train["eval_batch_size"], device)
-    result["test_accuracy"] = final.accuracy
-    result["spike_rate"] = final.spike_rate
-    if curves:
-        curves[-1]["test_accuracy"] = final.accuracy
-    px, py = probe[0].to(device), probe[1].to(device)
-    if train["fidelity"]:
-        result.update(_fidelity(method, model, prepared, px, py, loss, device))
-    result.update(_metrics(spec, host, CellContext(model, prepared, method, data, loss, device, (px, py))))
-    return result
+    """The measured columns of a trained cell: final test accuracy and spike rate, gradient
+    fidelity vs BPTT on a fixed probe batch (if ``train.fidelity``), and the metric plugins'."""
+    settings = spec.train
+    final = log.last_evaluation or evaluate(built.model, built.data, settings["eval_batch_size"], device)
+    columns: dict[str, Any] = {"test_accuracy": final.accuracy, "spike_rate": final.spike_rate}
+    probe_size = min(settings["batch_size"], built.data.info.n_train)
+    px, py = next(built.data.train_batches(probe_size, torch.Generator().manual_seed(spec.seed + 1)))
+    px, py = px.to(device), py.to(device)
+    if settings["fidelity"]:
+        columns.update(_fidelity(built, px, py, device))
+    ctx = CellContext(built.model, built.prepared, built.method, built.data, built.loss, device, (px, py))
+    columns.update(_metrics(spec, host, ctx))
+    return columns
 
 
-def _fidelity(
-    method: GradientMethod, model: SpikingModel, prepared: nn.Module, x: torch.Tensor, y: torch.Tensor,
-    loss: SequenceLoss, device: torch.device,
-) -> dict[str, Any]:
+def _fidelity(built: BuiltCell, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, Any]:
     """Cosine and norm ratio of the method's gradient vs exact BPTT on the probe batch."""
     quiet = PhaseClock(device, enabled=False)
+    model, prepared = built.model, built.prepared
     prepared.zero_grad(set_to_none=True)
-    method.accumulate_gradients(prepared, x, y, loss, quiet)
+    built.method.accumulate_gradients(prepared, x, y, built.loss, quiet)
     grads = collect_gradients(model)
     model.zero_grad(set_to_none=True)
-    bptt_accumulate(model, x, y, loss, quiet)
+    bptt_accumulate(model, x, y, built.loss, quiet)
     reference = collect_gradients(model)
     prepared.zero_grad(set_to_none=True)
     fid = compare_gradients(grads, reference)
@@ -277,16 +511,45 @@ def _fidelity(
     }
 
 
+class MetricError(RuntimeError):
+    """A metric plugin broke its contract (see :mod:`snnarena.metric`)."""
+
+
+def metric_values(metric: Metric, values: object) -> dict[str, float]:
+    """``values`` returned by ``metric.compute``, checked against ``metric.columns``: exactly the
+    declared columns, each a real number; raises :class:`MetricError` naming what is wrong."""
+    name = metric.name or type(metric).__name__
+    declared = [c.name for c in metric.columns]
+    if not declared:
+        raise MetricError(f"{name} declares no columns (set Metric.columns to the columns compute returns)")
+    if not isinstance(values, Mapping):
+        raise MetricError(f"{name}.compute returned {type(values).__name__}; expected {{column: number}}")
+    undeclared = sorted(str(k) for k in values if k not in declared)
+    if undeclared:
+        raise MetricError(f"{name}.compute returned undeclared columns {undeclared}; declared: {declared}")
+    missing = [c for c in declared if c not in values]
+    if missing:
+        raise MetricError(f"{name}.compute did not return declared columns {missing}")
+    bad = {k: v for k, v in values.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)}
+    if bad:
+        shown = ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in bad.items())
+        raise MetricError(f"{name}.compute returned values that are not numbers: {shown}")
+    return {k: float(v) for k, v in values.items()}
+
+
 def _metrics(spec: CellSpec, host: PluginHost, ctx: CellContext) -> dict[str, Any]:
-    """Extra metric plugins; a failing metric is named in ``metric_errors``, its columns absent."""
+    """Extra metric plugins; a failing metric is named in ``metric_errors`` and its columns NaN."""
     out: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in spec.metrics:
+        declared = [c.name for c in cast(type[Metric], host.get("metric", name).obj).columns]
         try:
-            values = build_metric(host, name).compute(ctx)
-        except Exception as err:
+            metric = build_metric(host, name)
+            out.update(metric_values(metric, metric.compute(ctx)))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: B036 - SystemExit from a metric is that metric's error
             errors[name] = f"{type(err).__name__}: {err}"
-            continue
-        out.update({k: float(v) for k, v in values.items()})
+            out.update(dict.fromkeys(declared, math.nan))
     out["metric_errors"] = json.dumps(errors) if errors else ""
     return out

@@ -4,20 +4,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import KINDS
 
-EXIT_INTERRUPTED = 130
+#: Exit status when stdout was closed early (``snnarena list | head``): 128 + SIGPIPE, as Unix tools.
+EXIT_BROKEN_PIPE = 141
+#: ``run`` asks for ``--yes`` above this many cells unless ``--max-cells`` says otherwise.
+DEFAULT_MAX_CELLS = 10_000
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK:<4} success
+  {EXIT_FAILED:<4} a cell failed (each is listed with the file holding its traceback), or
+       compare --fail-on-regression found a regression or a cell done on one side only
+  {EXIT_USAGE:<4} the input is wrong (suite, parameter, plugin name, selector, run directory,
+       output folder ...): the message names it; nothing ran
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C or SIGTERM): finished cells are saved, --resume continues
+  {EXIT_BROKEN_PIPE:<4} stdout was closed early (e.g. piped into head)
+"""
+
+
+# -- shared helpers -------------------------------------------------------------------------------
+def _plugins_dirs(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--plugins-dir`` values given before and after the subcommand, in that order."""
+    return (*getattr(args, "plugins_dir_global", ()), *getattr(args, "plugins_dir", ()))
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
-    return PluginHost.load(HostConfig.from_env(tuple(args.plugins_dir or ())))
+    return PluginHost.load(HostConfig.from_env(_plugins_dirs(args)))
 
 
+def _warn_about_plugins(host: PluginHost) -> None:
+    """Plugins that failed to load or look wrong, as warnings on stderr."""
+    for failure in host.failures:
+        print(f"warning: plugin {failure.plugin} failed to load: {failure.error}", file=sys.stderr)
+    for warning in host.warnings:
+        print(f"warning: plugin {warning.plugin}: {warning.message}", file=sys.stderr)
+
+
+# -- list -------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from snnarena.params import params_of
 
@@ -34,9 +67,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for e in entries
             ],
             "failures": [{"plugin": f.plugin, "error": f.error} for f in host.failures],
+            "warnings": [{"plugin": w.plugin, "message": w.message} for w in host.warnings],
         }
         print(json.dumps(data, indent=2, default=str))
-        return 0
+        return EXIT_OK
     for kind in kinds:
         group = [e for e in entries if e.kind == kind]
         print(f"{kind}s ({len(group)}):")
@@ -50,24 +84,38 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("\nplugins that failed to load:")
         for f in host.failures:
             print(f"  {f.plugin}: {f.error}")
-    return 0
+    if host.warnings:
+        print("\nplugin warnings:")
+        for w in host.warnings:
+            print(f"  {w.plugin}: {w.message}")
+    return EXIT_OK
+
+
+# -- run --------------------------------------------------------------------------------------------
+def _confirm_size(n_cells: int, source: str, max_cells: int, confirmed: bool) -> None:
+    """Refuse a grid of more than ``max_cells`` cells unless ``--yes`` confirmed it."""
+    if n_cells > max_cells and not confirmed:
+        raise ConfigurationError(
+            f"{source}: the suite has {n_cells:,} cells, more than --max-cells {max_cells:,}. "
+            "Pass --yes to run them all (or --max-cells N to change the limit); or shrink the grid."
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from snnarena.runner import SelectorError, run_suite
-    from snnarena.suite import SuiteError, load_suite
-    from snnarena.summary import summary_table
+    from snnarena.results import RunDirectory, check_writable
+    from snnarena.runner import run_suite
+    from snnarena.suite import load_suite
+    from snnarena.summary import failure_report, summary_table
 
     host = _host(args)
-    for f in host.failures:
-        print(f"warning: plugin {f.plugin} failed to load: {f.error}", file=sys.stderr)
-    try:
-        suite = load_suite(args.suite, host)
-    except SuiteError as err:
-        print(f"error: invalid suite\n{err}", file=sys.stderr)
-        return 2
+    _warn_about_plugins(host)
+    suite = load_suite(args.suite, host)
+    print(f"suite {suite.name}: {suite.n_cells:,} cells")
+    _confirm_size(suite.n_cells, suite.source, args.max_cells, args.yes)
+    if args.report:
+        check_writable(Path(args.report_dir))  # before training, not after it
     bar: Any = None
 
     def on_start(run: Any, todo: int) -> None:
@@ -78,18 +126,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_record(record: Any) -> None:
         row = record.row
         acc = row.get("test_accuracy")
-        tail = f"acc={acc:.3f}" if isinstance(acc, float) else row.get("reason", "")[:60]
+        tail = f"acc={acc:.3f}" if isinstance(acc, float) else str(row.get("reason", ""))[:60]
         bar.set_postfix_str(f"{row['label']} -> {row['status']} {tail}")
         bar.update(1)
 
     try:
         outcome = run_suite(
             suite, host, results_root=args.results, resume=args.resume, only=args.only, jobs=args.jobs,
-            threads=args.threads, device=args.device, on_record=on_record, on_start=on_start,
+            threads=args.threads, device=args.device, force=args.force, on_record=on_record, on_start=on_start,
         )
-    except (SelectorError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     finally:
         if bar is not None:
             bar.close()
@@ -97,6 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.skipped_as_finished:
         print(f"{outcome.skipped_as_finished} cell(s) already finished in this run directory were not rerun")
     print(f"results: {outcome.run_dir / 'results.parquet'}")
+    failures = failure_report(outcome.results, RunDirectory(outcome.run_dir))
+    if failures:
+        print(failures, file=sys.stderr)
     if outcome.interrupted:
         print(f"interrupted: finished cells are saved; continue with --resume {outcome.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -104,64 +152,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         from snnarena.report import build_report
 
         print(f"report: {build_report([outcome.run_dir], args.report_dir)}")
-    return 0
+    return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
+# -- report, compare, profile -----------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from snnarena.report import build_report
 
-    try:
-        path = build_report(args.run_dirs, args.out)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    path = build_report(args.run_dirs, args.out)
     print(f"report: {path}")
     print(f"markdown: {Path(path).with_name('report.md')}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from snnarena.compare import compare_runs, regressions
+    from snnarena.compare import NoiseModel, compare_runs, parse_tolerances, render, summary
 
-    try:
-        frame = compare_runs(args.run_a, args.run_b)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    with_pandas_display(lambda: print(frame.to_string(index=False)))
-    worse = regressions(frame)
-    if len(worse):
-        print(f"\n{len(worse)} regression(s) beyond the seed spread:")
-        with_pandas_display(lambda: print(worse.to_string(index=False)))
-    return 1 if (args.fail_on_regression and len(worse)) else 0
+    noise = NoiseModel(parse_tolerances(args.tolerance), args.spread,
+                       timings_across_machines=args.compare_timings_across_machines)
+    comparison = compare_runs(args.run_a, args.run_b, noise)
+    if args.format:
+        print(render(comparison, args.format))
+    elif args.all:
+        print(render(comparison, "table"))
+    else:
+        size = shutil.get_terminal_size((100, 40))
+        print(summary(comparison, width=size.columns, max_lines=max(5, size.lines - 12)))
+    failures = comparison.gate_failures
+    if args.fail_on_regression and len(failures):
+        print(f"--fail-on-regression: {len(failures)} regression(s) or cell(s) done on one side only",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from snnarena.profiling import CellSkipped, profile_cell
+    from snnarena.cell import CellSkipped, resolve_device
+    from snnarena.profiling import profile_cell
     from snnarena.results import RunDirectory
-    from snnarena.runner import SelectorError, environment, new_run_id, plugins_manifest, select_cells
-    from snnarena.cell import resolve_device
-    from snnarena.suite import SuiteError, load_suite
+    from snnarena.runner import environment, new_run_id, plugins_manifest, select_cells
+    from snnarena.suite import load_suite
 
     host = _host(args)
-    try:
-        suite = load_suite(args.suite, host)
-        cells = select_cells(suite.cells, args.only)
-    except (SuiteError, SelectorError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    _warn_about_plugins(host)
+    suite = load_suite(args.suite, host)
+    cells = select_cells(suite.cells, args.only)
     if len(cells) > 1 and not args.first:
-        print(f"error: --only selects {len(cells)} cells; narrow it to one (or pass --first):", file=sys.stderr)
-        for c in cells[:10]:
-            print(f"  {c.label}", file=sys.stderr)
-        return 2
+        shown = "\n".join(f"  {c.label}" for c in cells[:10])
+        raise ConfigurationError(f"--only selects {len(cells)} cells; narrow it to one (or pass --first):\n{shown}")
     if args.run_dir:
         run = RunDirectory(args.run_dir)
-        try:
-            run.manifest()
-        except FileNotFoundError as err:
-            print(f"error: --run-dir: {err}", file=sys.stderr)
-            return 2
+        run.manifest()
     else:
         run_id = new_run_id()
         run = RunDirectory(Path(args.results) / suite.name / run_id)
@@ -174,63 +215,94 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out_dir = run.path / "profile" / cells[0].cell_id
     try:
         files = profile_cell(cells[0], host, out_dir, args.steps, args.device)
-    except CellSkipped as err:
-        print(f"error: nothing to profile: {err}", file=sys.stderr)
-        return 2
+    except CellSkipped as skipped:
+        raise ConfigurationError(f"nothing to profile: {skipped}") from None
     print(f"profiled {cells[0].label}")
     print(f"run directory: {run.path}")
     for name, path in files.items():
         print(f"  {name}: {path}")
-    return 0
+    return EXIT_OK
 
 
-def with_pandas_display(fn: Any) -> None:
-    import pandas as pd
+# -- the parser -------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    with pd.option_context("display.width", 200, "display.max_columns", 50):
-        fn()
+
+def _add_global_options(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Options every subcommand takes, accepted before and after the subcommand's name."""
+    parser.add_argument("--plugins-dir", action="append", dest=dest, metavar="DIR", default=argparse.SUPPRESS,
+                        help="load every *.py in DIR as a plugin (repeatable; also SNNARENA_PLUGINS_DIR)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snnarena", description=__doc__)
-    parser.add_argument("--plugins-dir", action="append", metavar="DIR",
-                        help="load every *.py in DIR as a plugin (repeatable)")
+    parser = argparse.ArgumentParser(prog="snnarena", description=__doc__, epilog=EXIT_CODES_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_global_options(parser, "plugins_dir_global")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list the loaded plugins")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_global_options(p, "plugins_dir")
+        return p
+
+    p = command("list", "list the loaded plugins (and plugins that failed to load or look wrong)")
     p.add_argument("--kind", choices=KINDS)
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="show each plugin's parameters")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("run", help="run a suite (default: the shipped quick suite)")
+    p = command("run", "run a suite (default: the shipped quick suite)")
     p.add_argument("suite", nargs="?", default="quick", help="a suite file, or the name of a shipped suite")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="cells run in parallel processes")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip its done/skipped cells")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though the suite, plugins or environment changed")
     p.add_argument("--only", metavar="SELECTOR", help="key=glob[,key=glob] (method, model, dataset, T, seed ...)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per cell (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads per cell (default 1)")
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the report")
     p.add_argument("--report-dir", default="report")
+    p.add_argument("--yes", action="store_true", help="run a suite of more than --max-cells cells")
+    p.add_argument("--max-cells", type=_positive_int, default=DEFAULT_MAX_CELLS, metavar="N",
+                   help=f"ask for --yes above N cells (default {DEFAULT_MAX_CELLS:,})")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="build the HTML/Markdown report of one or more run directories")
+    p = command("report", "build the HTML/Markdown report of one or more run directories")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="report")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="compare two run directories cell by cell")
+    p = command("compare", "compare run B against run A cell by cell")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B is worse beyond the seed spread")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 if B is worse beyond the noise model, or a cell is done on one side only")
+    p.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
+                   help="noise tolerance of a column kind (score, time, memory, count, ratio) or column: "
+                        "10%% relative or 0.01 absolute (defaults: time=10%%, memory=0%% (5%% on GPU), "
+                        "count=0%%, score=0.01, ratio=0.01); repeatable")
+    p.add_argument("--spread", type=float, default=2.0, metavar="K",
+                   help="with >= 2 seeds on both sides, a change must also exceed K pooled standard deviations")
+    p.add_argument("--compare-timings-across-machines", action="store_true",
+                   help="compare time columns even when the runs' device, CPU or GPU differ")
+    p.add_argument("--all", action="store_true", help="print every compared row, not just the summary")
+    p.add_argument("--format", choices=("table", "csv", "json", "md"), help="print every row in this format")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("profile", help="profile a few training steps of one cell with torch.profiler")
+    p = command("profile", "profile a few training steps of one cell with torch.profiler")
     p.add_argument("suite")
     p.add_argument("--only", required=True, metavar="SELECTOR")
     p.add_argument("--first", action="store_true", help="profile the first selected cell")
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=_positive_int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--run-dir", help="write into this run directory's profile/ (default: a new run directory)")
@@ -238,13 +310,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot raise again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; user errors (:class:`SnnarenaError`) are printed without a traceback."""
     args = build_parser().parse_args(argv)
-    for option in ("jobs", "threads"):
-        if getattr(args, option, 1) < 1:
-            print(f"error: --{option} must be >= 1", file=sys.stderr)
-            return 2
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except SnnarenaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return code
 
 

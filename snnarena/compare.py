@@ -1,147 +1,373 @@
-"""Comparing two runs of a suite cell by cell, and finding the regressions.
+"""Comparing two runs of a suite cell by cell: regressions, improvements, and cells lost on one side.
 
 Cells are matched on what defines them apart from the seed (:data:`CELL_KEY`); each metric is
-aggregated over the seeds of a cell (``done`` cells only). For a metric with means ``m_a``,
-``m_b``, sample standard deviations ``s_a``, ``s_b`` over ``n_a``, ``n_b`` seeds, the change
-``Δ = m_b − m_a`` is *significant* when
+aggregated over the ``done`` seeds of a cell. Which columns are metrics, and their direction, unit
+and kind, come from the runs' manifests (:func:`snnarena.columns.columns_from_manifest`), so a
+metric plugin's columns are compared like the host's own.
 
-* ``|Δ| > k · s_p`` with the pooled standard deviation
-  ``s_p = sqrt(((n_a − 1) s_a² + (n_b − 1) s_b²) / (n_a + n_b − 2))`` and ``k = 2``, if both
-  runs have at least two seeds;
-* ``Δ ≠ 0``, if either run has a single seed (there is no spread to compare with);
+**Noise model.** For a metric with means ``m_a``, ``m_b``, sample standard deviations ``s_a``,
+``s_b`` over ``n_a``, ``n_b`` seeds, the change ``Δ = m_b − m_a`` is *significant* when
 
-and, in both cases, ``|Δ| > rel_tol · |m_a|`` (``rel_tol = 0`` by default). A significant change
-in the bad direction of the metric (:data:`HIGHER_IS_BETTER`) is a *regression*.
+* ``|Δ|`` exceeds the tolerance of the column's kind (:data:`DEFAULT_TOLERANCES`: time 10 %,
+  memory, counts 0 %, scores and ratios 0.01 absolute; memory 5 % when a run is on a GPU, whose
+  caching allocator varies), which holds with a single seed; and
+* if both runs have at least two seeds, also ``|Δ| > k · s_p`` with the pooled standard deviation
+  ``s_p = sqrt(((n_a − 1) s_a² + (n_b − 1) s_b²) / (n_a + n_b − 2))`` and ``k = 2``.
+
+A significant change in the bad direction of the column is a *regression*, in the good direction
+an *improvement*, and ``changed`` for a column without a direction. Time columns of runs made on
+different machines (device, CPU or GPU in the manifests differ) are *not comparable* unless asked
+for. Every row says in ``basis`` what its verdict rests on.
+
+**Cells on one side only.** A cell (per seed) that is ``done`` on one side and missing, failed or
+skipped on the other is reported, as is a metric measured on one side only; both count against
+``--fail-on-regression`` (:meth:`Comparison.gate_failures`). Runs of different suites are compared
+on their common cells only, with a note saying how many.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from snnarena.results import load_run
+from snnarena.columns import COLUMN_KINDS, Column, columns_from_manifest
+from snnarena.errors import SnnarenaError
+from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 
 #: Columns that identify a cell across runs (the seed is aggregated over).
 CELL_KEY: tuple[str, ...] = (
     "method", "method_params", "model", "model_params", "dataset", "dataset_params", "neuron",
     "neuron_params", "surrogate", "loss", "T",
 )
-#: Direction of each known metric: True = higher is better, False = lower is better, None = neither.
-HIGHER_IS_BETTER: dict[str, bool | None] = {
-    "test_accuracy": True,
-    "train_loss": False,
-    "step_time_ms": False,
-    "step_time_iqr_ms": False,
-    "forward_ms": False,
-    "backward_ms": False,
-    "optimizer_ms": False,
-    "peak_activation_bytes": False,
-    "peak_device_bytes": False,
-    "grad_cosine_bptt": True,
-    "grad_norm_ratio_bptt": None,
-    "grad_sign_agreement_bptt": True,
-    "spike_rate": None,
-    "n_parameters": None,
-    "extra_parameters": False,
-    "duration_s": False,
-    # snnarena_plugins.metrics
-    "footprint": False,
-    "footprint_prepared": False,
-    "connection_sparsity": None,
-    "activation_sparsity": None,
-    "Effective_MACs": False,
-    "Effective_ACs": False,
-    "Dense": False,
-    "train_forward_ops": False,
-    "train_backward_ops": False,
-}
-#: Metrics compared by default, in this order (plus any numeric metric column both runs share).
-DEFAULT_METRICS: tuple[str, ...] = (
-    "test_accuracy", "train_loss", "step_time_ms", "forward_ms", "backward_ms", "optimizer_ms",
-    "peak_activation_bytes", "peak_device_bytes", "grad_cosine_bptt", "grad_norm_ratio_bptt",
-    "grad_sign_agreement_bptt", "spike_rate",
+#: The columns of the full table, in this order.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "cell", *CELL_KEY, "seed", "metric", "kind", "unit", "higher_is_better", "mean_a", "std_a", "n_a", "mean_b",
+    "std_b", "n_b", "delta", "rel_delta", "pooled_std", "threshold", "verdict", "basis",
 )
-_NOT_METRICS = frozenset({
-    "T", "seed", "n_parameters", "train_steps", "epochs", "batch_size", "duration_s", "step_time_iqr_ms",
-})
+#: Manifest ``environment`` keys that identify the machine timings were taken on.
+MACHINE_KEYS: tuple[str, ...] = ("device", "cpu", "processor", "cpu_count", "gpu")
+
+REGRESSION, IMPROVEMENT, CHANGED, UNCHANGED = "regression", "improvement", "changed", "unchanged"
+NOT_COMPARABLE = "not comparable"
+#: The ``metric`` of rows that report a cell's status rather than a measurement.
+STATUS_ROW = "status"
+#: Verdict order of the output (the problems first).
+VERDICT_ORDER: tuple[str, ...] = (REGRESSION, "missing in B", "failed in B", "skipped in B", "missing in A",
+                                  "failed in A", "skipped in A", IMPROVEMENT, CHANGED, NOT_COMPARABLE, UNCHANGED)
 
 
-def _results(run: str | Path | pd.DataFrame) -> pd.DataFrame:
-    if isinstance(run, pd.DataFrame):
-        return run
-    return load_run(run)[0]
+class CompareError(SnnarenaError):
+    """Runs that cannot be compared as asked (a bad ``--tolerance``, no common cell ...)."""
 
 
-def _metric_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
-    from snnarena.results import RESULT_COLUMNS
+# -- the noise model --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """Changes up to ``value`` × ``|m_a|`` (``relative``) or ``value`` (in the column's unit) are noise."""
 
-    shared = [c for c in a.columns if c in b.columns]
-    extra = [c for c in shared if c not in RESULT_COLUMNS and c not in _NOT_METRICS
-             and pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])]
-    return [m for m in DEFAULT_METRICS if m in shared] + sorted(extra)
+    value: float
+    relative: bool
+
+    def threshold(self, mean_a: float) -> float:
+        return self.value * abs(mean_a) if self.relative else self.value
+
+    def describe(self) -> str:
+        return f"{100 * self.value:g}%" if self.relative else f"{self.value:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        """``"10%"`` (relative) or ``"0.01"`` (absolute, in the column's unit)."""
+        raw = text.strip()
+        relative = raw.endswith("%")
+        try:
+            value = float(raw[:-1] if relative else raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise CompareError(f"--tolerance: {text!r} is not a tolerance; give a percentage (10%) "
+                               "or an absolute value in the column's unit (0.01), >= 0")
+        return cls(value / 100 if relative else value, relative)
 
 
-def _aggregate(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    done = frame[frame["status"] == "done"].copy()
+#: Tolerance per column kind with one seed (see the module docstring).
+DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
+    "time": Tolerance(0.10, True),
+    "memory": Tolerance(0.0, True),
+    "count": Tolerance(0.0, True),
+    "score": Tolerance(0.01, False),
+    "ratio": Tolerance(0.01, False),
+}
+#: Memory tolerance when either run used a GPU (the caching allocator's peaks vary a little).
+GPU_MEMORY_TOLERANCE = Tolerance(0.05, True)
+
+
+def parse_tolerances(items: Iterable[str]) -> dict[str, Tolerance]:
+    """``["time=5%", "test_accuracy=0.005"]`` → ``{key: Tolerance}``; a key is a kind or a column."""
+    out: dict[str, Tolerance] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CompareError(f"--tolerance {item!r}: expected KIND=VALUE or COLUMN=VALUE, e.g. time=5% "
+                               f"(kinds: {', '.join(COLUMN_KINDS)})")
+        out[key.strip()] = Tolerance.parse(value)
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """How a change is told from noise: tolerances, the seed-spread factor ``k``, machine policy.
+
+    ``tolerances`` override :data:`DEFAULT_TOLERANCES`, keyed by column kind or column name (a
+    column name wins over its kind).
+    """
+
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    spread_factor: float = 2.0
+    timings_across_machines: bool = False
+
+    def tolerance(self, column: Column, on_gpu: bool) -> tuple[Tolerance, str]:
+        """The tolerance of ``column`` and where it comes from (for the ``basis`` text)."""
+        if column.name in self.tolerances:
+            return self.tolerances[column.name], f"--tolerance {column.name}"
+        if column.kind in self.tolerances:
+            return self.tolerances[column.kind], f"--tolerance {column.kind}"
+        if column.kind == "memory" and on_gpu:
+            return GPU_MEMORY_TOLERANCE, "memory tolerance on GPU"
+        return DEFAULT_TOLERANCES[column.kind], f"{column.kind} tolerance"
+
+
+# -- the runs -----------------------------------------------------------------------------------------
+@dataclass
+class RunTable:
+    """A run's results table and manifest (an empty manifest for a bare table)."""
+
+    results: pd.DataFrame
+    manifest: dict[str, Any]
+    name: str
+
+    @classmethod
+    def of(cls, run: str | Path | pd.DataFrame | RunTable, name: str) -> RunTable:
+        if isinstance(run, RunTable):
+            return run
+        if isinstance(run, pd.DataFrame):
+            return cls(run, {}, name)
+        return cls(load_run(run)[0], RunDirectory(run).manifest(), str(run))
+
+    @property
+    def suites(self) -> set[str]:
+        if self.manifest.get("suite"):
+            return {str(self.manifest["suite"])}
+        return {str(s) for s in self.results["suite"].dropna().unique()} if "suite" in self.results else set()
+
+    @property
+    def machine(self) -> dict[str, str]:
+        env = self.manifest.get("environment")
+        env = env if isinstance(env, dict) else {}
+        return {k: str(env[k]) for k in MACHINE_KEYS if env.get(k) not in (None, "")}
+
+    @property
+    def on_gpu(self) -> bool:
+        devices = {self.machine.get("device", "")}
+        if "device" in self.results:
+            devices |= {str(d) for d in self.results["device"].dropna().unique()}
+        return any(d.startswith("cuda") for d in devices)
+
+
+def metric_columns(results: Sequence[pd.DataFrame], declared: Mapping[str, Column]) -> dict[str, Column]:
+    """The measured columns of ``results`` (present in every table), in declaration order.
+
+    Declared columns (the manifests' and :data:`~snnarena.columns.CORE_COLUMNS`) come with their
+    direction; a numeric column outside the results contract that no manifest declares (a metric
+    plugin's column in a run older than the ``columns`` manifest entry) is a direction-less score.
+    """
+    present = [set(frame.columns) for frame in results]
+    out = {name: c for name, c in declared.items() if all(name in p for p in present)}
+    if results:
+        first = results[0]
+        for name in first.columns:
+            if (name not in out and name not in RESULT_COLUMNS and all(name in p for p in present)
+                    and all(pd.api.types.is_numeric_dtype(frame[name]) for frame in results)):
+                out[name] = Column(name, None)
+    return out
+
+
+def cell_label(label: Any) -> str:
+    """A cell's label without its seed: ``tbptt[K=4] | mlp/lif | digits | T=16``."""
+    return re.sub(r"\s*\|\s*seed=[^|]*$", "", str(label)) if isinstance(label, str) else ""
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    for key in (*CELL_KEY, "label", "status", "reason"):
+        if key not in out:
+            out[key] = ""
     for key in CELL_KEY:
-        done[key] = done[key].astype("string").fillna("") if key != "T" else done[key]
-    long = done.melt(id_vars=list(CELL_KEY), value_vars=metrics, var_name="metric", value_name="value")
-    long["value"] = pd.to_numeric(long["value"], errors="coerce")
-    grouped = long.groupby([*CELL_KEY, "metric"], dropna=False, sort=False)["value"]
-    return grouped.agg(mean="mean", std="std", n="count").reset_index()
+        out[key] = out[key].astype("string").fillna("")
+    out["seed"] = out["seed"].astype("string").fillna("") if "seed" in out else ""
+    out["cell"] = out["label"].map(cell_label)
+    return out
+
+
+# -- the comparison --------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare_runs`.
+
+    ``rows``: one row per (cell, metric) with the columns ``cell`` (label without seed), the
+    :data:`CELL_KEY` columns, ``seed`` (status rows only), ``metric``, ``kind``, ``unit``,
+    ``higher_is_better``, ``mean_a``, ``std_a``, ``n_a``, ``mean_b``, ``std_b``, ``n_b``, ``delta``
+    (b − a), ``rel_delta`` (delta / |mean_a|), ``pooled_std``, ``threshold``, ``verdict`` and
+    ``basis``; plus one row (``metric`` = ``"status"``) per cell and seed done on one side only.
+    """
+
+    rows: pd.DataFrame
+    notes: list[str]
+    name_a: str
+    name_b: str
+    common_cells: int
+
+    def verdicts(self, *verdicts: str) -> pd.DataFrame:
+        """The rows with one of ``verdicts``, largest relative change first."""
+        hit = self.rows[self.rows["verdict"].isin(verdicts)]
+        order = hit["rel_delta"].abs().fillna(hit["delta"].abs()).fillna(0.0)
+        return hit.loc[order.sort_values(ascending=False, kind="stable").index].reset_index(drop=True)
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.verdicts(REGRESSION)
+
+    @property
+    def improvements(self) -> pd.DataFrame:
+        return self.verdicts(IMPROVEMENT)
+
+    @property
+    def one_sided(self) -> pd.DataFrame:
+        """Cells, or metric values, done/measured on one side and missing, failed or skipped on the other."""
+        return self.verdicts(*[v for v in VERDICT_ORDER if v.endswith((" in A", " in B"))])
+
+    @property
+    def gate_failures(self) -> pd.DataFrame:
+        """What fails ``--fail-on-regression``: regressions and everything one-sided."""
+        return pd.concat([self.one_sided, self.regressions], ignore_index=True)
+
+    def counts(self) -> dict[str, int]:
+        counts = self.rows["verdict"].value_counts().to_dict()
+        return {v: int(counts[v]) for v in VERDICT_ORDER if v in counts}
 
 
 def compare_runs(
-    run_a: str | Path | pd.DataFrame,
-    run_b: str | Path | pd.DataFrame,
-    threshold: float = 2.0,
-    rel_tol: float = 0.0,
-) -> pd.DataFrame:
-    """One row per (cell, metric): means, spreads and seed counts of ``a`` and ``b``, the change.
+    run_a: str | Path | pd.DataFrame | RunTable,
+    run_b: str | Path | pd.DataFrame | RunTable,
+    noise: NoiseModel | None = None,
+) -> Comparison:
+    """Compare run B against run A (run directories, results tables or :class:`RunTable`)."""
+    noise = noise or NoiseModel()
+    a, b = RunTable.of(run_a, "A"), RunTable.of(run_b, "B")
+    declared = {**columns_from_manifest(b.manifest), **columns_from_manifest(a.manifest)}
+    columns = metric_columns([a.results, b.results], declared)
+    _check_tolerance_keys(noise, columns)
+    frame_a, frame_b = _keyed(a.results), _keyed(b.results)
+    notes: list[str] = []
+    frame_a, frame_b, common = _common_cells(a, b, frame_a, frame_b, notes)
+    machines_differ = _machine_difference(a, b)
+    if machines_differ and not noise.timings_across_machines:
+        notes.append(f"time columns are not compared: the runs are from different machines ({machines_differ}); "
+                     "--compare-timings-across-machines compares them anyway")
+    elif machines_differ:
+        notes.append(f"time columns are compared across different machines ({machines_differ})")
+    on_gpu = a.on_gpu or b.on_gpu
+    metric_rows = _metric_rows(frame_a, frame_b, columns, noise, on_gpu, machines_differ)
+    parts = [p for p in (_status_rows(frame_a, frame_b), metric_rows) if not p.empty]
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(TABLE_COLUMNS))
+    order = {name: i for i, name in enumerate(columns)}
+    rows["_m"] = rows["metric"].map(order).fillna(-1)
+    rows = rows.sort_values(["cell", "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
+    return Comparison(rows, notes, a.name, b.name, common)
 
-    ``run_a``/``run_b`` are run directories (or results tables). Columns: the :data:`CELL_KEY`
-    columns, ``metric``, ``higher_is_better``, ``mean_a``, ``std_a``, ``n_a``, ``mean_b``,
-    ``std_b``, ``n_b``, ``delta`` (b − a), ``rel_delta`` (delta / |mean_a|), ``pooled_std``,
-    ``significant``, ``better`` and ``worse``. Cells present in one run only keep ``n = 0`` and NaN
-    means on the other side; they are never significant.
-    """
-    a, b = _results(run_a), _results(run_b)
-    metrics = _metric_columns(a, b)
-    keys = [*CELL_KEY, "metric"]
-    agg_a = _aggregate(a, metrics)
-    agg_b = _aggregate(b, metrics)
-    out = agg_a.merge(agg_b, on=keys, how="outer", suffixes=("_a", "_b"))
-    for side in ("a", "b"):
-        out[f"n_{side}"] = out[f"n_{side}"].fillna(0).astype(int)
-    out = out[(out["n_a"] > 0) | (out["n_b"] > 0)].reset_index(drop=True)
-    out["delta"] = out["mean_b"] - out["mean_a"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["rel_delta"] = out["delta"] / out["mean_a"].abs()
-    out["pooled_std"] = [
-        _pooled(sa, sb, na, nb) for sa, sb, na, nb in zip(out["std_a"], out["std_b"], out["n_a"], out["n_b"])
-    ]
-    out["higher_is_better"] = out["metric"].map(lambda m: HIGHER_IS_BETTER.get(m)).astype(object)
-    significant = []
-    for delta, pooled, na, nb, mean_a in zip(out["delta"], out["pooled_std"], out["n_a"], out["n_b"], out["mean_a"]):
-        if not math.isfinite(delta) or na == 0 or nb == 0:
-            significant.append(False)
+
+def _check_tolerance_keys(noise: NoiseModel, columns: Mapping[str, Column]) -> None:
+    unknown = [k for k in noise.tolerances if k not in COLUMN_KINDS and k not in columns]
+    if unknown:
+        raise CompareError(f"--tolerance {', '.join(unknown)}: neither a column kind ({', '.join(COLUMN_KINDS)}) "
+                           f"nor a metric column of these runs ({', '.join(columns)})")
+
+
+def _common_cells(
+    a: RunTable, b: RunTable, frame_a: pd.DataFrame, frame_b: pd.DataFrame, notes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Both tables, restricted to their common cells when the runs are of different suites."""
+    keys = [*CELL_KEY, "seed"]
+    ids_a = set(frame_a[keys].itertuples(index=False, name=None))
+    ids_b = set(frame_b[keys].itertuples(index=False, name=None))
+    common = ids_a & ids_b
+    if a.suites == b.suites or not (a.suites and b.suites):
+        return frame_a, frame_b, len(common)
+    if not common:
+        raise CompareError(f"{a.name} (suite {', '.join(sorted(a.suites))}) and {b.name} (suite "
+                           f"{', '.join(sorted(b.suites))}) have no cell in common; nothing to compare")
+    notes.append(f"different suites ({', '.join(sorted(a.suites))} vs {', '.join(sorted(b.suites))}): only the "
+                 f"{len(common)} cells both ran are compared ({len(ids_a - common)} only in A, "
+                 f"{len(ids_b - common)} only in B are left out)")
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = [row in common for row in frame[keys].itertuples(index=False, name=None)]
+        return frame[mask]
+
+    return keep(frame_a), keep(frame_b), len(common)
+
+
+def _machine_difference(a: RunTable, b: RunTable) -> str:
+    """``"device: cpu vs cuda:0"`` for the machine keys both manifests record and that differ."""
+    ma, mb = a.machine, b.machine
+    return "; ".join(f"{k}: {ma[k]} vs {mb[k]}" for k in MACHINE_KEYS if k in ma and k in mb and ma[k] != mb[k])
+
+
+def _status_rows(frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, seed) done on one side and missing, failed or skipped on the other."""
+    keys = [*CELL_KEY, "seed"]
+    side_a = frame_a.drop_duplicates(keys).set_index(keys)
+    side_b = frame_b.drop_duplicates(keys).set_index(keys)
+    rows = []
+    for key in side_a.index.union(side_b.index):
+        ra = side_a.loc[key] if key in side_a.index else None
+        rb = side_b.loc[key] if key in side_b.index else None
+        status_a = "missing" if ra is None else str(ra["status"])
+        status_b = "missing" if rb is None else str(rb["status"])
+        if (status_a == "done") == (status_b == "done"):
             continue
-        beyond_spread = abs(delta) > threshold * pooled if min(na, nb) >= 2 else delta != 0
-        significant.append(bool(beyond_spread and abs(delta) > rel_tol * abs(mean_a)))
-    out["significant"] = significant
-    direction = out["higher_is_better"]
-    up = out["delta"] > 0
-    out["better"] = out["significant"] & (((direction == True) & up) | ((direction == False) & ~up))  # noqa: E712
-    out["worse"] = out["significant"] & (((direction == True) & ~up) | ((direction == False) & up))  # noqa: E712
-    order = {m: i for i, m in enumerate(metrics)}
-    out["_order"] = out["metric"].map(order)
-    out = out.sort_values([*CELL_KEY, "_order"], kind="stable")
-    columns = [*CELL_KEY, "metric", "higher_is_better", "mean_a", "std_a", "n_a", "mean_b", "std_b", "n_b",
-               "delta", "rel_delta", "pooled_std", "significant", "better", "worse"]
-    return out[columns].reset_index(drop=True)
+        lost, other = ("B", rb) if status_a == "done" else ("A", ra)
+        status = status_b if lost == "B" else status_a
+        reason = "" if other is None else str(other["reason"] or "")
+        seen = ra if ra is not None else rb
+        assert seen is not None
+        rows.append({
+            **dict(zip(keys, key, strict=True)), "cell": seen["cell"], "metric": STATUS_ROW,
+            "kind": "", "unit": "", "higher_is_better": None, "n_a": int(status_a == "done"),
+            "n_b": int(status_b == "done"), "verdict": f"{status} in {lost}",
+            "basis": f"{status_a} in A, {status_b} in B" + (f": {reason.splitlines()[0]}" if reason else ""),
+        })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _aggregate(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    done = frame[frame["status"] == "done"]
+    if done.empty or not metrics:
+        return pd.DataFrame(columns=[*CELL_KEY, "metric", "cell", "mean", "std", "n"])
+    long = done.melt(id_vars=[*CELL_KEY, "cell"], value_vars=metrics, var_name="metric", value_name="value")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    grouped = long.groupby([*CELL_KEY, "metric"], dropna=False, sort=False)
+    out = grouped["value"].agg(mean="mean", std="std", n="count")
+    out["cell"] = grouped["cell"].first()
+    return out.reset_index()
 
 
 def _pooled(sa: float, sb: float, na: int, nb: int) -> float:
@@ -150,8 +376,203 @@ def _pooled(sa: float, sb: float, na: int, nb: int) -> float:
     return math.sqrt(((na - 1) * sa**2 + (nb - 1) * sb**2) / (na + nb - 2))
 
 
-def regressions(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of :func:`compare_runs` that got worse beyond the seed spread, largest change first."""
-    worse = frame[frame["worse"].astype(bool)].copy()
-    order = worse["rel_delta"].abs().fillna(worse["delta"].abs())
-    return worse.loc[order.sort_values(ascending=False, kind="stable").index].reset_index(drop=True)
+@dataclass(frozen=True)
+class _Verdict:
+    significant: bool
+    verdict: str
+    basis: str
+    threshold: float = math.nan
+
+
+def _judge(
+    row: Mapping[Any, Any], column: Column, noise: NoiseModel, on_gpu: bool, machines_differ: str
+) -> _Verdict:
+    """The verdict of one (cell, metric) row and what it rests on."""
+    na, nb, delta, mean_a = int(row["n_a"]), int(row["n_b"]), float(row["delta"]), float(row["mean_a"])
+    if na == 0 or nb == 0:
+        lost = "B" if nb == 0 else "A"
+        return _Verdict(False, f"missing in {lost}", f"measured in {'A' if lost == 'B' else 'B'} only")
+    if column.kind == "time" and machines_differ:
+        if not noise.timings_across_machines:
+            return _Verdict(False, NOT_COMPARABLE, f"time on different machines ({machines_differ})")
+    tolerance, source = noise.tolerance(column, on_gpu)
+    threshold = tolerance.threshold(mean_a)
+    basis = f"|Δ| > {tolerance.describe()} ({source})"
+    significant = abs(delta) > threshold
+    if na >= 2 and nb >= 2:
+        spread = noise.spread_factor * _pooled(float(row["std_a"]), float(row["std_b"]), na, nb)
+        seeds = f"{na} seeds each" if na == nb else f"{na}/{nb} seeds"
+        basis = f"{seeds}: |Δ| > {noise.spread_factor:g}·s_p = {spread:.3g} and {basis}"
+        significant = significant and abs(delta) > spread
+        threshold = max(threshold, spread)
+    else:
+        basis = f"{min(na, nb)} seed: {basis}"
+    if column.kind == "time" and machines_differ:
+        basis = f"across machines; {basis}"
+    if not significant:
+        return _Verdict(False, UNCHANGED, basis, threshold)
+    if column.higher_is_better is None:
+        return _Verdict(True, CHANGED, basis, threshold)
+    better = (delta > 0) == column.higher_is_better
+    return _Verdict(True, IMPROVEMENT if better else REGRESSION, basis, threshold)
+
+
+def _metric_rows(
+    frame_a: pd.DataFrame, frame_b: pd.DataFrame, columns: Mapping[str, Column], noise: NoiseModel,
+    on_gpu: bool, machines_differ: str,
+) -> pd.DataFrame:
+    metrics = list(columns)
+    keys = [*CELL_KEY, "metric"]
+    agg_a, agg_b = _aggregate(frame_a, metrics), _aggregate(frame_b, metrics)
+    out = agg_a.merge(agg_b, on=keys, how="outer", suffixes=("_a", "_b"))
+    out["cell"] = out["cell_a"].fillna(out["cell_b"])
+    for side in ("a", "b"):
+        out[f"n_{side}"] = out[f"n_{side}"].fillna(0).astype(int)
+    # a metric measured on neither side is dropped; a cell done on one side only is reported by its status rows
+    out = out[((out["n_a"] > 0) | (out["n_b"] > 0)) & out["cell_a"].notna() & out["cell_b"].notna()]
+    out = out.reset_index(drop=True)
+    out["delta"] = out["mean_b"] - out["mean_a"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["rel_delta"] = out["delta"] / out["mean_a"].abs()
+    out["pooled_std"] = [_pooled(sa, sb, na, nb) for sa, sb, na, nb in
+                         zip(out["std_a"], out["std_b"], out["n_a"], out["n_b"], strict=True)]
+    judged = [_judge(r, columns[r["metric"]], noise, on_gpu, machines_differ) for r in out.to_dict("records")]
+    out["kind"] = out["metric"].map(lambda m: columns[m].kind)
+    out["unit"] = out["metric"].map(lambda m: columns[m].unit)
+    out["higher_is_better"] = out["metric"].map(lambda m: columns[m].higher_is_better).astype(object)
+    out["threshold"] = [j.threshold for j in judged]
+    out["verdict"] = [j.verdict for j in judged]
+    out["basis"] = [j.basis for j in judged]
+    return out.drop(columns=["cell_a", "cell_b"])
+
+
+# -- output -----------------------------------------------------------------------------------------------
+#: The columns the terminal table (``--all``) and Markdown show.
+SHOWN_COLUMNS: tuple[str, ...] = ("cell", "metric", "A", "B", "change", "verdict", "basis")
+
+
+def full_table(comparison: Comparison) -> pd.DataFrame:
+    rows = comparison.rows.copy()
+    for column in TABLE_COLUMNS:
+        if column not in rows:
+            rows[column] = np.nan
+    return rows[list(TABLE_COLUMNS)]
+
+
+def _value(value: Any, unit: str) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    if unit == "B":
+        for suffix, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(value) >= size:
+                return f"{value / size:.3g} {suffix}"
+        return f"{value:.0f} B"
+    return f"{value:.4g}" + (f" {unit}" if unit else "")
+
+
+def _change(row: Mapping[Any, Any]) -> str:
+    rel, delta = row.get("rel_delta"), row.get("delta")
+    if isinstance(rel, float) and math.isfinite(rel):
+        return f"{rel:+.1%}"
+    if isinstance(delta, float) and math.isfinite(delta):
+        return f"{delta:+.4g}"
+    return ""
+
+
+def shown_table(comparison: Comparison) -> pd.DataFrame:
+    """The human-readable columns of every row (``--all``, ``--format md``)."""
+    records = []
+    for r in comparison.rows.to_dict("records"):
+        cell = r["cell"] + (f" | seed={r['seed']}" if r["metric"] == STATUS_ROW else "")
+        records.append({"cell": cell, "metric": r["metric"], "A": _value(r.get("mean_a"), r["unit"]),
+                        "B": _value(r.get("mean_b"), r["unit"]), "change": _change(r), "verdict": r["verdict"],
+                        "basis": r["basis"]})
+    return pd.DataFrame(records, columns=list(SHOWN_COLUMNS))
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return _json_safe(value.item())
+    return None if value is pd.NA else value
+
+
+def render(comparison: Comparison, fmt: str) -> str:
+    """The whole comparison as ``table`` (plain text), ``csv``, ``json`` or ``md``."""
+    if fmt == "csv":
+        return full_table(comparison).to_csv(index=False)
+    if fmt == "json":
+        records = [{k: _json_safe(v) for k, v in r.items()} for r in full_table(comparison).to_dict("records")]
+        return json.dumps({"a": comparison.name_a, "b": comparison.name_b, "notes": comparison.notes,
+                           "common_cells": comparison.common_cells, "counts": comparison.counts(),
+                           "rows": records}, indent=1)
+    if fmt == "md":
+        return "\n\n".join([*[f"> {n}" for n in comparison.notes], _markdown(shown_table(comparison))])
+    if fmt == "table":
+        return _plain(shown_table(comparison))
+    raise CompareError(f"--format {fmt!r}: expected table, csv, json or md")
+
+
+def _lines(pairs: list[tuple[str, str]], width: int) -> list[str]:
+    """``label  rest`` lines of at most ``width`` characters, labels padded to one column (and
+    shortened first when the lines are too wide), then the ends cut."""
+    if not pairs:
+        return []
+    rest_width = max(len(rest) for _, rest in pairs)
+    label_width = max(min(max(len(label) for label, _ in pairs), width - rest_width - 4), 24)
+    out = []
+    for label, rest in pairs:
+        shown = label if len(label) <= label_width else label[: label_width - 1] + "…"
+        line = f"  {shown:<{label_width}}  {rest}".rstrip()
+        out.append(line if len(line) <= width else line[: width - 1] + "…")
+    return out
+
+
+def _plain(frame: pd.DataFrame) -> str:
+    """A left-aligned plain-text table."""
+    cells = [list(map(str, frame.columns)), *[[str(v) for v in row] for row in frame.itertuples(index=False)]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(frame.columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def summary(comparison: Comparison, width: int = 100, max_lines: int = 20) -> str:
+    """A short report for the terminal: notes, counts, then cells and metrics that got worse or better.
+
+    Each section lists at most ``max_lines`` rows, each line at most ``width`` characters.
+    """
+    counts = comparison.counts()
+    one_sided = comparison.one_sided
+    head = [f"A: {comparison.name_a}", f"B: {comparison.name_b}", *[f"note: {n}" for n in comparison.notes],
+            f"{comparison.common_cells} cells (with seeds) compared: {counts.get(REGRESSION, 0)} regression(s), "
+            f"{counts.get(IMPROVEMENT, 0)} improvement(s), {len(one_sided)} done on one side only; "
+            f"{counts.get(UNCHANGED, 0)} unchanged, {counts.get(CHANGED, 0)} changed (no direction), "
+            f"{counts.get(NOT_COMPARABLE, 0)} not comparable"]
+    lines = [wrapped for line in head for wrapped in textwrap.wrap(line, width, subsequent_indent="    ",
+                                                                   break_on_hyphens=False)]
+    sections = (("done or measured on one side only (count as regressions)", one_sided),
+                ("regressions", comparison.regressions), ("improvements", comparison.improvements))
+    for title, rows in sections:
+        if rows.empty:
+            continue
+        lines.append(f"{title}:")
+        pairs = []
+        for r in rows.head(max_lines).to_dict("records"):
+            if r["metric"] == STATUS_ROW:
+                pairs.append((f"{r['cell']} | seed={r['seed']}", r["basis"]))
+            else:
+                values = f"{_value(r['mean_a'], r['unit'])} → {_value(r['mean_b'], r['unit'])}"
+                pairs.append((r["cell"], f"{r['metric']}  {values}  {_change(r)}  {r['basis']}"))
+        lines.extend(_lines(pairs, width))
+        if len(rows) > max_lines:
+            lines.append(f"  … {len(rows) - max_lines} more (--all shows every row)")
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ Temporal samples (already ``[N, T, ...]``) are passed through unchanged (``encod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -110,3 +110,23 @@ class Dataset:
 
     def build(self, T: int, seed: int) -> DataBundle:
         raise NotImplementedError
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int | None:
+        """Input values per sample and time step (the product of ``DataInfo.input_shape``) for
+        resolved ``params``, known without loading any data; ``None`` when it cannot be told.
+
+        Suite validation uses it to refuse a ``T`` whose input batch ``[T, B, ...]`` cannot fit in
+        memory. Override it when the size follows from the parameters (it must be cheap).
+        """
+        return None
+
+    @classmethod
+    def check_files(cls, params: Mapping[str, Any]) -> list[str]:
+        """Problems with the local files this dataset reads for resolved ``params`` (empty: fine).
+
+        Called by suite validation for every dataset variant, so a missing or damaged file stops a
+        run before any training. Check cheaply (existence, headers, sizes; never a full load);
+        each problem is one line naming the path and saying how to fix it.
+        """
+        return []

@@ -1,4 +1,4 @@
-"""The hooks a snnarena plugin implements.
+"""The hooks a snnarena plugin implements (start here to write a plugin).
 
 A plugin is a module (or an object) with functions marked ``@snnarena.hookimpl`` whose names are
 the hooks below. Each hook receives a ``register`` callback and calls it once per class it adds::
@@ -8,7 +8,8 @@ the hooks below. Each hook receives a ``register`` callback and calls it once pe
 
     @snnarena.hookimpl
     def register_gradient_methods(register):
-        register(MyMethod)          # MyMethod.name is the name suites use
+        register(MyMethod)                  # registered as MyMethod.name, the name suites use
+        register(MyMethod, name="my_alias") # or under an explicit name
 
 Expose the module through the ``snnarena`` entry-point group of your package::
 
@@ -31,6 +32,23 @@ register_gradient_methods :class:`snnarena.method.GradientMethod`         ``snna
 register_metrics          :class:`snnarena.metric.Metric`                 ``snnarena.metric``
 ========================  =============================================  =====================
 
+``register(cls, name=None)`` accepts a *class* (not an instance) that subclasses the base class of
+the hook's kind; it is registered under ``name`` or, by default, ``cls.name``. Names are unique per
+kind and belong to the first plugin that registers them: the built-in plugins load first, then
+installed packages' entry points (by entry-point name), then plugin folders. A ``register`` call
+that passes something else or a taken name is refused: it is reported by ``snnarena list`` as a
+failure of *your* plugin (naming the kind, the name and its owner), and your other registrations
+still load. Each hook is called once, when the plugin is loaded.
+
+``snnarena list`` also warns about a plugin that loads but does nothing: a hook name that is not one
+of those below (``register_gradient_method``), a ``register_*`` function without
+``@snnarena.hookimpl``, or a plugin that registered no class at all.
+
+Every result row records, for each component of the cell, the plugin, distribution and version of
+the class actually used. An installed package reports its distribution's version; a plugin file
+reports its module's ``__version__`` if it sets one, else ``file-<hash of the file>`` (the hash is
+kept either way as the plugin's ``digest``).
+
 A hook implementation may take fewer arguments than its spec (pluggy passes only those it names),
 so new optional arguments can be added to a spec without breaking existing plugins.
 """
@@ -51,29 +69,62 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_neurons(register: Register) -> None:
-    """Register :class:`~snnarena.neuron.Neuron` subclasses (``register(LIF)``)."""
+    """Register neuron layers: subclasses of :class:`snnarena.neuron.Neuron`.
+
+    ``register(cls, name=None)`` takes a ``Neuron`` subclass; suites select it with
+    ``neuron = { name = ... }`` inside a model entry. A neuron implements ``init_state(x)`` for an
+    input ``x`` of shape ``[B, ...]``, ``step(x, state) -> (spike, state)`` and may override
+    ``forward_seq(x[T, B, ...]) -> (spikes[T, B, ...], state)``; its constructor receives the
+    surrogate instance and the validated ``PARAMS``.
+    """
 
 
 @hookspec
 def register_surrogates(register: Register) -> None:
-    """Register :class:`~snnarena.neuron.Surrogate` subclasses (spike functions)."""
+    """Register spike functions: subclasses of :class:`snnarena.neuron.Surrogate`.
+
+    ``register(cls, name=None)`` takes a ``Surrogate`` subclass. The forward pass is the Heaviside
+    step ``Θ(x)``; the subclass implements ``derivative(x)`` (the pseudo-derivative used in the
+    backward pass) and ``primitive(x)``, a smooth step whose derivative equals ``derivative``.
+    """
 
 
 @hookspec
 def register_models(register: Register) -> None:
-    """Register :class:`~snnarena.model.SpikingModel` subclasses built from a neuron."""
+    """Register network architectures: subclasses of :class:`snnarena.model.SpikingModel`.
+
+    ``register(cls, name=None)`` takes a ``SpikingModel`` subclass. Its constructor
+    ``(info: DataInfo, make_neuron, **params)`` fills ``self.stages`` (synapse → neuron
+    :class:`~snnarena.model.Stage` s) and a memoryless ``self.readout``; ``family`` tells gradient
+    methods which dynamics to expect and ``skip(info)`` may decline data it cannot take.
+    """
 
 
 @hookspec
 def register_datasets(register: Register) -> None:
-    """Register :class:`~snnarena.data.Dataset` subclasses that build a ``DataBundle``."""
+    """Register datasets: subclasses of :class:`snnarena.data.Dataset`.
+
+    ``register(cls, name=None)`` takes a ``Dataset`` subclass whose ``build(T, seed)`` returns a
+    :class:`~snnarena.data.DataBundle` yielding ``[T, B, ...]`` input batches and ``[B]`` labels.
+    """
 
 
 @hookspec
 def register_gradient_methods(register: Register) -> None:
-    """Register :class:`~snnarena.method.GradientMethod` subclasses (BPTT and alternatives)."""
+    """Register training methods: subclasses of :class:`snnarena.method.GradientMethod`.
+
+    ``register(cls, name=None)`` takes a ``GradientMethod`` subclass implementing
+    ``accumulate_gradients(model, x[T, B, ...], y[B], loss, clock) -> float`` (and optionally
+    ``skip``, ``prepare``, ``train_step``), declaring its ``memory_class``, ``families`` and
+    ``loss_forms``. Check it with :func:`snnarena.testing.run_conformance`.
+    """
 
 
 @hookspec
 def register_metrics(register: Register) -> None:
-    """Register :class:`~snnarena.metric.Metric` subclasses, measured on every finished cell."""
+    """Register per-cell measurements: subclasses of :class:`snnarena.metric.Metric`.
+
+    ``register(cls, name=None)`` takes a ``Metric`` subclass declaring its ``columns`` (each a
+    :class:`~snnarena.columns.Column` with direction, unit and kind) and returning
+    ``{column: value}`` for exactly those from ``compute(ctx: CellContext)``.
+    """

@@ -8,21 +8,34 @@ Contract (``x`` is ``[T, B, ...]``, ``y`` is ``[B]``):
 
 * :meth:`skip` returns ``None`` or a human-readable reason the method does not apply;
 * :meth:`prepare` may wrap the model (extra heads, ...); the wrapper must share the model's
-  parameters so gradients can be compared with BPTT's;
+  parameters so gradients can be compared with BPTT's. ``GradientMethod[P]`` is generic in the
+  type ``P`` of the module :meth:`prepare` returns (the model itself by default), which is what
+  :meth:`accumulate_gradients` and :meth:`train_step` receive;
 * :meth:`accumulate_gradients` fills ``p.grad`` for one batch, with no optimizer step, and
   returns the batch loss; it is what gradient fidelity compares to BPTT;
 * :meth:`train_step` is one training step; the default zeroes the gradients, accumulates them and
-  steps the optimizer once. Online methods that update several times per batch override it.
+  steps the optimizer once;
+* every trainable parameter of the prepared module must receive a gradient in a training step
+  (the host checks the first step of every cell) unless :meth:`frozen_parameters` names it.
+
+Online methods, which may update the weights several times per batch (after every segment or time
+step), implement :meth:`unroll` instead of :meth:`accumulate_gradients`: it runs the batch and
+calls ``update()`` after each sub-step's backward. The base class derives both entry points from
+it: :meth:`accumulate_gradients` passes an ``update`` that does nothing (the gradients of all
+sub-steps add up), and :meth:`train_step` steps the optimizer at every ``update()`` when
+:meth:`updates_within_batch` is true, once per batch otherwise.
 
 Every phase is timed through ``clock.phase("forward"|"backward"|"optimizer")``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from torch import Tensor, nn
 
+from snnarena.model import SpikingModel, Stage, non_affine_layers
 from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
@@ -31,12 +44,19 @@ if TYPE_CHECKING:
     from snnarena.data import DataInfo
     from snnarena.loss import SequenceLoss
     from snnarena.measure import PhaseClock
-    from snnarena.model import SpikingModel
 
 MemoryClass = Literal["O(T)", "O(1)", "O(K)", "budget"]
+#: Called by :meth:`GradientMethod.unroll` after each sub-step's backward (see the module docstring).
+Update = Callable[[], None]
+#: The module a method trains: what :meth:`GradientMethod.prepare` returns.
+PreparedT = TypeVar("PreparedT", bound=nn.Module)
 
 
-class GradientMethod:
+def _no_update() -> None:
+    """The ``update`` of :meth:`GradientMethod.accumulate_gradients`: gradients keep adding up."""
+
+
+class GradientMethod(Generic[PreparedT]):
     """A way to compute parameter updates for a spiking/recurrent model over ``T`` steps."""
 
     name: ClassVar[str] = ""
@@ -55,30 +75,50 @@ class GradientMethod:
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         """A reason not to run on this (model, data, loss), or ``None`` to run."""
         if model.family not in self.families:
-            return (
-                f"{self.name} trains {', '.join(sorted(self.families))} models; "
-                f"{model.name!r} is {model.family}"
-            )
+            return f"{self.name} trains {', '.join(sorted(self.families))} models; {model.name!r} is {model.family}"
         if loss.form not in self.loss_forms:
-            return (
-                f"{self.name} needs train.loss in {sorted(self.loss_forms)}; "
-                f"the suite uses {loss.form!r}"
-            )
+            return f"{self.name} needs train.loss in {sorted(self.loss_forms)}; the suite uses {loss.form!r}"
         return None
 
-    def prepare(self, model: SpikingModel) -> nn.Module:
+    def prepare(self, model: SpikingModel) -> PreparedT:
         """The module to train (default: the model itself). Must share the model's parameters."""
-        return model
+        return cast(PreparedT, model)
+
+    def frozen_parameters(self, prepared: PreparedT, model: SpikingModel) -> set[str]:
+        """Qualified names (as in ``prepared.named_parameters()``) of trainable parameters this
+        method leaves without a gradient on purpose; any other one that gets no gradient in the
+        first training step fails the cell. Default: none."""
+        return set()
 
     def accumulate_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+        self, model: PreparedT, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
-        """Add this method's gradient for batch ``(x, y)`` to ``p.grad``; return the loss."""
-        raise NotImplementedError
+        """Add this method's gradient for batch ``(x, y)`` to ``p.grad``; return the loss.
+
+        The default runs :meth:`unroll` with an ``update`` that does nothing.
+        """
+        return self.unroll(model, x, y, loss, clock, _no_update)
+
+    def unroll(
+        self, model: PreparedT, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock, update: Update
+    ) -> float:
+        """Run batch ``(x, y)``, adding gradients to ``p.grad`` and calling ``update()`` after each
+        sub-step's backward (segment, time step ...); return the batch loss.
+
+        Implement this *or* :meth:`accumulate_gradients`. ``update()`` may step the optimizer and
+        clear ``p.grad``, so a sub-step must not read gradients of an earlier one.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither accumulate_gradients nor unroll")
+
+    @property
+    def updates_within_batch(self) -> bool:
+        """True: :meth:`train_step` steps the optimizer at every ``update()`` of :meth:`unroll`;
+        False (default): once per batch, on the summed gradient."""
+        return False
 
     def train_step(
         self,
-        model: nn.Module,
+        model: PreparedT,
         x: Tensor,
         y: Tensor,
         loss: SequenceLoss,
@@ -87,12 +127,39 @@ class GradientMethod:
     ) -> float:
         """One training step on batch ``(x, y)``; returns the batch loss."""
         optimizer.zero_grad(set_to_none=True)
+        if self.updates_within_batch:
+            return self.unroll(model, x, y, loss, clock, lambda: _optimizer_step(optimizer, clock, zero=True))
         value = self.accumulate_gradients(model, x, y, loss, clock)
-        with clock.phase("optimizer"):
-            optimizer.step()
+        _optimizer_step(optimizer, clock, zero=False)
         return value
 
-    def extra_parameters(self, prepared: nn.Module, model: SpikingModel) -> int:
+    def extra_parameters(self, prepared: PreparedT, model: SpikingModel) -> int:
         """Parameters the method adds to the model (auxiliary heads ...)."""
         base = {id(p) for p in model.parameters()}
         return sum(p.numel() for p in prepared.parameters() if id(p) not in base)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, clock: PhaseClock, zero: bool) -> None:
+    """Step ``optimizer`` (timed as the ``optimizer`` phase); ``zero``: clear the gradients after."""
+    with clock.phase("optimizer"):
+        optimizer.step()
+    if zero:
+        optimizer.zero_grad(set_to_none=True)
+
+
+def affine_skip_reason(method: str, model: SpikingModel, *, batch_norm: str, readout: bool) -> str | None:
+    """Why ``method``, which needs every stage's synapse (and, with ``readout``, the readout) to be
+    affine in its input and no BatchNorm layer, cannot train ``model``; ``None`` if it can.
+
+    ``batch_norm`` says why BatchNorm does not fit the method (shown in the reason).
+    """
+    if model.has_batch_norm():
+        return f"{method} does not support BatchNorm layers ({batch_norm})"
+    for index, stage in enumerate(model.stages):
+        bad = non_affine_layers(cast(Stage, stage).synapse)
+        if bad:
+            return f"{method} needs affine synapses; stage {index} has {', '.join(bad)}"
+    bad = non_affine_layers(model.readout) if readout else []
+    if bad:
+        return f"{method} needs an affine readout; it has {', '.join(bad)}"
+    return None

@@ -2,14 +2,16 @@
 
 Every plugin class lists its parameters as ``PARAMS: tuple[Param, ...]``. A suite file is
 validated against those declarations before any cell runs, so a typo or an out-of-range value
-fails in a second, with a message that names the parameter and what it accepts.
+fails in a second, with a message that names the parameter and what it accepts. Every problem of
+a parameter table is reported at once (:attr:`ParamError.problems`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from snnarena.errors import SnnarenaError
 
@@ -17,16 +19,25 @@ ParamKind = Literal["int", "float", "bool", "str", "int_list", "float_list"]
 
 _KIND_WORDS: dict[str, str] = {
     "int": "an integer",
-    "float": "a number",
+    "float": "a finite number",
     "bool": "true or false",
     "str": "a string",
     "int_list": "a list of integers",
-    "float_list": "a list of numbers",
+    "float_list": "a list of finite numbers",
 }
 
 
 class ParamError(SnnarenaError, ValueError):
-    """A parameter value that its declaration does not accept."""
+    """Parameter values that their declarations do not accept.
+
+    ``problems`` lists ``(key, message)`` pairs, one per bad key (``key`` is ``""`` for an error
+    about one value, raised by :meth:`Param.validate`). ``str(err)`` reads ``key: message`` for
+    each problem, joined by ``"; "``.
+    """
+
+    def __init__(self, problems: str | Sequence[tuple[str, str]]) -> None:
+        self.problems: list[tuple[str, str]] = [("", problems)] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(f"{key}: {message}" if key else message for key, message in self.problems))
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,8 @@ class Param:
 
     ``low``/``high`` are inclusive bounds (for lists: bounds on each element); ``choices`` is the
     closed set of allowed values; ``default`` of ``None`` with ``required=True`` means the suite
-    must give it.
+    must give it. A list kind accepts any list of at least ``min_len`` elements (``0``: the empty
+    list too). Floats are finite unless ``allow_inf`` (then ``inf``/``-inf`` pass); NaN never does.
     """
 
     name: str
@@ -47,6 +59,8 @@ class Param:
     high: float | None = None
     required: bool = False
     nullable: bool = False
+    min_len: int = 0
+    allow_inf: bool = False
 
     @property
     def is_list(self) -> bool:
@@ -58,6 +72,10 @@ class Param:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         else:
             text = _KIND_WORDS[self.kind]
+            if self.allow_inf:
+                text = text.replace("finite ", "")
+            if self.is_list and self.min_len > 0:
+                text += f" (at least {self.min_len})"
             bound = ""
             if self.low is not None and self.high is not None:
                 bound = f"in [{self.low}, {self.high}]"
@@ -71,14 +89,31 @@ class Param:
             text += " or null"
         return text
 
+    def default_value(self) -> Any:
+        """The default as a suite would give it (a tuple default becomes a fresh list)."""
+        return list(self.default) if isinstance(self.default, tuple) else self.default
+
+    def is_default(self, value: Any) -> bool:
+        """Whether ``value`` is this parameter's own default (same values, same types)."""
+        default = self.default
+        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+            return len(default) == len(value) and all(_same(a, b) for a, b in zip(default, value, strict=True))
+        return _same(default, value)
+
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to the declared kind, or raise :class:`ParamError`."""
         if value is None and self.nullable:
             return None
         if self.is_list:
-            if not isinstance(value, (list, tuple)) or not value:
+            if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
                 raise ParamError(f"expected {self.describe()}, got {value!r}")
-            scalar = Param(self.name, self.kind[: -len("_list")], low=self.low, high=self.high)  # type: ignore[arg-type]
+            scalar = Param(
+                self.name,
+                cast(ParamKind, self.kind[: -len("_list")]),
+                low=self.low,
+                high=self.high,
+                allow_inf=self.allow_inf,
+            )
             try:
                 return [scalar._validate_scalar(v) for v in value]
             except ParamError:
@@ -106,7 +141,7 @@ class Param:
             value = int(value)
         else:
             value = float(value)
-            if value != value:  # NaN
+            if math.isnan(value) or (math.isinf(value) and not self.allow_inf):
                 raise bad
         if self.low is not None and value < self.low:
             raise bad
@@ -123,6 +158,10 @@ class Param:
         return True
 
 
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
 @dataclass(frozen=True)
 class ParamSet:
     """The declared parameters of one plugin, with defaults filled in by :meth:`resolve`."""
@@ -135,28 +174,38 @@ class ParamSet:
     def get(self, name: str) -> Param | None:
         return next((p for p in self.declared if p.name == name), None)
 
-    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``given`` and fill in defaults; raises ``ParamError`` naming the parameter.
-
-        The error message starts with the parameter name followed by ``: `` so callers can
-        prefix the location in a suite file.
-        """
-        unknown = sorted(set(given) - set(self.names()))
-        if unknown:
-            allowed = ", ".join(self.names()) or "(none)"
-            raise ParamError(f"{unknown[0]}: unknown parameter; allowed: {allowed}")
-        out: dict[str, Any] = {}
+    def problems(self, given: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Every ``(key, message)`` problem of ``given``: unknown keys, bad values, missing required."""
+        names = self.names()
+        allowed = ", ".join(names) or "(none)"
+        out = [(key, f"unknown parameter; allowed: {allowed}") for key in given if key not in names]
         for p in self.declared:
             if p.name in given:
                 try:
-                    out[p.name] = p.validate(given[p.name])
+                    self._checked(p, given[p.name])
                 except ParamError as err:
-                    raise ParamError(f"{p.name}: {err}") from None
+                    out.append((p.name, str(err)))
             elif p.required:
-                raise ParamError(f"{p.name}: missing required parameter ({p.describe()})")
-            else:
-                out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+                out.append((p.name, f"missing required parameter ({p.describe()})"))
         return out
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``given`` and fill in defaults; raises one ``ParamError`` listing every problem.
+
+        Each problem is ``(parameter name, message)``, so callers can prefix the location in a
+        suite file. A value equal to the parameter's own default is taken as is, so resolving an
+        already resolved table never fails on a key the user did not write.
+        """
+        problems = self.problems(given)
+        if problems:
+            raise ParamError(problems)
+        return {
+            p.name: self._checked(p, given[p.name]) if p.name in given else p.default_value() for p in self.declared
+        }
+
+    @staticmethod
+    def _checked(p: Param, value: Any) -> Any:
+        return p.default_value() if p.is_default(value) else p.validate(value)
 
 
 def params_of(obj: Any) -> ParamSet:

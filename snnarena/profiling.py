@@ -27,24 +27,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.autograd.profiler_util import FunctionEventAvg
 from torch.profiler import ProfilerActivity, record_function, schedule, tensorboard_trace_handler
 
 import snnarena
-from snnarena.cell import build_cell, resolve_device
-from snnarena.measure import PhaseClock
+from snnarena.cell import CellSkipped, build_cell, resolve_device
 from snnarena.host import PluginHost
+from snnarena.measure import PhaseClock
 from snnarena.suite import CellSpec
 
 WARMUP_STEPS = 1
 OPERATOR_COLUMNS: tuple[str, ...] = (
-    "key", "count", "self_cpu_time_total_us", "cpu_time_total_us", "cpu_time_avg_us", "self_device_time_total_us",
-    "device_time_total_us", "self_cpu_memory_bytes", "cpu_memory_bytes", "self_device_memory_bytes",
-    "device_memory_bytes", "flops",
+    "key",
+    "count",
+    "self_cpu_time_total_us",
+    "cpu_time_total_us",
+    "cpu_time_avg_us",
+    "self_device_time_total_us",
+    "device_time_total_us",
+    "self_cpu_memory_bytes",
+    "cpu_memory_bytes",
+    "self_device_memory_bytes",
+    "device_memory_bytes",
+    "flops",
 )
-
-
-class CellSkipped(RuntimeError):
-    """The cell would be skipped (its model or method does not apply), so there is nothing to profile."""
 
 
 class _ProfiledClock(PhaseClock):
@@ -60,14 +66,24 @@ def _worker_name(spec: CellSpec) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{spec.method}-{spec.cell_id}")
 
 
-def _write_operators(events: list[object], path: Path) -> None:
-    rows = []
-    for e in events:
-        rows.append((
-            e.key, e.count, e.self_cpu_time_total, e.cpu_time_total, e.cpu_time,  # type: ignore[attr-defined]
-            e.self_device_time_total, e.device_time_total, e.self_cpu_memory_usage,  # type: ignore[attr-defined]
-            e.cpu_memory_usage, e.self_device_memory_usage, e.device_memory_usage, e.flops,  # type: ignore[attr-defined]
-        ))
+def _write_operators(events: list[FunctionEventAvg], path: Path) -> None:
+    rows = [
+        (
+            e.key,
+            e.count,
+            e.self_cpu_time_total,
+            e.cpu_time_total,
+            e.cpu_time,
+            e.self_device_time_total,
+            e.device_time_total,
+            e.self_cpu_memory_usage,
+            e.cpu_memory_usage,
+            e.self_device_memory_usage,
+            e.device_memory_usage,
+            e.flops,
+        )
+        for e in events
+    ]
     rows.sort(key=lambda r: (-(r[5] or 0), -(r[2] or 0)))
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -82,7 +98,8 @@ def profile_cell(
     written, by kind: ``trace``, ``tensorboard`` (the folder), ``operators_csv``,
     ``operators_table``, ``summary`` and, on CUDA, ``memory_snapshot``.
 
-    Raises :class:`CellSkipped` when the cell's model or method would skip it.
+    Raises :class:`~snnarena.cell.CellSkipped` (naming the cell) when its model or method would
+    skip it: there is nothing to profile.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -92,9 +109,10 @@ def profile_cell(
     torch_device = resolve_device(device)
     cuda = torch_device.type == "cuda"
 
-    built = build_cell(spec, host, torch_device)
-    if isinstance(built, str):
-        raise CellSkipped(f"{spec.label}: skipped: {built}")
+    try:
+        built = build_cell(spec, host, torch_device)
+    except CellSkipped as skip:
+        raise CellSkipped(f"{spec.label}: skipped: {skip.reason}") from None
     data, method, prepared, loss, optimizer = built.data, built.method, built.prepared, built.loss, built.optimizer
 
     generator = torch.Generator().manual_seed(spec.seed)
@@ -151,9 +169,15 @@ def profile_cell(
         files["memory_snapshot"] = snapshot
     files["summary"] = out_dir / "profile.json"
     summary = {
-        "cell_id": spec.cell_id, "label": spec.label, "spec": spec.to_dict(), "device": str(torch_device),
-        "gpu": torch.cuda.get_device_name(torch_device) if cuda else None, "torch": torch.__version__,
-        "snnarena": snnarena.__version__, "warmup_steps": WARMUP_STEPS, "profiled_steps": steps,
+        "cell_id": spec.cell_id,
+        "label": spec.label,
+        "spec": spec.to_dict(),
+        "device": str(torch_device),
+        "gpu": torch.cuda.get_device_name(torch_device) if cuda else None,
+        "torch": torch.__version__,
+        "snnarena": snnarena.__version__,
+        "warmup_steps": WARMUP_STEPS,
+        "profiled_steps": steps,
         "median_ms": clock.summary_ms(WARMUP_STEPS),
         "files": {k: str(v.relative_to(out_dir)) for k, v in files.items() if k != "summary"},
     }

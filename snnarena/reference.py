@@ -16,9 +16,10 @@ from torch import Tensor, nn
 
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
+from snnarena.model import SpikingModel
 
 
-def bptt_accumulate(model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+def bptt_accumulate(model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
     """Add the exact BPTT gradient of ``loss`` on batch ``(x [T,B,...], y [B])`` to ``p.grad``."""
     with clock.phase("forward"):
         value = loss.full(model.forward_seq(x).logits, y)

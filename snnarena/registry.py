@@ -27,13 +27,38 @@ HOOK_OF_KIND: dict[Kind, str] = {
 
 
 class Register(Protocol):
-    """The callback a ``register_*`` hook receives: ``register(cls)`` or ``register(cls, name=)``."""
+    """The callback a ``register_*`` hook receives: ``register(cls)`` or ``register(cls, name=)``.
+
+    ``cls`` is a class deriving from the hook's base class; it is registered under ``name`` or
+    ``cls.name``. A refused call (wrong base, no name, a name another plugin holds) is recorded as a
+    failure of the calling plugin and returns normally, so the hook's other registrations go on.
+    """
 
     def __call__(self, cls: type, name: str | None = None) -> None: ...
 
 
 class UnknownPluginError(SnnarenaError, LookupError):
     """A name that no loaded plugin registered for that kind."""
+
+
+class RegistrationError(SnnarenaError, TypeError):
+    """A ``register(cls, name=)`` call the registry refuses (wrong base class, no name)."""
+
+
+class NameClashError(SnnarenaError, ValueError):
+    """A ``register`` call for a (kind, name) another plugin already holds; the first holder keeps it."""
+
+    def __init__(self, attempted: Entry, holder: Entry) -> None:
+        self.attempted = attempted
+        self.holder = holder
+        owner = f"plugin {holder.plugin!r}"
+        if holder.distribution:
+            owner += f" of distribution {holder.distribution} {holder.version or ''}".rstrip()
+        super().__init__(
+            f"duplicate {attempted.kind} name {attempted.name!r}: already registered by {owner}; "
+            f"{attempted.obj.__qualname__} was not registered (give it another name: "
+            f"register(cls, name=...))"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,8 @@ class Entry:
     plugin: str
     distribution: str | None = None
     version: str | None = None
+    #: Content hash of the plugin's source file (local plugin files only), for provenance.
+    digest: str | None = None
 
     @property
     def summary(self) -> str:
@@ -60,13 +87,10 @@ class Registry:
     _entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
 
     def add(self, entry: Entry) -> None:
+        """Add ``entry``; :class:`NameClashError` if its (kind, name) is taken (the holder stays)."""
         key = (entry.kind, entry.name)
         if key in self._entries:
-            first = self._entries[key]
-            raise ValueError(
-                f"duplicate {entry.kind} name {entry.name!r} (already registered by plugin "
-                f"{first.plugin!r})"
-            )
+            raise NameClashError(entry, self._entries[key])
         self._entries[key] = entry
 
     def remove(self, kind: Kind, name: str) -> None:
@@ -109,9 +133,10 @@ def check_registrable(kind: Kind, cls: Any, name: str | None) -> str:
     }
     base = bases[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"{kind} plugins must register subclasses of {base.__qualname__}, got {cls!r}")
+        raise RegistrationError(
+            f"{kind} plugins must register subclasses of {base.__qualname__} (from {base.__module__}), got {cls!r}"
+        )
     resolved = name if name is not None else getattr(cls, "name", None)
     if not isinstance(resolved, str) or not resolved:
-        raise TypeError(f"{cls.__qualname__} has no 'name' class attribute and no name= was given")
+        raise RegistrationError(f"{cls.__qualname__} has no 'name' class attribute and no name= was given")
     return resolved
-

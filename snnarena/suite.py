@@ -4,7 +4,13 @@ A suite is a grid: every method variant × model variant × dataset variant × `
 :class:`CellSpec`, trained under the suite's one ``[train]`` budget. A list value of a plugin
 parameter is swept; a scalar is fixed (for list-valued parameters such as ``hidden``, a list of
 lists is swept). Every error is found before any cell runs and names the file, the key and what
-it accepts, e.g. ``suites/quick.toml: methods[1].params.K: expected an integer >= 1, got 'eight'``.
+it accepts, e.g. ``suites/quick.toml: methods[1].params.K: expected an integer >= 1, got 'eight'``;
+all problems are reported at once.
+
+Validation works per variant, never per cell: repeated variants, an input batch ``[T, B, ...]``
+larger than the machine's memory (:meth:`Dataset.input_size`) and missing or damaged data files
+(:meth:`Dataset.check_files`) are found before anything runs. The cells themselves are made on
+demand (:attr:`SuiteSpec.n_cells` counts them without expanding the grid).
 """
 
 from __future__ import annotations
@@ -12,18 +18,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from snnarena.data import Dataset
 from snnarena.errors import SnnarenaError
+from snnarena.host import PluginHost
 from snnarena.loss import LOSS_FORMS
 from snnarena.params import Param, ParamError, ParamSet, params_of
-from snnarena.host import PluginHost
 from snnarena.registry import Kind, UnknownPluginError
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "adamax", "sgd")
@@ -129,15 +137,93 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class SuiteSpec:
-    """A validated suite: its cells plus the original text (copied into the run directory)."""
+@dataclass(frozen=True)
+class CellGrid:
+    """The validated axes of a suite; its cells are their product, made on demand.
 
-    name: str
-    description: str
-    source: str
-    text: str
-    cells: list[CellSpec] = field(default_factory=list)
+    Cells are ordered method variant, model variant, dataset variant, then ``T``, then seed.
+    """
+
+    suite: str
+    methods: tuple[dict[str, Any], ...]  # CellSpec fields: method, method_params, loss
+    models: tuple[dict[str, Any], ...]  # model, model_params, neuron, neuron_params, surrogate, surrogate_params
+    datasets: tuple[tuple[dict[str, Any], tuple[int, ...]], ...]  # (dataset, dataset_params), its T values
+    seeds: tuple[int, ...]
+    train: dict[str, Any]  # without ``loss`` (a cell's loss is its own field)
+    optimizer: dict[str, Any]
+    metrics: tuple[str, ...]
+
+    @property
+    def n_cells(self) -> int:
+        """The number of cells, from the axis sizes alone."""
+        per_dataset = sum(len(Ts) for _, Ts in self.datasets) * len(self.seeds)
+        return len(self.methods) * len(self.models) * per_dataset
+
+    def __iter__(self) -> Iterator[CellSpec]:
+        for method, model, (dataset, Ts) in itertools.product(self.methods, self.models, self.datasets):
+            for T, seed in itertools.product(Ts, self.seeds):
+                yield CellSpec(
+                    suite=self.suite,
+                    **method,
+                    **model,
+                    **dataset,
+                    T=T,
+                    seed=seed,
+                    train=self.train,
+                    optimizer=self.optimizer,
+                    metrics=self.metrics,
+                )
+
+
+class SuiteSpec:
+    """A validated suite: its cells plus the original text (copied into the run directory).
+
+    Built either from a list of ``cells`` or from a :class:`CellGrid`; with a grid, ``n_cells``
+    is known without making any cell and ``cells`` is made on first access (``iter_cells`` streams
+    them), so a huge grid can be counted and refused before it is expanded.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        source: str,
+        text: str,
+        cells: Sequence[CellSpec] | None = None,
+        *,
+        grid: CellGrid | None = None,
+    ) -> None:
+        if cells is not None and grid is not None:
+            raise TypeError("SuiteSpec takes cells or a grid, not both")
+        self.name = name
+        self.description = description
+        self.source = source
+        self.text = text
+        self.grid = grid
+        self._cells = list(cells) if cells is not None else None
+
+    @property
+    def n_cells(self) -> int:
+        """How many cells the suite has (without expanding a grid)."""
+        if self._cells is not None:
+            return len(self._cells)
+        return self.grid.n_cells if self.grid is not None else 0
+
+    def iter_cells(self) -> Iterator[CellSpec]:
+        """The cells one by one, in order, without keeping them."""
+        if self._cells is not None:
+            return iter(self._cells)
+        return iter(self.grid) if self.grid is not None else iter(())
+
+    @property
+    def cells(self) -> list[CellSpec]:
+        """Every cell, in order (made on first access and kept)."""
+        if self._cells is None:
+            self._cells = list(self.iter_cells())
+        return self._cells
+
+    def __repr__(self) -> str:
+        return f"SuiteSpec(name={self.name!r}, source={self.source!r}, n_cells={self.n_cells})"
 
 
 # -- locating and reading -------------------------------------------------------------------
@@ -145,9 +231,7 @@ def shipped_suites() -> dict[str, str]:
     """Suites shipped inside the package: name → TOML text."""
     folder = resources.files("snnarena_suites")
     return {
-        p.name[: -len(".toml")]: p.read_text(encoding="utf-8")
-        for p in folder.iterdir()
-        if p.name.endswith(".toml")
+        p.name[: -len(".toml")]: p.read_text(encoding="utf-8") for p in folder.iterdir() if p.name.endswith(".toml")
     }
 
 
@@ -155,12 +239,31 @@ def read_suite_text(suite: str) -> tuple[str, str]:
     """``(source, text)`` for a suite given as a path or as the name of a shipped suite."""
     path = Path(suite)
     if path.is_file():
-        return str(path), path.read_text(encoding="utf-8")
+        return str(path), _read_utf8(path)
     shipped = shipped_suites()
     if suite in shipped:
         return f"{suite} (shipped suite)", shipped[suite]
+    if path.is_dir():
+        raise SuiteError(suite, ["is a directory (give a .toml file or a shipped suite name)"])
     available = ", ".join(sorted(shipped)) or "(none)"
     raise SuiteError(suite, [f"no such file, and no shipped suite of that name; shipped suites: {available}"])
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SuiteError(str(path), [f"cannot be read: {err.strerror or err}"]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SuiteError(
+            str(path),
+            [
+                f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} cannot be decoded; "
+                "save the file as UTF-8"
+            ],
+        ) from None
 
 
 def load_suite(suite: str, host: PluginHost) -> SuiteSpec:
@@ -170,7 +273,7 @@ def load_suite(suite: str, host: PluginHost) -> SuiteSpec:
 
 
 def parse_suite(text: str, host: PluginHost, source: str = "<suite>") -> SuiteSpec:
-    """Validate TOML ``text`` against ``host``'s plugins and expand it into cells."""
+    """Validate TOML ``text`` against ``host``'s plugins; the cells are made on demand."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -178,7 +281,44 @@ def parse_suite(text: str, host: PluginHost, source: str = "<suite>") -> SuiteSp
     return _Validator(host, source).run(data, text)
 
 
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 # -- validation -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Variant:
+    """One validated variant of a ``[[methods]]``/``[[models]]``/``[[datasets]]`` entry."""
+
+    where: str  # the entry, e.g. ``methods[1]``
+    fields: dict[str, Any]  # the CellSpec fields it sets (parameters as the suite gave them)
+    identity: str  # the variant with every default filled in: equal identity, same experiment
+    label: str  # e.g. ``tbptt K=4``
+    cls: type | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
+    Ts: tuple[int, ...] | None = None  # a dataset entry's own T values
+
+
+def _label(name: str, params: Mapping[str, Any]) -> str:
+    return " ".join([name, *(f"{k}={_short(v)}" for k, v in params.items())])
+
+
+def _identity(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 class _Validator:
     def __init__(self, host: PluginHost, source: str) -> None:
         self.host = host
@@ -186,7 +326,13 @@ class _Validator:
         self.problems: list[str] = []
 
     def problem(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
+        line = f"{where}: {message}"
+        if line not in self.problems:
+            self.problems.append(line)
+
+    def param_problems(self, where: str, err: ParamError) -> None:
+        for key, message in err.problems:
+            self.problem(f"{where}.{key}" if key else where, message)
 
     def run(self, data: dict[str, Any], text: str) -> SuiteSpec:
         for key in data:
@@ -201,33 +347,28 @@ class _Validator:
             self.problem("description", f"expected a string, got {description!r}")
         train, optimizer = self.train(data.get("train", {}))
         seeds, Ts = self.grid(data.get("grid"))
-        methods = self.entries(data, "methods", "method")
-        models = self.entries(data, "models", "model")
-        datasets = self.entries(data, "datasets", "dataset")
+        methods = self.entries(data, "methods", "method", train["loss"])
+        models = self.entries(data, "models", "model", train["loss"])
+        datasets = self.entries(data, "datasets", "dataset", train["loss"])
         metrics = self.metrics(data.get("metrics", []))
+        for variants in (methods, models):
+            self.repeated_variants(variants)
+        self.repeated_datasets(datasets, Ts)
+        for dataset in datasets:
+            self.dataset_checks(dataset, dataset.Ts or Ts, train)
         if self.problems:
             raise SuiteError(self.source, self.problems)
-
-        cells: list[CellSpec] = []
-        for method, model, dataset in itertools.product(methods, models, datasets):
-            loss = method["loss"] or train["loss"]
-            train_cfg = {k: v for k, v in train.items() if k != "loss"}
-            for T, seed in itertools.product(dataset["T"] or Ts, seeds):
-                cells.append(
-                    CellSpec(
-                        suite=name, method=method["name"], method_params=method["params"],
-                        model=model["name"], model_params=model["params"],
-                        neuron=model["neuron"]["name"], neuron_params=model["neuron"]["params"],
-                        surrogate=model["surrogate"]["name"], surrogate_params=model["surrogate"]["params"],
-                        dataset=dataset["name"], dataset_params=dataset["params"],
-                        T=T, seed=seed, loss=loss, train=train_cfg, optimizer=optimizer,
-                        metrics=tuple(metrics),
-                    )
-                )
-        ids = [c.cell_id for c in cells]
-        if len(set(ids)) != len(ids):
-            raise SuiteError(self.source, ["the grid lists the same cell twice (check repeated entries)"])
-        return SuiteSpec(name=name, description=description, source=self.source, text=text, cells=cells)
+        grid = CellGrid(
+            suite=name,
+            methods=tuple(m.fields for m in methods),
+            models=tuple(m.fields for m in models),
+            datasets=tuple((d.fields, tuple(d.Ts or Ts)) for d in datasets),
+            seeds=tuple(seeds),
+            train={k: v for k, v in train.items() if k != "loss"},
+            optimizer=optimizer,
+            metrics=tuple(metrics),
+        )
+        return SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
 
     def train(self, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(raw, dict):
@@ -244,9 +385,17 @@ class _Validator:
         if isinstance(optimizer_raw, str):
             optimizer_raw = {"name": optimizer_raw}
         if not isinstance(optimizer_raw, dict):
-            self.problem("train.optimizer", f"expected a table such as {{ name = 'adam', lr = 1e-3 }}, got {optimizer_raw!r}")
+            self.problem(
+                "train.optimizer", f"expected a table such as {{ name = 'adam', lr = 1e-3 }}, got {optimizer_raw!r}"
+            )
             optimizer_raw = {}
         optimizer = self.resolve(OPTIMIZER_PARAMS, optimizer_raw, "train.optimizer") or {}
+        chosen = optimizer_raw.get("name", OPTIMIZER_PARAMS.declared[0].default)
+        if "momentum" in optimizer_raw and chosen != "sgd":
+            self.problem(
+                "train.optimizer.momentum",
+                f"only the sgd optimizer uses momentum, not {chosen!r}; remove it or set name = 'sgd'",
+            )
         return train, optimizer
 
     def grid(self, raw: Any) -> tuple[list[int], list[int]]:
@@ -279,7 +428,7 @@ class _Validator:
         try:
             return params.resolve(given)
         except ParamError as err:
-            self.problems.append(f"{where}.{err}")
+            self.param_problems(where, err)
             return None
 
     def plugin_class(self, kind: Kind, name: Any, where: str) -> type | None:
@@ -292,8 +441,12 @@ class _Validator:
             self.problem(where, str(err))
             return None
 
-    def variants(self, cls: type, given: Any, where: str) -> list[dict[str, Any]]:
-        """Every combination of the swept parameter values, each validated and completed."""
+    def variants(self, cls: type, given: Any, where: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Every combination of the swept parameter values, validated: ``(as given, resolved)``.
+
+        Cells keep the values the suite gave (validated); defaults are filled in when the cell
+        runs, so a cell's id does not change when a plugin adds a parameter.
+        """
         if not isinstance(given, dict):
             self.problem(where, f"expected a table of parameters, got {given!r}")
             return []
@@ -303,32 +456,36 @@ class _Validator:
             param = declared.get(key)
             swept = param.is_sweep(value) if param is not None else False
             axes.append([(key, v) for v in value] if swept else [(key, value)])
-        out: list[dict[str, Any]] = []
+        out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        failed = False
         for combo in itertools.product(*axes) if axes else [()]:
             given_combo = dict(combo)
             try:
                 resolved = declared.resolve(given_combo)
                 if _constructible(cls):
-                    cls(**resolved)
+                    cls(**given_combo)
             except ParamError as err:
-                self.problems.append(f"{where}.{err}")
-                return []
+                self.param_problems(where, err)
+                failed = True
+                continue
             except ValueError as err:
                 self.problem(where, str(err))
-                return []
-            # Cells keep the values the suite gave (validated); defaults are filled in when the
-            # cell runs, so a cell's id does not change when a plugin adds a parameter.
-            out.append({k: resolved[k] for k in given_combo})
-        return out
+                failed = True
+                continue
+            out.append(({k: resolved[k] for k in given_combo}, resolved))
+        return [] if failed else out
 
-    def entries(self, data: dict[str, Any], key: str, kind: Kind) -> list[dict[str, Any]]:
+    def entries(self, data: dict[str, Any], key: str, kind: Kind, train_loss: str) -> list[_Variant]:
         raw = data.get(key)
         if not isinstance(raw, list) or not raw:
             self.problem(key, f"expected at least one [[{key}]] entry with a name")
             return []
-        out: list[dict[str, Any]] = []
-        allowed = {"method": ("name", "params", "loss"), "model": ("name", "params", "neuron"),
-                   "dataset": ("name", "params", "T")}[kind]
+        out: list[_Variant] = []
+        allowed = {
+            "method": ("name", "params", "loss"),
+            "model": ("name", "params", "neuron"),
+            "dataset": ("name", "params", "T"),
+        }[kind]
         for i, entry in enumerate(raw):
             where = f"{key}[{i}]"
             if not isinstance(entry, dict):
@@ -342,20 +499,43 @@ class _Validator:
                 continue
             if kind == "model":
                 out.extend(self.model_entry(entry, cls, where))
-                continue
-            extra: dict[str, Any] = {}
-            if kind == "method":
-                loss = entry.get("loss")
-                if loss is not None and loss not in LOSS_FORMS:
-                    self.problem(f"{where}.loss", f"expected one of {', '.join(map(repr, LOSS_FORMS))}, got {loss!r}")
-                extra["loss"] = loss
-            if kind == "dataset":
-                extra["T"] = self.int_list(entry["T"], f"{where}.T", low=1) if "T" in entry else None
-            for params in self.variants(cls, entry.get("params", {}), f"{where}.params"):
-                out.append({"name": entry["name"], "params": params, **extra})
+            elif kind == "method":
+                out.extend(self.method_entry(entry, cls, where, train_loss))
+            else:
+                out.extend(self.dataset_entry(entry, cls, where))
         return out
 
-    def model_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[dict[str, Any]]:
+    def method_entry(self, entry: dict[str, Any], cls: type, where: str, train_loss: str) -> list[_Variant]:
+        loss = entry.get("loss")
+        if loss is not None and loss not in LOSS_FORMS:
+            self.problem(f"{where}.loss", f"expected one of {', '.join(map(repr, LOSS_FORMS))}, got {loss!r}")
+        loss = loss or train_loss
+        return [
+            _Variant(
+                where,
+                {"method": entry["name"], "method_params": given, "loss": loss},
+                _identity(entry["name"], resolved, loss),
+                _label(entry["name"], given),
+            )
+            for given, resolved in self.variants(cls, entry.get("params", {}), f"{where}.params")
+        ]
+
+    def dataset_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
+        Ts = tuple(self.int_list(entry["T"], f"{where}.T", low=1)) if "T" in entry else None
+        return [
+            _Variant(
+                where,
+                {"dataset": entry["name"], "dataset_params": given},
+                _identity(entry["name"], resolved),
+                _label(entry["name"], given),
+                cls,
+                resolved,
+                Ts,
+            )
+            for given, resolved in self.variants(cls, entry.get("params", {}), f"{where}.params")
+        ]
+
+    def model_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
         neuron_raw = entry.get("neuron", {"name": "lif"})
         if isinstance(neuron_raw, str):
             neuron_raw = {"name": neuron_raw}
@@ -378,14 +558,22 @@ class _Validator:
         models = self.variants(cls, entry.get("params", {}), f"{where}.params")
         neurons = self.variants(neuron_cls, neuron_raw.get("params", {}), f"{where}.neuron.params")
         surrogates = self.variants(surrogate_cls, surrogate_raw.get("params", {}), f"{where}.neuron.surrogate.params")
+        names = (entry["name"], neuron_raw["name"], surrogate_raw["name"])
         return [
-            {
-                "name": entry["name"],
-                "params": m,
-                "neuron": {"name": neuron_raw["name"], "params": n},
-                "surrogate": {"name": surrogate_raw["name"], "params": s},
-            }
-            for m, n, s in itertools.product(models, neurons, surrogates)
+            _Variant(
+                where,
+                {
+                    "model": names[0],
+                    "model_params": m,
+                    "neuron": names[1],
+                    "neuron_params": n,
+                    "surrogate": names[2],
+                    "surrogate_params": s,
+                },
+                _identity(names[0], m_all, names[1], n_all, names[2], s_all),
+                " / ".join((_label(names[0], m), _label(names[1], n), _label(names[2], s))),
+            )
+            for (m, m_all), (n, n_all), (s, s_all) in itertools.product(models, neurons, surrogates)
         ]
 
     def metrics(self, raw: Any) -> list[str]:
@@ -396,11 +584,57 @@ class _Validator:
             self.plugin_class("metric", name, f"metrics[{i}]")
         return list(raw)
 
+    # -- checks across variants (cheap: one per variant, never per cell) ---------------------
+    def repeated_variants(self, variants: list[_Variant]) -> None:
+        """Two variants with the same identity would run every one of their cells twice."""
+        groups: dict[str, list[_Variant]] = {}
+        for v in variants:
+            groups.setdefault(v.identity, []).append(v)
+        for group in groups.values():
+            if len(group) > 1:
+                self.problem(group[0].where.split("[")[0], f"{_who(group)} ({group[0].label}); remove the repeat")
+
+    def repeated_datasets(self, variants: list[_Variant], grid_Ts: list[int]) -> None:
+        """The same dataset variant twice runs the same cells twice for every ``T`` both have."""
+        for i, a in enumerate(variants):
+            for b in variants[i + 1 :]:
+                shared = sorted(set(a.Ts or grid_Ts) & set(b.Ts or grid_Ts))
+                if a.identity == b.identity and shared:
+                    self.problem(
+                        "datasets",
+                        f"{_who([a, b])} ({a.label}) and both run T={', '.join(map(str, shared))}; "
+                        "remove the repeat or give each entry its own T",
+                    )
+
+    def dataset_checks(self, dataset: _Variant, Ts: list[int] | tuple[int, ...], train: dict[str, Any]) -> None:
+        """Refuse an input batch larger than this machine's memory, and missing/damaged data files."""
+        assert dataset.cls is not None and issubclass(dataset.cls, Dataset)
+        features = dataset.cls.input_size(dataset.resolved)
+        memory = machine_memory_bytes()
+        if features is not None and memory is not None:
+            T = max(Ts)
+            batch = max(train["batch_size"], train["eval_batch_size"])
+            need = T * batch * features * 4
+            if need > memory:
+                self.problem(
+                    f"{dataset.where}.T" if dataset.Ts else "grid.T",
+                    f"T={T} needs about {_bytes(need)} for one input batch of {dataset.label} "
+                    f"(T x batch {batch} x {features} inputs x 4 bytes), more than this machine's memory "
+                    f"({_bytes(memory)}); lower T, batch_size or eval_batch_size",
+                )
+        for message in dataset.cls.check_files(dataset.resolved):
+            self.problem(dataset.where, message)
+
+
+def _who(group: list[_Variant]) -> str:
+    wheres = list(dict.fromkeys(v.where for v in group))
+    if len(wheres) == 1:
+        return f"{wheres[0]} gives the same variant {len(group)} times"
+    return f"{' and '.join(wheres)} are the same variant"
+
 
 def _constructible(cls: type) -> bool:
     """Methods and datasets validate cross-parameter constraints in ``__init__`` (cheap)."""
-    from snnarena.data import Dataset
     from snnarena.method import GradientMethod
 
     return issubclass(cls, (GradientMethod, Dataset))
-

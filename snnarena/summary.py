@@ -1,8 +1,10 @@
-"""A plain-text summary of a results table, printed at the end of ``snnarena run``."""
+"""Plain-text summaries of a results table, printed at the end of ``snnarena run``."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+from snnarena.results import RunDirectory
 
 
 def method_label(label: str) -> str:
@@ -11,7 +13,8 @@ def method_label(label: str) -> str:
 
 
 def summary_table(results: pd.DataFrame) -> str:
-    """Mean over seeds per (dataset, T, method): accuracy, step time, peak saved memory, fidelity."""
+    """Cell counts per status; mean over seeds per (dataset, T, method) of accuracy, step time, peak
+    saved memory and fidelity; then each skipped cell with its reason (failures: :func:`failure_report`)."""
     if results.empty:
         return "no cells ran"
     frame = results.copy()
@@ -34,7 +37,23 @@ def summary_table(results: pd.DataFrame) -> str:
         )
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines.append(table.to_string())
-    bad = frame[frame["status"] != "done"]
-    for _, row in bad.iterrows():
-        lines.append(f"{row['status']}: {row['label']}: {row['reason']}")
+    for _, row in frame[frame["status"] == "skipped"].iterrows():
+        lines.append(f"skipped: {row['label']}: {row['reason']}")
+    return "\n".join(lines)
+
+
+def failure_report(results: pd.DataFrame, run: RunDirectory) -> str:
+    """Each failed cell of ``results``: its label, the first line of its reason, and the file that
+    holds its full traceback (``""`` when no cell failed)."""
+    failed = results[results["status"] == "failed"] if len(results) else results
+    if failed.empty:
+        return ""
+    lines = [f"{len(failed)} cell(s) failed:"]
+    for _, row in failed.iterrows():
+        reason = str(row["reason"] or "").strip().splitlines()
+        traceback = run.traceback_path(str(row["cell_id"]))
+        where = traceback if traceback.is_file() else run.cell_path(str(row["cell_id"]))
+        lines.append(f"  {row['label']}")
+        lines.append(f"    {reason[0] if reason else '(no reason recorded)'}")
+        lines.append(f"    traceback: {where}")
     return "\n".join(lines)

@@ -32,8 +32,8 @@ a layer that never spikes leaves the weights after it with an all-zero gradient,
 What is checked:
 
 * :func:`check_gradients_reach_parameters` — every trainable parameter of the prepared module
-  gets a finite gradient that is non-zero somewhere, the loss is finite and
-  ``accumulate_gradients`` leaves the parameters unchanged;
+  (but those the method names in ``frozen_parameters``) gets a finite gradient that is non-zero
+  somewhere, the loss is finite and ``accumulate_gradients`` leaves the parameters unchanged;
 * :func:`check_accumulates` — ``accumulate_gradients`` adds to ``p.grad`` (twice = double);
 * :func:`check_reproducible` — same seed, same batch → bit-identical loss and parameters after
   one ``train_step`` (CPU);
@@ -115,8 +115,9 @@ def make_batch(model: SpikingModel, T: int, batch: int = 4, seed: int = 1) -> Ba
 def check_gradients_reach_parameters(
     method: GradientMethod, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss
 ) -> None:
-    """Every trainable parameter of ``method.prepare(model)`` gets a finite, non-zero-somewhere
-    gradient from ``accumulate_gradients``; the loss is finite; parameters are not changed."""
+    """Every trainable parameter of ``method.prepare(model)`` but those in ``frozen_parameters``
+    gets a finite, non-zero-somewhere gradient from ``accumulate_gradients``; the loss is finite;
+    parameters are not changed."""
     name = _name(method)
     prepared = method.prepare(model)
     _zero(prepared)
@@ -127,17 +128,23 @@ def check_gradients_reach_parameters(
     )
     params = _trainable(prepared)
     assert params, f"{name}: the prepared module has no trainable parameters"
+    frozen = method.frozen_parameters(prepared, model)
+    unknown = frozen - {n for n, _ in params}
+    assert not unknown, f"{name}: frozen_parameters names parameters the prepared module lacks: {sorted(unknown)}"
     for n, p in params:
         assert torch.equal(p.detach(), before[n]), (
             f"{name}: accumulate_gradients changed parameter {n!r} (it must not step an optimizer)"
         )
+        if n in frozen:
+            continue
         assert p.grad is not None, f"{name}: parameter {n!r} received no gradient"
         assert torch.isfinite(p.grad).all(), f"{name}: parameter {n!r} has a non-finite gradient"
         assert (p.grad != 0).any(), f"{name}: parameter {n!r} has an all-zero gradient"
 
 
-def check_accumulates(method: GradientMethod, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss,
-                      seed: int = 0) -> None:
+def check_accumulates(
+    method: GradientMethod, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, seed: int = 0
+) -> None:
     """Two ``accumulate_gradients`` calls without zeroing give twice one call's gradient."""
     name = _name(method)
     prepared = method.prepare(model)
@@ -148,9 +155,10 @@ def check_accumulates(method: GradientMethod, model: SpikingModel, x: Tensor, y:
     torch.manual_seed(seed)
     method.accumulate_gradients(prepared, x, y, loss, _clock())
     for n, p in _trainable(prepared):
-        if once[n] is None:
+        first = once[n]
+        if first is None:
             continue
-        assert p.grad is not None and torch.allclose(p.grad, 2 * once[n], rtol=1e-9, atol=1e-12), (
+        assert p.grad is not None and torch.allclose(p.grad, 2 * first, rtol=1e-9, atol=1e-12), (
             f"{name}: a second accumulate_gradients call did not add to {n!r}.grad "
             "(it must accumulate into p.grad, not overwrite it)"
         )
@@ -277,8 +285,7 @@ def check_memory_class(
         lo, hi = min(peaks), max(peaks)
         growth, expected = peaks[hi] / peaks[lo], hi / lo
         assert 0.5 * expected <= growth <= 1.5 * expected, (
-            f"{name} declares O(T) but its saved-bytes peak grows {growth:.2f}x while T grows "
-            f"{expected:.0f}x ({shown})"
+            f"{name} declares O(T) but its saved-bytes peak grows {growth:.2f}x while T grows {expected:.0f}x ({shown})"
         )
         return peaks
     if kind == "O(1)":

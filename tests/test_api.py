@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import snnarena
 from plugin_fixtures import TINY_SUITE
+
+import snnarena
 
 
 def test_run_load_and_report(arena_host, tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text(TINY_SUITE.format(behaviours='"ok"'))
-    outcome = snnarena.run(str(suite), only="method=bptt,seed=0", device="cpu",
-                           results_root=tmp_path / "results", host=arena_host)
+    outcome = snnarena.run(
+        str(suite), only="method=bptt,seed=0", device="cpu", results_root=tmp_path / "results", host=arena_host
+    )
     results, curves = snnarena.load(outcome.run_dir)
     assert list(results["status"]) == ["done"] and len(curves) == 2
     for _ in range(2):  # importing snnarena.report must not shadow the API function

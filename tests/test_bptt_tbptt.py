@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_mlp, random_batch
+
 from snnarena.factory import build_method
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
@@ -37,8 +37,10 @@ def hand_unrolled(model, x, y, form, tau, alpha=2.0, v_th=1.0):
             (u,) = ctx.saved_tensors
             return g * (alpha / 2) / (1 + (math.pi * alpha * u / 2) ** 2)
 
-    weights = [(st.synapse.weight.detach().clone().requires_grad_(), st.synapse.bias.detach().clone().requires_grad_())
-               for st in model.stages]
+    weights = [
+        (st.synapse.weight.detach().clone().requires_grad_(), st.synapse.bias.detach().clone().requires_grad_())
+        for st in model.stages
+    ]
     w_out = model.readout.weight.detach().clone().requires_grad_()
     b_out = model.readout.bias.detach().clone().requires_grad_()
     lam = 1 - 1 / tau
@@ -117,7 +119,7 @@ def test_saved_bytes_grow_linearly_for_bptt_and_stay_bounded_by_k_for_tbptt(host
     tbptt = [saved_peak(host, "tbptt", {"K": 4}, T) for T in Ts]
     per_step = (bptt[-1] - bptt[0]) / (Ts[-1] - Ts[0])
     assert per_step > 0
-    for T, peak in zip(Ts, bptt):  # linear: constant slope, small intercept
+    for T, peak in zip(Ts, bptt, strict=True):  # linear: constant slope, small intercept
         assert peak == pytest.approx(bptt[0] + per_step * (T - Ts[0]), rel=0.02)
     assert max(tbptt) / min(tbptt) <= 1.05
     assert tbptt[0] == pytest.approx(saved_peak(host, "bptt", {}, 4), rel=0.05)

@@ -1,7 +1,9 @@
-"""compare_runs/regressions: matching cells across runs and the seed-spread significance rule."""
+"""compare_runs: matching cells, the noise model, cells on one side only, suites, machines, output."""
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -9,16 +11,28 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from snnarena.compare import compare_runs, regressions
+from snnarena.columns import Column
+from snnarena.compare import (
+    CompareError,
+    NoiseModel,
+    RunTable,
+    Tolerance,
+    compare_runs,
+    parse_tolerances,
+    render,
+    summary,
+)
 from snnarena.results import CellRecord, RunDirectory, rows_frame
 
 
 def row(method: str, seed: int, T: int = 8, status: str = "done", **metrics: Any) -> dict[str, Any]:
+    params = '{"K": 2}' if method == "tbptt" else "{}"
     base = {
-        "run_id": "r", "suite": "s", "cell_id": f"{method}-{T}-{seed}", "label": method, "method": method,
-        "method_params": '{"K": 2}' if method == "tbptt" else "{}", "model": "mlp", "model_params": "{}",
-        "dataset": "digits", "dataset_params": "{}", "neuron": "lif", "neuron_params": "{}", "surrogate": "atan",
-        "loss": "per_step", "T": T, "seed": seed, "status": status, "reason": "",
+        "run_id": "r", "suite": "s", "cell_id": f"{method}-{T}-{seed}", "method": method,
+        "label": f"{method} | mlp/lif | digits | T={T} | seed={seed}", "method_params": params, "model": "mlp",
+        "model_params": "{}", "dataset": "digits", "dataset_params": "{}", "neuron": "lif", "neuron_params": "{}",
+        "surrogate": "atan", "loss": "per_step", "T": T, "seed": seed, "status": status,
+        "reason": "RuntimeError: boom\nmore" if status == "failed" else "",
     }
     return {**base, **metrics}
 
@@ -27,81 +41,195 @@ def frame(*rows: dict[str, Any]) -> pd.DataFrame:
     return rows_frame(rows)
 
 
-def pick(result: pd.DataFrame, method: str, metric: str) -> pd.Series:
-    hit = result[(result["method"] == method) & (result["metric"] == metric)]
-    assert len(hit) == 1
+def run(*rows: dict[str, Any], suite: str = "s", columns: tuple[Column, ...] = (), **env: Any) -> RunTable:
+    manifest = {"suite": suite, "environment": env, "columns": {c.name: c.to_dict() for c in columns}}
+    return RunTable(frame(*rows), manifest, suite)
+
+
+def pick(result: Any, method: str, metric: str) -> pd.Series:
+    rows = result.rows
+    hit = rows[(rows["method"] == method) & (rows["metric"] == metric)]
+    assert len(hit) == 1, hit
     return hit.iloc[0]
 
 
-def test_two_seeds_use_the_pooled_spread() -> None:
+def test_two_seeds_need_the_tolerance_and_the_pooled_spread() -> None:
     a = frame(row("bptt", 0, test_accuracy=0.80, step_time_ms=10.0),
               row("bptt", 1, test_accuracy=0.82, step_time_ms=14.0))
     b = frame(row("bptt", 0, test_accuracy=0.70, step_time_ms=13.0),
               row("bptt", 1, test_accuracy=0.72, step_time_ms=15.0))
     out = compare_runs(a, b)
     acc = pick(out, "bptt", "test_accuracy")
-    # s_a = s_b = 0.01414, pooled 0.01414; |Δ| = 0.10 > 2 · 0.01414
+    # s_a = s_b = 0.01414, pooled 0.01414; |Δ| = 0.10 > 2 · 0.01414 and > 0.01
     assert acc["delta"] == pytest.approx(-0.10)
     assert acc["pooled_std"] == pytest.approx(math.sqrt(0.0002))
-    assert acc["significant"] and acc["worse"] and not acc["better"]
+    assert acc["verdict"] == "regression"
+    assert acc["basis"].startswith("2 seeds each: |Δ| > 2·s_p = 0.0283 and |Δ| > 0.01 (score tolerance)")
     time = pick(out, "bptt", "step_time_ms")
-    # s_a = 2.83, s_b = 1.41, pooled = sqrt((8 + 2) / 2) = 2.24; |Δ| = 2 < 4.47: within the spread
+    # +16.7 % is beyond the 10 % time tolerance, but s_p = sqrt(5) = 2.24 and |Δ| = 2 < 4.47
     assert time["pooled_std"] == pytest.approx(math.sqrt(5.0))
-    assert not time["significant"] and not time["worse"]
-    assert list(regressions(out)["metric"]) == ["test_accuracy"]
+    assert time["verdict"] == "unchanged"
+    assert list(out.regressions["metric"]) == ["test_accuracy"]
 
 
-def test_single_seed_flags_any_change_with_its_direction() -> None:
-    a = frame(row("bptt", 0, test_accuracy=0.8, step_time_ms=10.0, peak_activation_bytes=100.0),
-              row("tbptt", 0, test_accuracy=0.7, step_time_ms=5.0, peak_activation_bytes=50.0))
-    b = frame(row("bptt", 0, test_accuracy=0.8, step_time_ms=9.0, peak_activation_bytes=100.0),
-              row("tbptt", 0, test_accuracy=0.7, step_time_ms=6.0, peak_activation_bytes=60.0))
+def test_an_identical_one_seed_rerun_has_no_regression() -> None:
+    """The timing jitter of a rerun (a few %) is within the time tolerance; memory and scores are equal."""
+    a = frame(*[row(m, 0, T, test_accuracy=0.8, step_time_ms=10.0, forward_ms=4.0, duration_s=30.0,
+                    peak_activation_bytes=1000.0) for m in ("bptt", "tbptt") for T in (8, 16)])
+    b = frame(*[row(m, 0, T, test_accuracy=0.8, step_time_ms=10.6, forward_ms=3.7, duration_s=31.5,
+                    peak_activation_bytes=1000.0) for m in ("bptt", "tbptt") for T in (8, 16)])
     out = compare_runs(a, b)
-    assert not pick(out, "bptt", "test_accuracy")["significant"]
-    assert pick(out, "bptt", "step_time_ms")["better"]
-    assert pick(out, "tbptt", "step_time_ms")["worse"]
-    worse = regressions(out)
-    assert list(zip(worse["method"], worse["metric"])) == [("tbptt", "step_time_ms"), ("tbptt", "peak_activation_bytes")]
-    assert worse["rel_delta"].tolist() == pytest.approx([0.2, 0.2])
-    assert compare_runs(a, b, rel_tol=0.5)["significant"].sum() == 0
+    assert out.gate_failures.empty
+    assert out.counts() == {"unchanged": 4 * 5}  # 4 cells × 5 metrics
+    first = out.rows[out.rows["metric"] == "step_time_ms"].iloc[0]
+    assert first["basis"] == "1 seed: |Δ| > 10% (time tolerance)"
 
 
-def test_cells_are_matched_on_their_parameters_and_failed_cells_ignored() -> None:
-    a = frame(row("bptt", 0, test_accuracy=0.8), row("tbptt", 0, test_accuracy=0.6),
-              row("bptt", 0, T=16, status="failed", test_accuracy=float("nan")))
+def test_one_seed_flags_changes_beyond_the_tolerance_of_each_kind() -> None:
+    a = frame(row("bptt", 0, test_accuracy=0.8, step_time_ms=10.0, peak_activation_bytes=100.0, spike_rate=0.1),
+              row("tbptt", 0, test_accuracy=0.7, step_time_ms=5.0, peak_activation_bytes=50.0, spike_rate=0.1))
+    b = frame(row("bptt", 0, test_accuracy=0.75, step_time_ms=8.0, peak_activation_bytes=100.0, spike_rate=0.2),
+              row("tbptt", 0, test_accuracy=0.705, step_time_ms=6.0, peak_activation_bytes=51.0, spike_rate=0.1))
+    out = compare_runs(a, b)
+    assert pick(out, "bptt", "test_accuracy")["verdict"] == "regression"  # 0.05 > 0.01
+    assert pick(out, "tbptt", "test_accuracy")["verdict"] == "unchanged"  # 0.005 < 0.01
+    assert pick(out, "bptt", "step_time_ms")["verdict"] == "improvement"  # -20 %
+    assert pick(out, "tbptt", "step_time_ms")["verdict"] == "regression"  # +20 %
+    assert pick(out, "tbptt", "peak_activation_bytes")["verdict"] == "regression"  # memory: any change
+    assert pick(out, "bptt", "spike_rate")["verdict"] == "changed"  # no direction
+    worse = out.regressions
+    assert list(zip(worse["method"], worse["metric"], strict=True)) == [
+        ("tbptt", "step_time_ms"), ("bptt", "test_accuracy"), ("tbptt", "peak_activation_bytes")]
+    assert worse["rel_delta"].tolist() == pytest.approx([0.2, -0.0625, 0.02])
+
+
+def test_tolerances_are_configurable_by_kind_or_column() -> None:
+    a = frame(row("bptt", 0, test_accuracy=0.8, step_time_ms=10.0, peak_activation_bytes=100.0))
+    b = frame(row("bptt", 0, test_accuracy=0.75, step_time_ms=12.0, peak_activation_bytes=101.0))
+    noise = NoiseModel(parse_tolerances(["time=30%", "memory=2%", "test_accuracy=0.1"]))
+    out = compare_runs(a, b, noise)
+    assert out.regressions.empty
+    assert pick(out, "bptt", "test_accuracy")["basis"] == "1 seed: |Δ| > 0.1 (--tolerance test_accuracy)"
+    assert Tolerance.parse("10%") == Tolerance(0.1, True) and Tolerance.parse("0.5") == Tolerance(0.5, False)
+    for bad in (["time"], ["time=fast"], ["time=-1%"]):
+        with pytest.raises(CompareError, match="--tolerance"):
+            parse_tolerances(bad)
+    with pytest.raises(CompareError, match="neither a column kind"):
+        compare_runs(a, b, NoiseModel(parse_tolerances(["tme=5%"])))
+
+
+def test_gpu_runs_allow_allocator_noise_in_memory() -> None:
+    a = run(row("bptt", 0, peak_device_bytes=1000.0, device="cuda:0"), device="cuda:0")
+    b = run(row("bptt", 0, peak_device_bytes=1020.0, device="cuda:0"), device="cuda:0")
+    verdict = pick(compare_runs(a, b), "bptt", "peak_device_bytes")
+    assert verdict["verdict"] == "unchanged" and "memory tolerance on GPU" in verdict["basis"]
+
+
+def test_cells_lost_on_either_side_fail_the_gate() -> None:
+    """The issue's case: B's cells all failed or are missing, and nothing was flagged."""
+    a = frame(row("bptt", 0, test_accuracy=0.8), row("bptt", 1, test_accuracy=0.8),
+              row("tbptt", 0, test_accuracy=0.7), row("tbptt", 1, status="failed"))
+    b = frame(row("bptt", 0, status="failed"), row("bptt", 1, status="skipped"),
+              row("tbptt", 1, test_accuracy=0.7))
+    out = compare_runs(a, b)
+    assert out.regressions.empty  # no metric can be compared ...
+    lost = out.one_sided.set_index(["method", "seed"])["verdict"].to_dict()
+    assert lost == {("bptt", "0"): "failed in B", ("bptt", "1"): "skipped in B", ("tbptt", "0"): "missing in B",
+                    ("tbptt", "1"): "failed in A"}
+    assert len(out.gate_failures) == 4  # ... but the gate fails
+    reason = out.rows[(out.rows["method"] == "bptt") & (out.rows["seed"] == "0")].iloc[0]["basis"]
+    assert reason == "done in A, failed in B: RuntimeError: boom"
+
+
+def test_a_metric_measured_on_one_side_only_is_reported() -> None:
+    a = frame(row("bptt", 0, test_accuracy=0.8, spike_rate=0.1))
+    b = frame(row("bptt", 0, test_accuracy=0.8, spike_rate=float("nan")))
+    out = compare_runs(a, b)
+    assert pick(out, "bptt", "spike_rate")["verdict"] == "missing in B"
+    assert len(out.gate_failures) == 1
+    assert "peak_device_bytes" not in set(out.rows["metric"])  # NaN on both sides: not a metric of these runs
+
+
+def test_cells_are_matched_on_their_parameters() -> None:
+    a = frame(row("bptt", 0, test_accuracy=0.8), row("tbptt", 0, test_accuracy=0.6))
     b_row = row("tbptt", 0, test_accuracy=0.1)
     b_row["method_params"] = '{"K": 4}'  # another variant: not the same cell
     b = frame(row("bptt", 0, test_accuracy=0.8), b_row)
     out = compare_runs(a, b)
-    acc = out[out["metric"] == "test_accuracy"]
-    assert len(acc) == 3  # bptt T=8 (both), tbptt K=2 (a only), tbptt K=4 (b only); failed T=16 dropped
-    only_a = acc[(acc["method"] == "tbptt") & (acc["n_b"] == 0)].iloc[0]
-    assert only_a["n_a"] == 1 and math.isnan(only_a["mean_b"]) and not only_a["significant"]
-    assert regressions(out).empty
+    assert set(out.one_sided["verdict"]) == {"missing in A", "missing in B"}
+    assert out.regressions.empty and pick(out, "bptt", "test_accuracy")["verdict"] == "unchanged"
 
 
-def test_metric_directions_and_nan_metrics() -> None:
-    a = frame(row("bptt", 0, grad_cosine_bptt=0.9, spike_rate=0.1, peak_device_bytes=float("nan")))
-    b = frame(row("bptt", 0, grad_cosine_bptt=0.8, spike_rate=0.2, peak_device_bytes=float("nan")))
+def test_different_suites_compare_only_their_common_cells() -> None:
+    a = run(row("bptt", 0, test_accuracy=0.8), row("tbptt", 0, test_accuracy=0.7), suite="one")
+    b = run(row("bptt", 0, test_accuracy=0.8), row("ottt", 0, test_accuracy=0.7), row("ottt", 1), suite="two")
     out = compare_runs(a, b)
-    assert pick(out, "bptt", "grad_cosine_bptt")["worse"]
-    spike = pick(out, "bptt", "spike_rate")
-    assert spike["significant"] and not spike["worse"] and not spike["better"]  # no direction
-    assert "peak_device_bytes" not in set(out["metric"])
+    assert out.common_cells == 1 and out.gate_failures.empty
+    assert out.notes == ["different suites (one vs two): only the 1 cells both ran are compared "
+                         "(1 only in A, 2 only in B are left out)"]
+    assert set(out.rows["method"]) == {"bptt"}
+    with pytest.raises(CompareError, match="no cell in common"):
+        compare_runs(a, run(row("ottt", 0), suite="two"))
 
 
-def write_run(path: Path, rows: list[dict[str, Any]]) -> Path:
-    run = RunDirectory(path)
-    run.write_manifest({"run_id": path.name, "suite": "s", "description": "", "environment": {}, "plugins": {}}, "")
+def test_timings_are_not_compared_across_machines_unless_asked() -> None:
+    a = run(row("bptt", 0, test_accuracy=0.8, step_time_ms=10.0), device="cpu", processor="Intel")
+    b = run(row("bptt", 0, test_accuracy=0.8, step_time_ms=20.0), device="cpu", processor="AMD")
+    out = compare_runs(a, b)
+    time = pick(out, "bptt", "step_time_ms")
+    assert time["verdict"] == "not comparable" and "processor: Intel vs AMD" in time["basis"]
+    assert out.regressions.empty and "time columns are not compared" in out.notes[0]
+    assert pick(out, "bptt", "test_accuracy")["verdict"] == "unchanged"  # scores still are
+    forced = compare_runs(a, b, NoiseModel(timings_across_machines=True))
+    time = pick(forced, "bptt", "step_time_ms")
+    assert time["verdict"] == "regression" and time["basis"].startswith("across machines; ")
+    same = run(row("bptt", 0, step_time_ms=10.0), device="cpu", processor="Intel")
+    assert not compare_runs(a, same).notes  # keys only one manifest records are not a difference
+
+
+def write_run(path: Path, rows: list[dict[str, Any]], columns: tuple[Column, ...] = ()) -> Path:
+    run_dir = RunDirectory(path)
+    run_dir.write_manifest({"run_id": path.name, "suite": "s", "description": "", "environment": {"device": "cpu"},
+                            "plugins": {}, "columns": {c.name: c.to_dict() for c in columns}}, "")
     for r in rows:
-        run.write_cell(CellRecord({}, r, []))
-    run.aggregate()
+        run_dir.write_cell(CellRecord({}, r, []))
+    run_dir.aggregate()
     return path
 
 
-def test_run_directories(tmp_path: Path) -> None:
-    a = write_run(tmp_path / "a", [row("bptt", s, test_accuracy=0.8 + 0.01 * s, Effective_ACs=100.0) for s in (0, 1)])
-    b = write_run(tmp_path / "b", [row("bptt", s, test_accuracy=0.5 + 0.01 * s, Effective_ACs=150.0) for s in (0, 1)])
+def test_metric_plugin_columns_come_from_the_manifest(tmp_path: Path) -> None:
+    """An external metric declares its direction; compare needs no name of it."""
+    synapses = Column("synapse_ops", False, "ops", "count", "an external plugin's metric")
+    a = write_run(tmp_path / "a", [row("bptt", s, test_accuracy=0.8, synapse_ops=100.0, legacy=1.0) for s in (0, 1)],
+                  (synapses,))
+    b = write_run(tmp_path / "b", [row("bptt", s, test_accuracy=0.8, synapse_ops=150.0, legacy=2.0) for s in (0, 1)],
+                  (synapses,))
     out = compare_runs(a, b)
-    assert set(regressions(out)["metric"]) == {"test_accuracy", "Effective_ACs"}
+    ops = pick(out, "bptt", "synapse_ops")
+    assert ops["verdict"] == "regression" and ops["unit"] == "ops" and ops["kind"] == "count"
+    assert pick(out, "bptt", "legacy")["verdict"] == "changed"  # undeclared (an older run): no direction
+    assert list(out.regressions["metric"]) == ["synapse_ops"]
     assert pick(out, "bptt", "test_accuracy")["n_a"] == 2
+
+
+def test_output_formats_and_a_summary_that_fits_the_terminal() -> None:
+    long = "tbptt_with_a_very_long_name_indeed[K=4,every=2,other=long-value]"
+    a = frame(row("bptt", 0, test_accuracy=0.8, step_time_ms=10.0), row(long, 0, test_accuracy=0.8),
+              row("tbptt", 0, test_accuracy=0.8))
+    b = frame(row("bptt", 0, test_accuracy=0.7, step_time_ms=5.0), row(long, 0, test_accuracy=0.6),
+              row("tbptt", 0, status="failed"))
+    out = compare_runs(a, b)
+    text = summary(out, width=70)
+    assert all(len(line) <= 70 for line in text.splitlines())
+    lines = text.splitlines()
+    assert lines.index("done or measured on one side only (count as regressions):") < lines.index("regressions:") \
+        < lines.index("improvements:")
+    assert any("test_accuracy  0.8 → 0.7  -12.5%" in line for line in lines)
+    assert "… 1 more" in summary(out, width=200, max_lines=1)
+    table = pd.read_csv(io.StringIO(render(out, "csv")))
+    assert len(table) == len(out.rows) and {"verdict", "basis", "mean_a", "rel_delta"} <= set(table.columns)
+    data = json.loads(render(out, "json"))
+    assert data["counts"]["regression"] == 2 and data["rows"][0]["verdict"]
+    markdown = render(out, "md").splitlines()
+    assert markdown[0] == "| cell | metric | A | B | change | verdict | basis |" and len(markdown) == 2 + len(out.rows)
+    assert "regression" in render(out, "table")

@@ -11,20 +11,19 @@ from conftest import make_mlp
 from torch import Tensor, nn
 
 from snnarena import testing
-from snnarena.factory import build_method
 from snnarena.data import DataInfo
+from snnarena.factory import build_method
+from snnarena.host import HostConfig, PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
-from snnarena.host import HostConfig, PluginHost
 from snnarena.reference import bptt_accumulate
 from snnarena_plugins.bptt import BPTT
 from snnarena_plugins.tbptt import TBPTT
 
 #: Methods registered by the built-in plugins (the same entry points the ``host`` fixture loads).
 METHODS = PluginHost.load(HostConfig()).names("method")
-
 
 
 def _model_factory(host: PluginHost) -> testing.ModelFactory:
@@ -52,7 +51,9 @@ class ReadoutOnly(GradientMethod):
 
     name = "readout_only"
 
-    def accumulate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
         with torch.no_grad():
             spikes = model.forward_seq(x).spikes[-1]
         logits = model.readout(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2])
@@ -66,7 +67,9 @@ class Overwrites(BPTT):
 
     name = "overwrites"
 
-    def accumulate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
         for p in model.parameters():
             p.grad = None
         return bptt_accumulate(model, x, y, loss, clock)
@@ -77,7 +80,9 @@ class Steps(BPTT):
 
     name = "steps"
 
-    def accumulate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
         value = bptt_accumulate(model, x, y, loss, clock)
         with torch.no_grad():
             for p in model.parameters():
@@ -90,7 +95,9 @@ class Unseeded(BPTT):
 
     name = "unseeded"
 
-    def accumulate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
         noise = 1.0 + int.from_bytes(os.urandom(4), "little") / 2**32
         value = loss.full(model.forward_seq(x).logits, y) * noise
         value.backward()
@@ -106,7 +113,9 @@ class Leaky(BPTT):
         super().__init__(**params)
         self.state: list[Any] | None = None
 
-    def accumulate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock) -> float:
+    def accumulate_gradients(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    ) -> float:
         out = model.forward_seq(x, self.state)
         self.state = [s.detach() if isinstance(s, Tensor) else type(s)(*(t.detach() for t in s)) for s in out.state]
         value = loss.full(out.logits, y)
@@ -167,8 +176,10 @@ def test_checks_pass_on_bptt(host: PluginHost) -> None:
 
 @pytest.mark.parametrize(
     "method,match",
-    [(ReadoutOnly(), r"readout_only: parameter 'stages.0.synapse.weight' received no gradient"),
-     (Steps(), r"steps: accumulate_gradients changed parameter")],
+    [
+        (ReadoutOnly(), r"readout_only: parameter 'stages.0.synapse.weight' received no gradient"),
+        (Steps(), r"steps: accumulate_gradients changed parameter"),
+    ],
 )
 def test_gradient_check_catches(host: PluginHost, method: GradientMethod, match: str) -> None:
     model, b1, _ = _batches(host)
@@ -196,8 +207,10 @@ def test_state_leak_check_catches_carried_state(host: PluginHost) -> None:
 
 @pytest.mark.parametrize(
     "method,match",
-    [(EmptyReason(), r"empty_reason: skip\(\) returned ''"),
-     (ClaimsRate(), r"claims_rate: loss form 'rate' is not in loss_forms")],
+    [
+        (EmptyReason(), r"empty_reason: skip\(\) returned ''"),
+        (ClaimsRate(), r"claims_rate: loss form 'rate' is not in loss_forms"),
+    ],
 )
 def test_skip_check_catches(host: PluginHost, method: GradientMethod, match: str) -> None:
     model, _, _ = _batches(host)
@@ -207,9 +220,14 @@ def test_skip_check_catches(host: PluginHost, method: GradientMethod, match: str
 
 @pytest.mark.parametrize(
     "factory,match",
-    [(FlatBPTT, r"flat_bptt declares O\(1\) but its saved-bytes peak varies"),
-     (BudgetBPTT, r"budget_bptt declares a memory budget but its saved-bytes peak grows"),
-     (lambda: LinearTBPTT(K=4, update="batch"), r"linear_tbptt declares O\(T\) but its saved-bytes peak grows 1.00x")],
+    [
+        (FlatBPTT, r"flat_bptt declares O\(1\) but its saved-bytes peak varies"),
+        (BudgetBPTT, r"budget_bptt declares a memory budget but its saved-bytes peak grows"),
+        (
+            lambda: LinearTBPTT(K=4, update="batch"),
+            r"linear_tbptt declares O\(T\) but its saved-bytes peak grows 1.00x",
+        ),
+    ],
 )
 def test_memory_check_catches_a_wrong_class(host: PluginHost, factory: testing.MethodFactory, match: str) -> None:
     with pytest.raises(AssertionError, match=match):
@@ -219,3 +237,26 @@ def test_memory_check_catches_a_wrong_class(host: PluginHost, factory: testing.M
 def test_run_conformance_fails_on_a_broken_method(host: PluginHost) -> None:
     with pytest.raises(AssertionError, match="leaky"):
         testing.run_conformance(Leaky, _model_factory(host), Ts=(8, 16))
+
+
+class ReadoutOnlyDeclared(ReadoutOnly):
+    """ReadoutOnly that declares the hidden layers it leaves frozen."""
+
+    name = "readout_only_declared"
+
+    def frozen_parameters(self, prepared: nn.Module, model: SpikingModel) -> set[str]:
+        return {n for n, _ in prepared.named_parameters() if n.startswith("stages.")}
+
+
+def test_gradient_check_accepts_declared_frozen_parameters(host: PluginHost) -> None:
+    model, b1, _ = _batches(host)
+    testing.check_gradients_reach_parameters(ReadoutOnlyDeclared(), model, *b1, SequenceLoss())
+
+    class Typo(ReadoutOnly):
+        name = "typo"
+
+        def frozen_parameters(self, prepared: nn.Module, model: SpikingModel) -> set[str]:
+            return {"stages.9.weight"}
+
+    with pytest.raises(AssertionError, match=r"typo: frozen_parameters names parameters .*stages\.9\.weight"):
+        testing.check_gradients_reach_parameters(Typo(), model, *b1, SequenceLoss())

@@ -13,16 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
+
+from snnarena.data import DataBundle, Dataset
+from snnarena.errors import DataFilesError
+from snnarena.host import HostConfig, PluginHost
+from snnarena.params import ParamError, params_of
 from snnarena_plugins import datasets as ds
 from snnarena_plugins.datasets.mnist import read_idx
 from snnarena_plugins.datasets.mnist1d import generate, resample
 from snnarena_plugins.datasets.nmnist import events_to_frames, read_events
 from snnarena_plugins.datasets.randman import make_randman
-from torch import Tensor
-
-from snnarena.data import DataBundle, Dataset
-from snnarena.params import ParamError, params_of
-from snnarena.host import HostConfig, PluginHost
 
 
 def make(cls: type[Dataset], **given: Any) -> Dataset:
@@ -464,3 +465,104 @@ def test_randman_manifold_is_the_fourier_product() -> None:
             a, b, c = theta[u, d]
             expected[:, u] *= (a / (k + 1.0) ** 1.5 * np.sin(2 * np.pi * (k * b * z[:, d, None] + c))).sum(-1)
     np.testing.assert_allclose(eval_manifold(theta, z, 1.5), expected, rtol=1e-10, atol=1e-12)
+
+
+# -- cheap declarations used by suite validation ----------------------------------------------
+
+
+@pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
+def test_input_size_matches_the_built_data(
+    cls: type[Dataset], given: dict[str, Any], T: int, shape: tuple[int, ...], n: int
+) -> None:
+    assert cls.input_size(params_of(cls).resolve(given)) == int(np.prod(shape))
+
+
+def test_input_size_of_the_file_datasets(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    write_nmnist(tmp_path, {"Train": 1, "Test": 1})
+    for cls in (ds.MNIST, ds.NMNIST):
+        for flatten in (True, False):
+            bundle = build(cls, T=3, root=str(tmp_path), flatten=flatten)
+            resolved = params_of(cls).resolve({"root": str(tmp_path), "flatten": flatten})
+            assert cls.input_size(resolved) == int(np.prod(bundle.info.input_shape))
+
+
+def mnist_problems(root: Path) -> list[str]:
+    return ds.MNIST.check_files(params_of(ds.MNIST).resolve({"root": str(root)}))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_check_files_passes_good_files(tmp_path: Path, gz: bool) -> None:
+    write_mnist(tmp_path / "MNIST" / "raw", gz=gz)
+    assert mnist_problems(tmp_path) == []
+
+
+def test_mnist_names_only_the_missing_file(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "MNIST" / "raw")
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    (problem,) = mnist_problems(tmp_path)
+    assert f"missing {tmp_path}/MNIST/raw/t10k-labels-idx1-ubyte[.gz]." in problem
+    assert "train-images" not in problem and "t10k-images" not in problem
+    with pytest.raises(DataFilesError, match="missing .*t10k-labels-idx1-ubyte") as err:
+        build(ds.MNIST, root=str(tmp_path))
+    assert "train-images" not in str(err.value)
+
+
+def test_a_corrupt_mnist_gz_is_named_with_what_to_do(tmp_path: Path) -> None:
+    write_mnist(tmp_path, gz=True)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(b"this is not gzip data at all")
+    (problem,) = mnist_problems(tmp_path)
+    assert problem.startswith(f"{bad}: cannot be read (BadGzipFile") and problem.endswith(
+        "delete it and download it again"
+    )
+    with pytest.raises(DataFilesError, match="delete it and download it again") as err:
+        build(ds.MNIST, root=str(tmp_path))
+    assert str(bad) in str(err.value)
+
+
+def test_a_truncated_mnist_file_is_found_from_its_size(tmp_path: Path) -> None:
+    write_mnist(tmp_path, gz=True)
+    whole = (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 2])
+    plain = tmp_path / "train-labels-idx1-ubyte"
+    write_idx(plain, np.arange(30) % 10)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    plain.write_bytes(plain.read_bytes()[:-3])
+    found = mnist_problems(tmp_path)
+    assert len(found) == 2
+    assert found[0].startswith(f"{plain}: truncated or damaged: its IDX header promises shape [30]")
+    assert found[1].startswith(f"{tmp_path / 't10k-images-idx3-ubyte.gz'}: truncated or damaged")
+
+
+def test_mnist_files_that_do_not_belong_together(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(11) % 10)  # 12 images, 11 labels
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((30, 8, 8)))
+    found = mnist_problems(tmp_path)
+    assert (
+        found[0] == f"{tmp_path / 'train-images-idx3-ubyte'}: holds shape [30, 8, 8], expected [N, 28, 28]; "
+        "is it the right file?"
+    )
+    assert found[1].endswith(
+        "holds 12 images but "
+        f"{tmp_path / 't10k-labels-idx1-ubyte'} 11 labels; "
+        "the two files must come from the same release"
+    )
+
+
+def nmnist_problems(root: Path) -> list[str]:
+    return ds.NMNIST.check_files(params_of(ds.NMNIST).resolve({"root": str(root)}))
+
+
+def test_nmnist_check_files(tmp_path: Path) -> None:
+    write_nmnist(tmp_path, {"Train": 1})
+    (problem,) = nmnist_problems(tmp_path)
+    assert f"missing {tmp_path}/Test/<digit 0-9>/*.bin." in problem and f"{tmp_path}/Train" not in problem
+    write_nmnist(tmp_path, {"Test": 1})
+    assert nmnist_problems(tmp_path) == []
+    damaged = tmp_path / "Test" / "0" / "00000.bin"
+    damaged.write_bytes(b"\x00" * 7)
+    assert nmnist_problems(tmp_path) == [
+        f"{damaged}: not a whole number of 5-byte N-MNIST events; delete it and download it again"
+    ]

@@ -8,19 +8,19 @@ memory held (bytes saved for backward + stored states) stays within the budget p
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pytest
 import torch
 from conftest import make_mlp, random_batch
 
-from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
+from snnarena.factory import build_method, build_model, neuron_factory
+from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.params import ParamError, params_of
-from snnarena.host import PluginHost
 from snnarena.reference import collect_gradients
 from snnarena_plugins.checkpointed_bptt import (
     INFEASIBLE,
@@ -34,7 +34,6 @@ T = 12
 HIDDEN = (7, 5)
 BATCH = 4
 STATE_BYTES = sum(HIDDEN) * BATCH * 8  # one hidden state: every stage's membrane, float64
-
 
 
 def _clock() -> PhaseClock:
@@ -71,7 +70,7 @@ def _max_diff(a: dict, b: dict) -> float:
 # -- the dynamic program -------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reference_cost(t: int, m: int, policy: str, alpha: int) -> int:
     """The recursions of the module docstring, evaluated one cell at a time."""
     if t == 0:
@@ -83,7 +82,9 @@ def _reference_cost(t: int, m: int, policy: str, alpha: int) -> int:
         if policy in ("hsm", "msm") and m >= 2:
             best = min(best, y + _reference_cost(t - y, m - 1, policy, alpha) + _reference_cost(y, m, policy, alpha))
         if policy in ("ism", "msm") and m - alpha >= 1:
-            best = min(best, y + _reference_cost(t - y, m - alpha, policy, alpha) + _reference_cost(y - 1, m, policy, alpha))
+            best = min(
+                best, y + _reference_cost(t - y, m - alpha, policy, alpha) + _reference_cost(y - 1, m, policy, alpha)
+            )
     return min(best, INFEASIBLE)
 
 

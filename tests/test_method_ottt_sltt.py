@@ -17,22 +17,28 @@ import pytest
 import torch
 from conftest import make_mlp, random_batch
 
-from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
+from snnarena.factory import build_method, build_model, neuron_factory
+from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
-from snnarena.host import PluginHost
 from snnarena.reference import collect_gradients, compare_gradients
 from snnarena.testing import run_conformance
 
 PER_STEP = SequenceLoss("per_step")
 
 
-
-def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], tau: float = 2.0, T: int = 8,
-               neuron: str = "lif", **neuron_params: Any) -> SpikingModel:
+def active_mlp(
+    host: PluginHost,
+    *,
+    hidden: tuple[int, ...],
+    tau: float = 2.0,
+    T: int = 8,
+    neuron: str = "lif",
+    **neuron_params: Any,
+) -> SpikingModel:
     """A float64 MLP whose weights are scaled so every hidden layer fires at 20-50 %."""
     params = {"detach_reset": True, **neuron_params}
     if neuron == "lif":
@@ -61,8 +67,15 @@ def active_convnet(host: PluginHost, *, tau: float, T: int, norm: str = "none") 
     return model
 
 
-def grads_of(host: PluginHost, model: SpikingModel, method: str, params: dict[str, Any],
-             x: torch.Tensor, y: torch.Tensor, loss: SequenceLoss = PER_STEP) -> tuple[float, dict[str, torch.Tensor]]:
+def grads_of(
+    host: PluginHost,
+    model: SpikingModel,
+    method: str,
+    params: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: SequenceLoss = PER_STEP,
+) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and gradient of ``method`` on a copy of ``model`` (the model itself is untouched)."""
     clone = _copy(model)
     value = build_method(host, method, params).accumulate_gradients(clone, x, y, loss, PhaseClock(enabled=False))
@@ -221,7 +234,10 @@ def test_saved_bytes_flat_in_T(host: PluginHost) -> None:
     peaks = {
         name: [_peak(host, method, params, T) for T in Ts]
         for name, method, params in [
-            ("bptt", "bptt", {}), ("ottt", "ottt", {}), ("sltt", "sltt", {}), ("sltt-k2", "sltt", {"k": 2})
+            ("bptt", "bptt", {}),
+            ("ottt", "ottt", {}),
+            ("sltt", "sltt", {}),
+            ("sltt-k2", "sltt", {"k": 2}),
         ]
     }
     print("\nsaved-bytes peak per T", Ts, peaks)
@@ -229,7 +245,7 @@ def test_saved_bytes_flat_in_T(host: PluginHost) -> None:
         assert max(peaks[name]) / min(peaks[name]) <= 1.15, name
     bptt = peaks["bptt"]
     assert bptt[-1] / bptt[0] >= 6.0  # 8× the steps: linear growth up to a constant offset
-    assert all(b > a for a, b in zip(bptt, bptt[1:]))
+    assert all(b > a for a, b in zip(bptt, bptt[1:], strict=False))
 
 
 def test_ottt_mode_o_steps_optimizer_every_step(host: PluginHost) -> None:
@@ -246,7 +262,9 @@ def test_ottt_mode_o_steps_optimizer_every_step(host: PluginHost) -> None:
             steps += 1
 
         optimizer.register_step_post_hook(count)
-        build_method(host, "ottt", {"mode": mode}).train_step(model, x, y, PER_STEP, optimizer, PhaseClock(enabled=False))
+        build_method(host, "ottt", {"mode": mode}).train_step(
+            model, x, y, PER_STEP, optimizer, PhaseClock(enabled=False)
+        )
         counts[mode] = steps
     assert counts == {"A": 1, "O": T}
 
@@ -258,7 +276,9 @@ def test_ottt_mode_o_equals_a_for_one_step(host: PluginHost) -> None:
     for mode in ("A", "O"):
         model = active_mlp(host, hidden=(7, 5), tau=2.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        build_method(host, "ottt", {"mode": mode}).train_step(model, x, y, PER_STEP, optimizer, PhaseClock(enabled=False))
+        build_method(host, "ottt", {"mode": mode}).train_step(
+            model, x, y, PER_STEP, optimizer, PhaseClock(enabled=False)
+        )
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
 
@@ -290,9 +310,13 @@ def test_parameter_validation(host: PluginHost) -> None:
 
 @pytest.mark.parametrize(
     "method, params",
-    [("ottt", {"mode": "A"}), ("ottt", {"mode": "O"}),
-     ("ottt", {"input_trace": False, "readout_trace": True, "bias_trace": False}),
-     ("sltt", {}), ("sltt", {"k": 2})],
+    [
+        ("ottt", {"mode": "A"}),
+        ("ottt", {"mode": "O"}),
+        ("ottt", {"input_trace": False, "readout_trace": True, "bias_trace": False}),
+        ("sltt", {}),
+        ("sltt", {"k": 2}),
+    ],
     ids=["ottt-A", "ottt-O", "ottt-official", "sltt", "sltt-k2"],
 )
 def test_conformance(host: PluginHost, method: str, params: dict[str, Any]) -> None:

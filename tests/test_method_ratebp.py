@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import make_mlp, random_batch
 
-from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
+from snnarena.factory import build_method, build_model, neuron_factory
+from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.model import SpikingModel
-from snnarena.host import PluginHost
 from snnarena.reference import collect_gradients, compare_gradients
 from snnarena.testing import run_conformance
 
@@ -35,13 +35,30 @@ RESETS = [
 RESET_IDS = ["soft-detached", "soft", "hard-detached", "hard", "decay-input"]
 
 
-
-def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], T: int, neuron_params: dict[str, Any],
-               neuron: str = "lif", surrogate: str = "sigmoid", dtype: torch.dtype = torch.float64,
-               n_in: int = 6, seed: int = 0) -> SpikingModel:
+def active_mlp(
+    host: PluginHost,
+    *,
+    hidden: tuple[int, ...],
+    T: int,
+    neuron_params: dict[str, Any],
+    neuron: str = "lif",
+    surrogate: str = "sigmoid",
+    dtype: torch.dtype = torch.float64,
+    n_in: int = 6,
+    seed: int = 0,
+) -> SpikingModel:
     """An MLP (sigmoid α = 4 surrogate) with weights scaled so every hidden layer fires at 20-50 %."""
-    model = make_mlp(host, hidden=hidden, T=T, neuron=neuron, neuron_params=neuron_params,
-                     surrogate=surrogate, dtype=dtype, n_in=n_in, seed=seed)
+    model = make_mlp(
+        host,
+        hidden=hidden,
+        T=T,
+        neuron=neuron,
+        neuron_params=neuron_params,
+        surrogate=surrogate,
+        dtype=dtype,
+        n_in=n_in,
+        seed=seed,
+    )
     with torch.no_grad():
         for stage in model.stages:
             stage.synapse.weight.mul_(3.0)
@@ -49,8 +66,9 @@ def active_mlp(host: PluginHost, *, hidden: tuple[int, ...], T: int, neuron_para
     return model
 
 
-def grads_of(host: PluginHost, model: SpikingModel, method: str, params: dict[str, Any],
-             x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+def grads_of(
+    host: PluginHost, model: SpikingModel, method: str, params: dict[str, Any], x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, dict[str, torch.Tensor]]:
     clone = copy.deepcopy(model)
     value = build_method(host, method, params).accumulate_gradients(clone, x, y, RATE, PhaseClock(enabled=False))
     return value, collect_gradients(clone)
@@ -69,7 +87,9 @@ def test_t1_equals_bptt(host: PluginHost, neuron_params: dict[str, Any], step_mo
     ref_loss, ref = grads_of(host, model, "bptt", {}, x, y)
     assert all(float(g.norm()) > 0 for g in ref.values())
     for surrogate in ("neuron", "sigmoid4"):
-        value, grads = grads_of(host, model, "ratebp", {"step_mode": step_mode, "eligibility_surrogate": surrogate}, x, y)
+        value, grads = grads_of(
+            host, model, "ratebp", {"step_mode": step_mode, "eligibility_surrogate": surrogate}, x, y
+        )
         assert value == pytest.approx(ref_loss, abs=1e-12)
         assert max_diff(grads, ref) <= 1e-10
 
@@ -91,8 +111,9 @@ def test_t1_convnet_equals_bptt(host: PluginHost) -> None:
     assert max_diff(grads, ref) <= 1e-10
 
 
-@pytest.mark.parametrize("neuron, neuron_params", [("lif", p) for p in RESETS] + [("if", {"detach_reset": True})],
-                         ids=RESET_IDS + ["if"])
+@pytest.mark.parametrize(
+    "neuron, neuron_params", [("lif", p) for p in RESETS] + [("if", {"detach_reset": True})], ids=RESET_IDS + ["if"]
+)
 def test_static_input_one_layer_equals_bptt(host: PluginHost, neuron: str, neuron_params: dict[str, Any]) -> None:
     """Static input, one hidden layer: e = Σ_t ∂r/∂I[t], so rate-BP ≡ BPTT (rate loss) at T = 8.
 
@@ -132,8 +153,7 @@ def test_cosine_vs_bptt_at_tau2(host: PluginHost) -> None:
 
     The neurons use the atan surrogate, so the official sigmoid(α=4) eligibility differs from it.
     """
-    model = active_mlp(host, hidden=(7, 5, 4), T=8, neuron_params={"tau": 2.0, "detach_reset": True},
-                       surrogate="atan")
+    model = active_mlp(host, hidden=(7, 5, 4), T=8, neuron_params={"tau": 2.0, "detach_reset": True}, surrogate="atan")
     x, y = random_batch(T=8)
     _, ref = grads_of(host, model, "bptt", {}, x, y)
     for params in ({}, {"eligibility_surrogate": "sigmoid4", "step_mode": "s"}):
@@ -171,8 +191,9 @@ def test_ratebp_trains(host: PluginHost) -> None:
     y = torch.arange(48) % 3
     static = (centers[y] + 0.5 * torch.randn(48, n_in)).abs()
     x = static.expand(T, -1, -1).clone()
-    model = active_mlp(host, hidden=(16,), T=T, neuron_params={"tau": 2.0, "detach_reset": True},
-                       dtype=torch.float32, n_in=n_in)
+    model = active_mlp(
+        host, hidden=(16,), T=T, neuron_params={"tau": 2.0, "detach_reset": True}, dtype=torch.float32, n_in=n_in
+    )
     method = build_method(host, "ratebp", {})
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     clock = PhaseClock(enabled=False)
@@ -199,8 +220,9 @@ def test_skip_reasons(host: PluginHost) -> None:
     assert isinstance(reason, str) and "BatchNorm" in reason
 
 
-@pytest.mark.parametrize("params", [{"step_mode": "m"}, {"step_mode": "s", "eligibility_surrogate": "sigmoid4"}],
-                         ids=["m", "s-sigmoid4"])
+@pytest.mark.parametrize(
+    "params", [{"step_mode": "m"}, {"step_mode": "s", "eligibility_surrogate": "sigmoid4"}], ids=["m", "s-sigmoid4"]
+)
 def test_conformance(host: PluginHost, params: dict[str, Any]) -> None:
     """snnarena.testing's checks (rate loss): gradients reach every parameter, accumulate,
     reproducible, no state leak across batches, flat saved bytes (memory_class O(1))."""

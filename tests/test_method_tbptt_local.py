@@ -14,25 +14,31 @@ import pytest
 import torch
 from conftest import make_mlp, random_batch
 
-from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
+from snnarena.factory import build_method, build_model, neuron_factory
+from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.params import ParamError, params_of
-from snnarena.host import PluginHost
 from snnarena.reference import collect_gradients
 from snnarena_plugins.tbptt_local import LocalBlocksModel, TBPTTLocal, block_bounds
 
 T = 12
 
 
-
 def _clock() -> PhaseClock:
     return PhaseClock(enabled=False)
 
 
-def _grads(host: PluginHost, name: str, params: dict[str, Any], model: Any, x: torch.Tensor, y: torch.Tensor,
-           loss: SequenceLoss) -> tuple[float, dict[str, torch.Tensor]]:
+def _grads(
+    host: PluginHost,
+    name: str,
+    params: dict[str, Any],
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: SequenceLoss,
+) -> tuple[float, dict[str, torch.Tensor]]:
     method = build_method(host, name, params)
     prepared = method.prepare(model)
     model.zero_grad(set_to_none=True)
@@ -111,9 +117,7 @@ def _peak(host: PluginHost, K: int, block_size: int, steps: int, width: int = 8,
 def test_saved_bytes_flat_in_T_and_proportional_to_K_and_block_size(host: PluginHost) -> None:
     width, batch = 8, 4
     peaks = {
-        (K, Lb): [_peak(host, K, Lb, steps, width, batch) for steps in (8, 16, 32, 64)]
-        for K in (4, 8)
-        for Lb in (1, 2)
+        (K, Lb): [_peak(host, K, Lb, steps, width, batch) for steps in (8, 16, 32, 64)] for K in (4, 8) for Lb in (1, 2)
     }
     for key, over_T in peaks.items():
         assert len(set(over_T)) == 1, (key, over_T)  # flat in T (T >= K)
@@ -149,7 +153,9 @@ def test_wrapper_behaves_like_the_model(host: PluginHost) -> None:
     assert torch.equal(prepared(x), model(x))
     assert prepared.family == model.family and prepared.info == model.info and prepared.stages is model.stages
     with pytest.raises(ValueError, match="prepare"):
-        TBPTTLocal(block_size=1).accumulate_gradients(model, x, torch.zeros(4, dtype=torch.long), SequenceLoss(), _clock())
+        TBPTTLocal(block_size=1).accumulate_gradients(
+            model, x, torch.zeros(4, dtype=torch.long), SequenceLoss(), _clock()
+        )
 
 
 def test_convnet_heads_pool_feature_maps(host: PluginHost) -> None:

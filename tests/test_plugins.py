@@ -6,8 +6,8 @@ import json
 import textwrap
 
 import pytest
-
 from plugin_fixtures import TestPlugin
+
 from snnarena.cli import main
 from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import UnknownPluginError
@@ -27,6 +27,7 @@ def test_builtins_are_registered_through_entry_points(host):
     entry = host.get("method", "bptt")
     assert entry.distribution == "snnarena" and entry.version
     assert entry.plugin == "bptt"
+    assert host.failures == [] and host.warnings == []  # the built-ins load cleanly
 
 
 def test_registered_test_plugin_is_listed_and_removed(fresh_host):
@@ -50,7 +51,8 @@ def test_duplicate_name_is_reported_and_first_wins(fresh_host):
 
 def write_plugins(folder):
     folder.mkdir(exist_ok=True)
-    (folder / "good_plugin.py").write_text(textwrap.dedent('''
+    (folder / "good_plugin.py").write_text(
+        textwrap.dedent('''
         import snnarena
         from snnarena.method import GradientMethod
         from snnarena.reference import bptt_accumulate
@@ -64,14 +66,17 @@ def write_plugins(folder):
         @snnarena.hookimpl
         def register_gradient_methods(register):
             register(Local)
-    '''))
+    ''')
+    )
     (folder / "broken_plugin.py").write_text("import snnarena\nraise ImportError('missing dependency xyz')\n")
-    (folder / "bad_register.py").write_text(textwrap.dedent('''
+    (folder / "bad_register.py").write_text(
+        textwrap.dedent("""
         import snnarena
         @snnarena.hookimpl
         def register_models(register):
             register(object)
-    '''))
+    """)
+    )
 
 
 def test_plugins_dir_loads_good_and_reports_broken(tmp_path):

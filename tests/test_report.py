@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from snnarena.columns import Column
 from snnarena.report import build_report
 from snnarena.report.tables import loglog_slope, pareto_mask
 from snnarena.results import CellRecord, RunDirectory
@@ -43,12 +44,15 @@ def cell(run_id: str, method: str, T: int, seed: int = 0, status: str = "done", 
                    "T": T, "seed": seed, "epoch": e, "step": 10 * e, "train_loss": 2.0 / e,
                    "test_accuracy": 0.3 * e, "elapsed_s": float(e)} for e in (1, 2)]
     row.update(metrics)
-    return CellRecord({}, row, curves, "Traceback (most recent call last):\nValueError: boom" if status == "failed" else "")
+    traceback = "Traceback (most recent call last):\nValueError: boom" if status == "failed" else ""
+    return CellRecord({}, row, curves, traceback)
 
 
-def write_run(root: Path, run_id: str, records: list[CellRecord], device: str = "cpu") -> Path:
+def write_run(root: Path, run_id: str, records: list[CellRecord], device: str = "cpu",
+              columns: tuple[Column, ...] = ()) -> Path:
     run = RunDirectory(root / "synthetic" / run_id)
     manifest = {"run_id": run_id, "suite": "synthetic", "description": f"a test suite {EVIL}",
+                "columns": {c.name: c.to_dict() for c in columns},
                 "environment": {"device": device, "torch": "2.x", "python": "3.11"},
                 "plugins": {"loaded": {"bptt": {"distribution": "snnarena", "version": "0.1.0",
                                                 "source": "entry point", "registered": ["method:bptt"]}},
@@ -191,3 +195,22 @@ def test_nan_metrics_and_no_curves(tmp_path: Path) -> None:
     assert "No finite accuracy/memory/time values to plot." in page
     assert "No learning curves were recorded." in page
     assert "No per-layer gradient cosines were recorded" in page
+
+
+def test_a_metric_plugin_column_gets_its_declared_direction_unit_and_meaning(tmp_path: Path) -> None:
+    """Directions come from the manifest: the host knows no plugin column's name."""
+    ops = Column("synapse_ops", False, "ops", "count", "synaptic operations per test sample")
+    rate = Column("firing_share", None, "", "ratio", "share of neurons that fired")
+    records = [cell("ext", m, T, synapse_ops=(10.0 if m == "bptt" else 4.0) * T, firing_share=0.25)
+               for m in ("bptt", "tbptt") for T in (4, 8)]
+    page = build_report([write_run(tmp_path, "ext", records, columns=(ops, rate))], tmp_path / "out").read_text(
+        encoding="utf-8")
+    efficiency = re.search(r"<h\d[^>]*>Efficiency metrics.*?</table>", page, flags=re.S)
+    assert efficiency is not None
+    table = efficiency.group(0)
+    assert 'synapse_ops (ops) <span class="arrow">↓</span>' in table
+    assert "<th>firing_share</th>" in table  # no direction: no arrow, never highlighted
+    assert "synapse_ops: synaptic operations per test sample" in table
+    best = re.findall(r'<tr><td>([^<]*)</td>(?:(?!</tr>).)*<td class="num best">(\d+)</td>', table)
+    assert best == [("tbptt", "16"), ("tbptt", "32")]  # fewer operations is better, at each T
+    assert "0.2500" in table  # a ratio column is shown as a share

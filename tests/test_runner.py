@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from plugin_fixtures import TINY_SUITE
+
 from snnarena.cell import run_cell
+from snnarena.errors import RunDirectoryError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 from snnarena.runner import SelectorError, run_suite, select_cells
@@ -21,7 +22,9 @@ ALL = TINY_SUITE.format(behaviours='["ok", "raise", "nan", "skip"]')
 
 
 def run(host, text, tmp_path, **kwargs):
-    return run_suite(parse_suite(text, host, "tiny.toml"), host, results_root=tmp_path / "results", device="cpu", **kwargs)
+    return run_suite(
+        parse_suite(text, host, "tiny.toml"), host, results_root=tmp_path / "results", device="cpu", **kwargs
+    )
 
 
 def test_every_cell_becomes_a_row_and_failures_do_not_stop_the_suite(arena_host, tmp_path):
@@ -87,7 +90,7 @@ def test_interrupt_keeps_finished_cells(arena_host, tmp_path, monkeypatch):
     outcome = run(arena_host, ALL, tmp_path)
     assert outcome.interrupted
     table = outcome.results
-    statuses = dict(zip(table["label"], table["status"]))
+    statuses = dict(zip(table["label"], table["status"], strict=True))
     assert sum(s == "done" for s in statuses.values()) == 4  # bptt and flaky-ok, 2 seeds each
     assert (table["reason"] == "interrupted (KeyboardInterrupt)").sum() == 1
     monkeypatch.undo()
@@ -96,8 +99,9 @@ def test_interrupt_keeps_finished_cells(arena_host, tmp_path, monkeypatch):
 
 
 def test_metric_plugins_add_columns_and_failures_are_visible(arena_host, tmp_path):
-    text = ALL.replace('description = "throwaway suite for tests"',
-                       'description = "x"\nmetrics = ["weight_norm", "broken_metric"]')
+    text = ALL.replace(
+        'description = "throwaway suite for tests"', 'description = "x"\nmetrics = ["weight_norm", "broken_metric"]'
+    )
     outcome = run(arena_host, text, tmp_path, only="method=bptt,seed=0")
     row = outcome.results.iloc[0]
     assert row["status"] == "done" and row["weight_norm"] > 0
@@ -116,7 +120,7 @@ def test_selectors(arena_host):
 
 def test_resume_refuses_another_suite(arena_host, tmp_path):
     first = run(arena_host, ALL, tmp_path, only="method=bptt,seed=0")
-    with pytest.raises(ValueError, match="is of suite 'tiny'"):
+    with pytest.raises(RunDirectoryError, match="is of suite 'tiny'"):
         run(arena_host, ALL.replace('name = "tiny"', 'name = "other"'), tmp_path, resume=first.run_dir)
 
 

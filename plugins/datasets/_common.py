@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from snnarena.errors import DataFilesError
+
 #: Stream ids that keep the random draws of one build independent of each other.
 STREAM_DATA, STREAM_SPLIT, STREAM_TRAIN_SUBSET, STREAM_TEST_SUBSET = 0, 1, 2, 3
 
@@ -55,10 +57,23 @@ def as_labels(y: np.ndarray) -> Tensor:
     return torch.tensor(np.asarray(y), dtype=torch.long)
 
 
-def missing_files_error(dataset: str, root: Path, expected: Sequence[str], how: str) -> FileNotFoundError:
-    """A ``FileNotFoundError`` naming where the files were looked for and how to obtain them."""
-    listing = "\n".join(f"  {item}" for item in expected)
-    return FileNotFoundError(
-        f"{dataset}: data files not found under {root.resolve()} (this dataset never downloads).\n"
-        f"Expected:\n{listing}\n{how}"
+class MissingDataFiles(DataFilesError, FileNotFoundError):
+    """A dataset's files are not where it looks for them (the message says what and where)."""
+
+
+class DamagedDataFile(DataFilesError, ValueError):
+    """A dataset file is there but cannot be read (the message names it and says what to do)."""
+
+
+def missing_files_error(dataset: str, root: Path, expected: Sequence[str], how: str) -> MissingDataFiles:
+    """A :class:`MissingDataFiles` naming the missing files, where they were looked for and how to
+    obtain them, on one line."""
+    return MissingDataFiles(
+        f"{dataset}: data files not found under {root.resolve()} (this dataset never downloads): "
+        f"missing {', '.join(expected)}. {how}"
     )
+
+
+def damaged_file_error(path: Path, what: str) -> DamagedDataFile:
+    """A :class:`DamagedDataFile` for ``path``, saying to delete it and fetch it again."""
+    return DamagedDataFile(f"{path}: {what}; delete it and download it again")

@@ -9,7 +9,9 @@ split is stratified by class and drawn from the seed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,10 @@ class Digits(Dataset):
         Param("flatten", "bool", True, "samples [64] (true) or images [1, 8, 8] (false, for conv nets)"),
         Param("test_fraction", "float", 0.25, "share of each class held out for testing", low=0.01, high=0.99),
     )
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        return 64
 
     def build(self, T: int, seed: int) -> DataBundle:
         images, labels = _load()

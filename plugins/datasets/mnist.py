@@ -11,14 +11,27 @@ or ``[T, B, 1, 28, 28]``, coded by ``direct`` or ``rate``. The official 60000/10
 from __future__ import annotations
 
 import gzip
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from snnarena.data import ENCODINGS, DataBundle, Dataset
 from snnarena.params import Param
 
-from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, as_labels, as_tensor, missing_files_error, subset
+from ._common import (
+    STREAM_TEST_SUBSET,
+    STREAM_TRAIN_SUBSET,
+    DamagedDataFile,
+    MissingDataFiles,
+    as_labels,
+    as_tensor,
+    damaged_file_error,
+    missing_files_error,
+    subset,
+)
 
 FILES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte",
@@ -44,36 +57,121 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 
+def _parse_header(path: Path, head: bytes) -> tuple[np.dtype, tuple[int, ...]]:
+    """Dtype and shape from the first bytes of an IDX file: magic ``00 00 <type> <ndim>``, then
+    ``ndim`` big-endian ``uint32`` sizes."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+        raise damaged_file_error(path, f"not an IDX file (bad magic number {head[:4].hex()})")
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        raise damaged_file_error(path, "IDX header cut short")
+    shape = tuple(int(v) for v in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
+    return _IDX_DTYPES[head[2]], shape
+
+
+def _read(path: Path, size: int = -1) -> bytes:
+    """The first ``size`` bytes (all with ``-1``) of a plain or gzipped file; a damaged gzip
+    stream is a :class:`DamagedDataFile` naming the path."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as packed:
+                return packed.read(size)
+        with open(path, "rb") as plain:
+            return plain.read(size)
+    except (OSError, EOFError, zlib.error) as err:
+        raise damaged_file_error(path, f"cannot be read ({type(err).__name__}: {err})") from None
+
+
+def read_idx_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """Dtype and shape of an IDX file, reading only its header."""
+    magic = _read(path, 4)
+    return _parse_header(path, _read(path, 4 + 4 * magic[3]) if len(magic) == 4 else magic)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (plain or gzipped): magic ``00 00 <type> <ndim>``, ``ndim`` big-endian
-    ``uint32`` sizes, then the data in row-major order."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    offset = 4 + 4 * ndim
+    """Read an IDX file (plain or gzipped): the header, then the data in row-major order."""
+    raw = _read(path)
+    dtype, shape = _parse_header(path, raw)
+    offset = 4 + 4 * len(shape)
     count = int(np.prod(shape)) if shape else 1
     if len(raw) - offset != count * dtype.itemsize:
-        raise ValueError(f"{path}: IDX header says shape {shape} but the file holds {len(raw) - offset} data bytes")
+        raise damaged_file_error(
+            path, f"IDX header says shape {shape} but the file holds {len(raw) - offset} data bytes"
+        )
     return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def _size_matches(path: Path, content_bytes: int) -> bool:
+    """Whether the file holds ``content_bytes`` bytes: its size, or for ``.gz`` the size its
+    gzip trailer records (modulo 2**32)."""
+    if path.suffix != ".gz":
+        return path.stat().st_size == content_bytes
+    with open(path, "rb") as handle:
+        if handle.seek(0, 2) < 4:
+            return False
+        handle.seek(-4, 2)
+        return int.from_bytes(handle.read(4), "little") == content_bytes % 2**32
+
+
+def _file_problems(key: str, path: Path) -> tuple[list[str], tuple[int, ...] | None]:
+    """Problems of one MNIST file judged from its header and size, and its shape when readable."""
+    try:
+        dtype, shape = read_idx_header(path)
+        if not _size_matches(path, 4 + 4 * len(shape) + int(np.prod(shape)) * dtype.itemsize):
+            raise damaged_file_error(path, f"truncated or damaged: its IDX header promises shape {list(shape)}")
+    except DamagedDataFile as err:
+        return [str(err)], None
+    images = key.endswith("images")
+    if (images and shape[1:] != (28, 28)) or (not images and len(shape) != 1):
+        wanted = "[N, 28, 28]" if images else "[N]"
+        return [f"{path}: holds shape {list(shape)}, expected {wanted}; is it the right file?"], None
+    return [], shape
+
+
+def header_problems(files: Mapping[str, Path]) -> list[str]:
+    """What is wrong with the four files judged from their headers and sizes (empty: fine)."""
+    problems: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, path in files.items():
+        found, shape = _file_problems(key, path)
+        problems += found
+        if shape is not None:
+            shapes[key] = shape
+    for split in ("train", "test"):
+        images, labels = shapes.get(f"{split}_images"), shapes.get(f"{split}_labels")
+        if images and labels and images[0] != labels[0]:
+            problems.append(
+                f"{files[f'{split}_images']} holds {images[0]} images but {files[f'{split}_labels']} "
+                f"{labels[0]} labels; the two files must come from the same release"
+            )
+    return problems
+
+
+def _present(folder: Path) -> dict[str, Path]:
+    """The MNIST files found in ``folder`` (plain preferred over ``.gz``)."""
+    found: dict[str, Path] = {}
+    for key, stem in FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
+
+
 def find_files(root: Path) -> dict[str, Path]:
-    """The four MNIST files under ``root`` (see the module docstring), or ``FileNotFoundError``."""
-    for folder in (root / "MNIST" / "raw", root):
-        found: dict[str, Path] = {}
-        for key, stem in FILES.items():
-            for candidate in (folder / stem, folder / f"{stem}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
+    """The four MNIST files under ``root`` (see the module docstring), or :class:`MissingDataFiles`
+    naming the files missing from the folder that holds the most of them."""
+    folders = (root / "MNIST" / "raw", root)
+    present = [_present(folder) for folder in folders]
+    for found in present:
         if len(found) == len(FILES):
             return found
-    expected = [f"{folder}/{stem}[.gz]" for folder in (root / "MNIST" / "raw", root) for stem in FILES.values()]
-    raise missing_files_error("mnist", root, expected, HOW_TO_GET)
+    best = max(range(len(folders)), key=lambda i: len(present[i]))
+    if not present[best]:
+        expected = [f"{folder}/{stem}[.gz]" for folder in folders for stem in FILES.values()]
+        raise missing_files_error("mnist", root, expected, HOW_TO_GET)
+    missing = [f"{folders[best]}/{stem}[.gz]" for key, stem in FILES.items() if key not in present[best]]
+    raise missing_files_error("mnist", root, missing, HOW_TO_GET)
 
 
 class MNIST(Dataset):
@@ -87,6 +185,19 @@ class MNIST(Dataset):
         Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
         Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
     )
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        return 28 * 28
+
+    @classmethod
+    def check_files(cls, params: Mapping[str, Any]) -> list[str]:
+        """The four IDX files exist, their headers are MNIST's and their sizes match them."""
+        try:
+            files = find_files(Path(params["root"]).expanduser())
+        except MissingDataFiles as err:
+            return [str(err)]
+        return header_problems(files)
 
     def build(self, T: int, seed: int) -> DataBundle:
         files = find_files(Path(self.params["root"]).expanduser())

@@ -20,7 +20,9 @@ Encodings, with statistics from the training split only:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -122,6 +124,10 @@ class MNIST1D(Dataset):
             choices=("direct", "rate", "sequence"),
         ),
     )
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        return 1 if params["encoding"] == "sequence" else 40
 
     def build(self, T: int, seed: int) -> DataBundle:
         x, y = generate(int(self.params["num_samples"]), seed)

@@ -19,7 +19,9 @@ Samples are ``[T, 2312]`` (``flatten=true``) or ``[T, 2, 34, 34]``; batches ``[T
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +29,15 @@ import torch
 from snnarena.data import DataBundle, Dataset
 from snnarena.params import Param
 
-from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, as_labels, missing_files_error, subset
+from ._common import (
+    STREAM_TEST_SUBSET,
+    STREAM_TRAIN_SUBSET,
+    MissingDataFiles,
+    as_labels,
+    damaged_file_error,
+    missing_files_error,
+    subset,
+)
 
 SENSOR = 34
 EVENT_BYTES = 5
@@ -43,7 +53,7 @@ def read_events(path: Path) -> dict[str, np.ndarray]:
     """Events of one N-MNIST ``.bin`` file as ``int64`` arrays ``x``, ``y``, ``p`` (0/1), ``t`` (µs)."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size % EVENT_BYTES:
-        raise ValueError(f"{path}: {raw.size} bytes is not a whole number of 5-byte N-MNIST events")
+        raise damaged_file_error(path, f"{raw.size} bytes is not a whole number of 5-byte N-MNIST events")
     ev = raw.reshape(-1, EVENT_BYTES).astype(np.int64)
     return {
         "x": ev[:, 0],
@@ -83,14 +93,31 @@ def list_samples(folder: Path) -> list[tuple[Path, int]]:
     return [(path, digit) for digit in range(10) for path in sorted((folder / str(digit)).glob("*.bin"))]
 
 
+def first_sample(split: Path) -> Path | None:
+    """One ``split/<digit>/*.bin`` file, found without listing the whole split; ``None`` if none."""
+    for digit in range(10):
+        found = next((split / str(digit)).glob("*.bin"), None)
+        if found is not None:
+            return found
+    return None
+
+
 def find_root(root: Path) -> Path:
-    """The folder holding both ``Train/`` and ``Test/`` with ``.bin`` files, or ``FileNotFoundError``."""
+    """The folder holding both ``Train/`` and ``Test/`` with ``.bin`` files, or
+    :class:`MissingDataFiles` naming the split missing from the folder that has the other."""
     candidates = (root, root / "NMNIST", root / "N-MNIST")
-    for folder in candidates:
-        if all(list_samples(folder / split) for split in ("Train", "Test")):
+    splits = ("Train", "Test")
+    has = [[first_sample(folder / split) is not None for split in splits] for folder in candidates]
+    for folder, present in zip(candidates, has, strict=True):
+        if all(present):
             return folder
-    expected = [f"{folder}/{split}/<digit 0-9>/*.bin" for folder in candidates for split in ("Train", "Test")]
-    raise missing_files_error("nmnist", root, expected, HOW_TO_GET)
+    best = max(range(len(candidates)), key=lambda i: sum(has[i]))
+    if any(has[best]):
+        absent = [split for split, ok in zip(splits, has[best], strict=True) if not ok]
+        missing = [f"{candidates[best]}/{split}/<digit 0-9>/*.bin" for split in absent]
+    else:
+        missing = [f"{folder}/{split}/<digit 0-9>/*.bin" for folder in candidates for split in splits]
+    raise missing_files_error("nmnist", root, missing, HOW_TO_GET)
 
 
 class NMNIST(Dataset):
@@ -112,6 +139,24 @@ class NMNIST(Dataset):
         Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
         Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
     )
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        return 2 * SENSOR * SENSOR
+
+    @classmethod
+    def check_files(cls, params: Mapping[str, Any]) -> list[str]:
+        """Train/ and Test/ hold ``.bin`` files, and the first of each is whole 5-byte events."""
+        try:
+            folder = find_root(Path(params["root"]).expanduser())
+        except MissingDataFiles as err:
+            return [str(err)]
+        problems = []
+        for split in ("Train", "Test"):
+            sample = first_sample(folder / split)
+            if sample is not None and sample.stat().st_size % EVENT_BYTES:
+                problems.append(str(damaged_file_error(sample, "not a whole number of 5-byte N-MNIST events")))
+        return problems
 
     def build(self, T: int, seed: int) -> DataBundle:
         folder = find_root(Path(self.params["root"]).expanduser())

@@ -19,6 +19,8 @@ all drawn from the seed, so different seeds give different manifolds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +119,10 @@ class Randman(Dataset):
         Param("nb_spikes", "int", 1, "spikes per unit (one independent manifold each)", low=1, high=100),
         Param("test_fraction", "float", 0.25, "share of each class held out for testing", low=0.01, high=0.99),
     )
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        return int(params["nb_units"])
 
     def build(self, T: int, seed: int) -> DataBundle:
         p = self.params

@@ -17,7 +17,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,8 @@ import numpy as np
 import pandas as pd
 
 import snnarena
+from snnarena.columns import Column
 from snnarena.report import figures as F
-from snnarena.report.tables import (
-    BASELINE,
-    EFFICIENCY_METRICS,
-    ReportData,
-    Run,
-    higher_is_better,
-    layer_cosines,
-    load,
-    rankings,
-    text,
-)
 from snnarena.report.render import (
     Cell,
     Details,
@@ -48,6 +38,15 @@ from snnarena.report.render import (
     Section,
     Table,
     Text,
+)
+from snnarena.report.tables import (
+    BASELINE,
+    ReportData,
+    Run,
+    layer_cosines,
+    load,
+    rankings,
+    text,
 )
 from snnarena.results import atomic_write_text
 
@@ -61,9 +60,13 @@ def slug(value: str, limit: int = 60) -> str:
     return out or "x"
 
 
-def _arrow(metric: str) -> str:
-    direction = higher_is_better(metric)
-    return UP if direction is True else DOWN if direction is False else ""
+def _arrow(column: Column) -> str:
+    return UP if column.higher_is_better is True else DOWN if column.higher_is_better is False else ""
+
+
+def _format_kind(column: Column) -> str:
+    """How :func:`_fmt` shows a column's values: bytes, a share in [0, 1], or SI-prefixed."""
+    return "bytes" if column.unit == "B" else "share" if column.kind == "ratio" else "si"
 
 
 # -- number formatting --------------------------------------------------------------------------
@@ -125,36 +128,36 @@ def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.nd
 
 
 # -- tables ---------------------------------------------------------------------------------------
-#: (header, summary column, format, metric giving the direction, best-eligible excludes BPTT)
-MAIN_COLUMNS: tuple[tuple[str, str, str, str, bool], ...] = (
-    ("accuracy (%)", "test_accuracy", "pct", "test_accuracy", False),
-    ("step time (ms)", "step_time_ms", "ms", "step_time_ms", False),
-    ("activation memory", "peak_activation_bytes", "bytes", "peak_activation_bytes", False),
-    ("device memory", "peak_device_bytes", "bytes", "peak_device_bytes", False),
-    ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", "grad_cosine_bptt", True),
+#: (header, core column, format, best-eligible excludes BPTT); directions are the columns'.
+MAIN_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
+    ("accuracy (%)", "test_accuracy", "pct", False),
+    ("step time (ms)", "step_time_ms", "ms", False),
+    ("activation memory", "peak_activation_bytes", "bytes", False),
+    ("device memory", "peak_device_bytes", "bytes", False),
+    ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", True),
 )
 
 
-def results_table(summary: pd.DataFrame) -> Table:
+def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column]) -> Table:
     """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT."""
     columns = ["method", "T", "seeds", "memory class"]
     arrows = ["", "", "", ""]
     shown = [c for c in MAIN_COLUMNS
              if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()]
-    for header, _, _, metric, _ in shown:
+    for header, metric, _, _ in shown:
         columns.append(header)
-        arrows.append(_arrow(metric))
+        arrows.append(_arrow(columns_of[metric]))
     columns += ["× memory vs BPTT", "× time vs BPTT"]
     arrows += [DOWN, DOWN]
     flags: dict[str, np.ndarray] = {}
     for _, block in summary.groupby("T", sort=False):
         not_base = (block["method"] != BASELINE).to_numpy()
-        for _, column, _, metric, skip_base in shown:
+        for _, column, _, skip_base in shown:
             eligible = not_base if skip_base else np.ones(len(block), dtype=bool)
             values = block[f"{column}_mean"].to_numpy(float)
             flags.setdefault(column, np.zeros(len(summary), dtype=bool))
             flags[column][summary.index.get_indexer(block.index)] = _best_flags(
-                values, bool(higher_is_better(metric)), eligible)
+                values, bool(columns_of[column].higher_is_better), eligible)
         for ratio in ("mem_ratio", "time_ratio"):
             flags.setdefault(ratio, np.zeros(len(summary), dtype=bool))
             flags[ratio][summary.index.get_indexer(block.index)] = _best_flags(
@@ -163,7 +166,7 @@ def results_table(summary: pd.DataFrame) -> Table:
     for i, (_, r) in enumerate(summary.iterrows()):
         row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True),
                Cell(str(int(r["n"])), numeric=True), Cell(text(r["memory_class"]))]
-        for _, column, kind, _, _ in shown:
+        for _, column, kind, _ in shown:
             row.append(Cell(mean_std(kind, r[f"{column}_mean"], r[f"{column}_std"]), flags[column][i], True))
         row.append(Cell(_fmt("ratio", r["mem_ratio"]), flags["mem_ratio"][i], True))
         row.append(Cell(_fmt("ratio", r["time_ratio"]), flags["time_ratio"][i], True))
@@ -171,35 +174,34 @@ def results_table(summary: pd.DataFrame) -> Table:
     return Table(columns, rows, arrows)
 
 
-def efficiency_table(summary: pd.DataFrame, extra: Sequence[str]) -> Table | None:
-    """Metric-plugin columns (NeuroBench names first), mean ± std over seeds."""
-    known = [m for m in EFFICIENCY_METRICS if m in extra]
-    others = [m for m in extra if m not in EFFICIENCY_METRICS and not m.startswith("train_")]
-    metrics = [m for m in known + others if np.isfinite(summary[f"{m}_mean"].to_numpy(float)).any()]
-    if "footprint_prepared" in metrics and "footprint" in metrics and np.allclose(
-            summary["footprint_prepared_mean"], summary["footprint_mean"], equal_nan=True):
-        metrics.remove("footprint_prepared")  # the method adds no parameters or buffers
-    if not metrics:
-        return None
-    columns = ["method", "T", *metrics]
-    arrows = ["", "", *[_arrow(m) for m in metrics]]
-    flags = {m: np.zeros(len(summary), dtype=bool) for m in metrics}
+#: Metric-plugin columns per efficiency table (more are split over several tables).
+EFFICIENCY_COLUMNS_PER_TABLE = 6
+
+
+def efficiency_tables(summary: pd.DataFrame, extra: Sequence[Column]) -> list[Table]:
+    """The metric plugins' columns with a finite value, mean ± std over seeds, a few per table;
+    headers carry the declared unit and direction, captions the declared meaning."""
+    shown = [c for c in extra if np.isfinite(summary[f"{c.name}_mean"].to_numpy(float)).any()]
+    step = EFFICIENCY_COLUMNS_PER_TABLE
+    return [_efficiency_table(summary, shown[i:i + step]) for i in range(0, len(shown), step)]
+
+
+def _efficiency_table(summary: pd.DataFrame, metrics: Sequence[Column]) -> Table:
+    headers = [f"{c.name} ({c.unit})" if c.unit else c.name for c in metrics]
+    flags = {c.name: np.zeros(len(summary), dtype=bool) for c in metrics}
     for _, block in summary.groupby("T", sort=False):
-        for m in metrics:
-            direction = higher_is_better(m)
-            if direction is not None:
-                flags[m][summary.index.get_indexer(block.index)] = _best_flags(
-                    block[f"{m}_mean"].to_numpy(float), direction, np.ones(len(block), dtype=bool))
+        for c in metrics:
+            if c.higher_is_better is not None:
+                flags[c.name][summary.index.get_indexer(block.index)] = _best_flags(
+                    block[f"{c.name}_mean"].to_numpy(float), c.higher_is_better, np.ones(len(block), dtype=bool))
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
         row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True)]
-        for m in metrics:
-            kind = "bytes" if m.startswith("footprint") else "share" if m.endswith("sparsity") else "si"
-            row.append(Cell(mean_std(kind, r[f"{m}_mean"], r[f"{m}_std"]), flags[m][i], True))
+        for c in metrics:
+            row.append(Cell(mean_std(_format_kind(c), r[f"{c.name}_mean"], r[f"{c.name}_std"]), flags[c.name][i], True))
         rows.append(row)
-    caption = ("Effective_MACs/Effective_ACs/Dense: synaptic operations per test sample (a whole T-step "
-               "sequence); train_*_ops: operations of one training step per sample (see snnarena_plugins.metrics).")
-    return Table(columns, rows, arrows, caption)
+    caption = "; ".join(f"{c.name}: {c.doc}" for c in metrics if c.doc)
+    return Table(["method", "T", *headers], rows, ["", "", *[_arrow(c) for c in metrics]], caption)
 
 
 def slopes_table(memory: dict[str, float], time_: dict[str, float], summary: pd.DataFrame) -> Table:
@@ -248,19 +250,20 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
         section.blocks.append(Text("No cell of this setting finished; see skipped and failed cells.", "note"))
         return section
     Ts = data.Ts(setting)
-    section.blocks.append(results_table(summary))
+    section.blocks.append(results_table(summary, data.columns))
     params = summary.drop_duplicates("method_label")
-    section.blocks.append(KeyValues([(f"{v} parameters", p or "(none)")
-                                     for v, p in zip(params["method_label"], params["params_text"])]))
-    efficiency = efficiency_table(summary, data.extra_metrics)
-    if efficiency is not None:
-        section.children.append(Section("Efficiency metrics", [efficiency]))
+    labels_and_params = zip(params["method_label"], params["params_text"], strict=True)
+    section.blocks.append(KeyValues([(f"{v} parameters", p or "(none)") for v, p in labels_and_params]))
+    efficiency = efficiency_tables(summary, [data.columns[m] for m in data.extra_metrics])
+    if efficiency:
+        section.children.append(Section("Efficiency metrics", list(efficiency)))
 
+    bands = "dashed: Pareto front; bars: ± one std over seeds"
     trade = [plots.add(F.tradeoff(summary, "peak_activation_bytes", "peak activation memory (saved for backward)",
                                   setting, colours), f"accuracy-vs-memory-{tag}",
-                       f"Accuracy vs peak activation memory, {setting}; dashed: Pareto front; bars: ± one std over seeds"),
+                       f"Accuracy vs peak activation memory, {setting}; {bands}"),
              plots.add(F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
-                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; dashed: Pareto front; bars: ± one std over seeds")]
+                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; {bands}")]
     if np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any():
         trade.append(plots.add(F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
                                f"accuracy-vs-device-memory-{tag}", f"Accuracy vs peak device memory, {setting}"))
@@ -303,7 +306,7 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
     else:
         # the T with the most methods (the largest such T)
         methods_per_T = curves.groupby("T")["variant"].nunique()
-        T_pick = int(max(methods_per_T.items(), key=lambda kv: (kv[1], kv[0]))[0])
+        T_pick = int(max(zip(methods_per_T.to_numpy(), methods_per_T.index.to_numpy(float), strict=True))[1])
         plot = plots.add(F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours,
                                            data.variants),
                          f"learning-curves-{tag}",

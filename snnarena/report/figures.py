@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -20,11 +22,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.typing import RcKeyType
 
 from snnarena.report.tables import loglog_slope, pareto_mask
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
     "svg.fonttype": "none", "svg.hashsalt": "snnarena", "text.usetex": False,
 }
@@ -58,7 +61,7 @@ def human_bytes(value: float) -> str:
 def palette(variants: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """One stable colour per variant (tab10, then husl for more than ten)."""
     colours = sns.color_palette("tab10" if len(variants) <= 10 else "husl", max(len(variants), 1))
-    return {v: tuple(colours[i]) for i, v in enumerate(variants)}  # type: ignore[misc]
+    return {v: tuple(colours[i]) for i, v in enumerate(variants)}
 
 
 def render(fig: Figure, name: str, caption: str) -> Plot:
@@ -74,7 +77,7 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
-def _styled() -> object:
+def _styled() -> AbstractContextManager[Any]:
     return sns.axes_style("whitegrid", {"grid.linestyle": ":"})
 
 
@@ -125,10 +128,10 @@ def tradeoff(
     shown_x = _dodge(x)
     Ts = sorted(rows["T"].unique())
     marker_of = {T: MARKERS[i % len(MARKERS)] for i, T in enumerate(Ts)}
-    with mpl.rc_context(_RC), _styled():  # type: ignore[attr-defined]
+    with mpl.rc_context(_RC), _styled():
         fig = _figure(6.8, 4.2)
         ax = fig.subplots()
-        for (_, r), xi, yi in zip(rows.iterrows(), shown_x, y):
+        for (_, r), xi, yi in zip(rows.iterrows(), shown_x, y, strict=True):
             xerr = _log_errors(r[f"{metric}_mean"], r[f"{metric}_std"])
             yerr = _finite(100 * r["test_accuracy_std"])
             ax.errorbar(xi, yi, xerr=xerr, yerr=yerr, fmt=marker_of[r["T"]], color=colours[r["variant"]],
@@ -162,7 +165,7 @@ def scaling(
     if len(Ts) < 2 or not np.isfinite(summary[f"{metric}_mean"].to_numpy(dtype=float)).any():
         return None
     slopes: dict[str, float] = {}
-    with mpl.rc_context(_RC), _styled():  # type: ignore[attr-defined]
+    with mpl.rc_context(_RC), _styled():
         fig = _figure(6.8, 4.2)
         ax = fig.subplots()
         firsts = []
@@ -243,10 +246,10 @@ def learning_curves(
     present = set(data["variant"])
     hues = [v for v in order if v in present] + sorted(present - set(order))
     pal = {mpl_text(v): colours[v] for v in hues}
-    with mpl.rc_context(_RC), _styled():  # type: ignore[attr-defined]
+    with mpl.rc_context(_RC), _styled():
         fig = _figure(9.0, 3.6)
         axes = fig.subplots(1, 2)
-        for ax, column in zip(axes, ("training loss", "test accuracy (%)")):
+        for ax, column in zip(axes, ("training loss", "test accuracy (%)"), strict=True):
             rows = data[np.isfinite(data[column].to_numpy(dtype=float))]
             if rows.empty:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)

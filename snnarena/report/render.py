@@ -83,7 +83,8 @@ h1{font-size:1.7rem;margin:.2rem 0 .4rem}h2{font-size:1.35rem;margin-top:2.4rem;
 padding-bottom:.3rem}h3{font-size:1.1rem;margin-top:1.8rem}h4{font-size:1rem;margin:1.2rem 0 .4rem}
 p,li{line-height:1.5}.note{color:#59636e;font-size:.9rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.86rem}
-th,td{border:1px solid #d0d7de;padding:.25rem .45rem;vertical-align:top}td{max-width:26rem}td:first-child{white-space:nowrap}
+th,td{border:1px solid #d0d7de;padding:.25rem .45rem;vertical-align:top}td{max-width:26rem}
+td:first-child{white-space:nowrap}
 th{background:#f6f8fa;text-align:left;white-space:nowrap}tr:nth-child(even) td{background:#fbfcfd}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{font-weight:700;background:#dafbe1!important}
@@ -147,7 +148,7 @@ class HtmlWriter:
     def table(self, table: Table) -> str:
         head = "".join(
             f"<th>{_e(c)}" + (f' <span class="arrow">{_e(a)}</span>' if a else "") + "</th>"
-            for c, a in zip(table.columns, table.arrows)
+            for c, a in zip(table.columns, table.arrows, strict=True)
         )
         rows = []
         for row in table.rows:
@@ -203,13 +204,14 @@ class MarkdownWriter:
         if isinstance(block, Figures):
             return [f"![{md_escape(p.caption)}](figures/{quote(p.name)}.png)" for p in block.plots]
         if isinstance(block, Links):
-            return [f"- [{md_escape(t)}](<{quote(h)}>)" + (f" — {md_escape(n)}" if n else "") for t, h, n in block.items]
+            return [f"- [{md_escape(t)}](<{quote(h)}>)" + (f" — {md_escape(n)}" if n else "")
+                    for t, h, n in block.items]
         if isinstance(block, Details):
             return [f"**{md_escape(block.summary)}**", "", "```", block.body.replace("```", "'''"), "```"]
         return [f"- **{md_escape(k)}**: {md_escape(v)}" for k, v in block.items]
 
     def table(self, table: Table) -> list[str]:
-        head = [md_escape(c) + (f" {a}" if a else "") for c, a in zip(table.columns, table.arrows)]
+        head = [md_escape(c) + (f" {a}" if a else "") for c, a in zip(table.columns, table.arrows, strict=True)]
         out = [f"*{md_escape(table.caption)}*", ""] if table.caption else []
         out.append("| " + " | ".join(head) + " |")
         out.append("| " + " | ".join("---:" if any(r[i].numeric for r in table.rows) else "---"

@@ -22,20 +22,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
-from snnarena.compare import HIGHER_IS_BETTER
+from snnarena.columns import CORE_COLUMNS, Column, columns_by_name, columns_from_manifest
+from snnarena.compare import metric_columns
 from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 
-#: The metrics the main tables and figures are made of.
-CORE_METRICS: tuple[str, ...] = (
-    "test_accuracy", "train_loss", "step_time_ms", "forward_ms", "backward_ms", "optimizer_ms",
-    "peak_activation_bytes", "peak_device_bytes", "grad_cosine_bptt", "grad_norm_ratio_bptt", "spike_rate",
-)
-#: Metric-plugin columns shown in the efficiency table, in this order, when present.
-EFFICIENCY_METRICS: tuple[str, ...] = (
-    "footprint", "connection_sparsity", "activation_sparsity", "Effective_MACs", "Effective_ACs", "Dense",
-    "train_forward_ops", "train_backward_ops",
-)
+#: The host-measured metrics the main tables and figures are made of.
+CORE_METRICS: tuple[str, ...] = tuple(c.name for c in CORE_COLUMNS)
 BASELINE = "bptt"
 
 
@@ -105,10 +99,14 @@ class Run:
         return files
 
     def traceback(self, cell_id: str) -> str:
-        path = self.path / "cells" / f"{cell_id}.json"
-        if not cell_id or not path.is_file():
+        """The full traceback of a failed cell (its traceback file, or older runs' cell file)."""
+        if not cell_id:
             return ""
-        return text(json.loads(path.read_text(encoding="utf-8")).get("traceback"))
+        run = RunDirectory(self.path)
+        if run.traceback_path(cell_id).is_file():
+            return run.traceback_path(cell_id).read_text(encoding="utf-8")
+        path = run.cell_path(cell_id)
+        return text(json.loads(path.read_text(encoding="utf-8")).get("traceback")) if path.is_file() else ""
 
 
 @dataclass
@@ -122,7 +120,13 @@ class ReportData:
     settings: list[str]
     variants: list[str]
     multi_run: bool
-    extra_metrics: list[str] = field(default_factory=list)
+    #: Every measured column (the host's and the metric plugins'), as the manifests declare them.
+    columns: dict[str, Column] = field(default_factory=lambda: columns_by_name(CORE_COLUMNS))
+
+    @property
+    def extra_metrics(self) -> list[str]:
+        """The metric plugins' columns, in declaration order."""
+        return [name for name in self.columns if name not in CORE_METRICS]
 
     def setting_summary(self, setting: str) -> pd.DataFrame:
         return self.summary[self.summary["setting"] == setting]
@@ -140,7 +144,7 @@ def _run_labels(runs: list[Run]) -> None:
         labels = ids
     else:
         labels = [f"{rid} ({i + 1})" for i, rid in enumerate(ids)]
-    for run, label in zip(runs, labels):
+    for run, label in zip(runs, labels, strict=True):
         run.label = label
 
 
@@ -263,7 +267,7 @@ def pareto_mask(cost: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return mask
 
 
-def loglog_slope(T: Sequence[float], values: Sequence[float]) -> float:
+def loglog_slope(T: ArrayLike, values: ArrayLike) -> float:
     """Least-squares slope of ``log(value)`` against ``log(T)`` (NaN with < 2 usable ``T``)."""
     t = np.asarray(T, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -273,12 +277,12 @@ def loglog_slope(T: Sequence[float], values: Sequence[float]) -> float:
     return float(np.polyfit(np.log(t[ok]), np.log(v[ok]), 1)[0])
 
 
-#: Criteria of the ranking summary: (metric column of the summary, label, higher is better).
-RANK_CRITERIA: tuple[tuple[str, str, bool], ...] = (
-    ("test_accuracy_mean", "accuracy", True),
-    ("step_time_ms_mean", "step time", False),
-    ("peak_activation_bytes_mean", "activation memory", False),
-    ("grad_cosine_bptt_mean", "gradient cosine", True),
+#: Criteria of the ranking summary: (core metric, label); the direction is the column's.
+RANK_CRITERIA: tuple[tuple[str, str], ...] = (
+    ("test_accuracy", "accuracy"),
+    ("step_time_ms", "step time"),
+    ("peak_activation_bytes", "activation memory"),
+    ("grad_cosine_bptt", "gradient cosine"),
 )
 
 
@@ -291,9 +295,11 @@ def rankings(summary: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame(columns=["variant", *[c[1] for c in RANK_CRITERIA], "blocks"])
     ranks: dict[str, pd.Series] = {}
-    for column, label, higher in RANK_CRITERIA:
-        values = summary[column]
-        if column.startswith("grad_cosine"):
+    core = columns_by_name(CORE_COLUMNS)
+    for metric, label in RANK_CRITERIA:
+        values = summary[f"{metric}_mean"]
+        higher = bool(core[metric].higher_is_better)
+        if metric == "grad_cosine_bptt":
             values = values.where(summary["method"] != BASELINE)  # the reference itself is not ranked
         rank = values.groupby([summary["setting"], summary["T"]]).rank(ascending=not higher, method="min")
         ranks[label] = rank.groupby(summary["variant"]).mean()
@@ -323,11 +329,13 @@ def load(run_dirs: Sequence[str | Path]) -> ReportData:
         frames.append(results)
         curve_frames.append(curves)
     results = _ensure_columns(pd.concat(frames, ignore_index=True))
+    declared: dict[str, Column] = {}
+    for run in reversed(runs):  # the first run's declaration wins
+        declared.update(columns_from_manifest(run.manifest))
+    columns = metric_columns([results], declared)
     multi_run = len(runs) > 1
     results = label_rows(results, multi_run)
-    extra = [c for c in results.columns if c not in RESULT_COLUMNS and c not in (
-        "run", "method_label", "variant", "setting", "params_text") and pd.api.types.is_numeric_dtype(results[c])]
-    summary = summarise(results, [*CORE_METRICS, *extra])
+    summary = summarise(results, list(columns))
     curves = pd.concat(curve_frames, ignore_index=True)
     if not curves.empty:
         labels = results[["run", "cell_id", "variant", "setting"]].drop_duplicates(["run", "cell_id"])
@@ -338,8 +346,4 @@ def load(run_dirs: Sequence[str | Path]) -> ReportData:
     settings = list(dict.fromkeys(sorted(results["setting"].unique())))
     method_of = results.groupby("variant")["method"].first()
     variants = sorted(method_of.index, key=lambda v: (_method_order(method_of[v]), v))
-    return ReportData(runs, results, curves, summary, settings, variants, multi_run, extra)
-
-
-def higher_is_better(metric: str) -> bool | None:
-    return HIGHER_IS_BETTER.get(metric)
+    return ReportData(runs, results, curves, summary, settings, variants, multi_run, columns)

@@ -1,0 +1,41 @@
+# docs/examples/tests/test_method_plugin.py
+"""Conformance of the ``tail_bptt`` example method (run with pytest from your plugin's tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from snnarena.data import DataInfo
+from snnarena.factory import build_model, neuron_factory
+from snnarena.host import HostConfig, PluginHost
+from snnarena.loss import SequenceLoss
+from snnarena.model import SpikingModel
+from snnarena.testing import run_conformance
+
+EXAMPLES = Path(__file__).resolve().parents[1]  # the folder given to --plugins-dir
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    # an installed package would just `from my_package import TailBPTT`
+    return PluginHost.load(HostConfig(plugins_dirs=(str(EXAMPLES),)))
+
+
+def test_tail_bptt_conforms(host: PluginHost) -> None:
+    TailBPTT = host.get("method", "tail_bptt").obj
+
+    def make_model() -> SpikingModel:
+        # float64, and a low threshold so that every layer spikes on the checks' random inputs
+        info = DataInfo((6,), 3, T=8, n_train=0, n_test=0)
+        make = neuron_factory(host, "lif", {"v_threshold": 0.25}, "atan")
+        return build_model(host, "mlp", info, make, {"hidden": [7, 5]}).double()
+
+    run_conformance(lambda: TailBPTT(K=4), make_model)
+
+
+def test_tail_bptt_declines_the_rate_loss(host: PluginHost) -> None:
+    method = host.get("method", "tail_bptt").obj()
+    model = build_model(host, "mlp", DataInfo((6,), 3, T=8, n_train=0, n_test=0), neuron_factory(host, "lif"))
+    assert "per_step" in method.skip(model, model.info, SequenceLoss("rate"))
