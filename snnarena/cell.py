@@ -210,7 +210,7 @@ def run_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str = "auto"
     except KeyboardInterrupt:
         failed = {"status": "failed", "reason": "interrupted (KeyboardInterrupt)"}
         raise _Interrupted(_record(spec, identity, failed, curve, traceback.format_exc(), started)) from None
-    except BaseException as err:  # noqa: B036 - a plugin's SystemExit fails its cell, not the run
+    except BaseException as err:  # a plugin's SystemExit fails its cell, not the run
         columns, error = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}, traceback.format_exc()
     return _record(spec, identity, columns, curve, error, started)
 
@@ -548,7 +548,7 @@ def _metrics(spec: CellSpec, host: PluginHost, ctx: CellContext) -> dict[str, An
             out.update(metric_values(metric, metric.compute(ctx)))
         except KeyboardInterrupt:
             raise
-        except BaseException as err:  # noqa: B036 - SystemExit from a metric is that metric's error
+        except BaseException as err:  # SystemExit from a metric is that metric's error
             errors[name] = f"{type(err).__name__}: {err}"
             out.update(dict.fromkeys(declared, math.nan))
     out["metric_errors"] = json.dumps(errors) if errors else ""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import KINDS
@@ -286,10 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 1 if B is worse beyond the noise model, or a cell is done on one side only")
+    defaults = ", ".join(f"{kind}={t.describe()}" for kind, t in DEFAULT_TOLERANCES.items())
     p.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
-                   help="noise tolerance of a column kind (score, time, memory, count, ratio) or column: "
-                        "10%% relative or 0.01 absolute (defaults: time=10%%, memory=0%% (5%% on GPU), "
-                        "count=0%%, score=0.01, ratio=0.01); repeatable")
+                   help="noise tolerance of a column kind or a column: 10%% relative or 0.01 absolute, in the "
+                        f"column's unit; repeatable (defaults: {defaults.replace('%', '%%')}; memory "
+                        f"{GPU_MEMORY_TOLERANCE.describe().replace('%', '%%')} on GPU)")
     p.add_argument("--spread", type=float, default=2.0, metavar="K",
                    help="with >= 2 seeds on both sides, a change must also exceed K pooled standard deviations")
     p.add_argument("--compare-timings-across-machines", action="store_true",

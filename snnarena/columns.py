@@ -67,7 +67,7 @@ CORE_COLUMNS: tuple[Column, ...] = (
     Column("spike_rate", None, "", "ratio", "mean spikes per neuron per step on the test set"),
     Column("n_parameters", None, "", "count", "trainable parameters of the model"),
     Column("extra_parameters", False, "", "count", "parameters the method adds (auxiliary heads ...)"),
-    Column("duration_s", False, "s", "time", "wall time of the whole cell"),
+    Column("duration_s", None, "s", "time", "wall time of the whole cell (evaluation and fidelity included)"),
 )
 
 

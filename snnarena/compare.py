@@ -134,6 +134,10 @@ class NoiseModel:
     spread_factor: float = 2.0
     timings_across_machines: bool = False
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.spread_factor) and self.spread_factor >= 0):
+            raise CompareError(f"--spread must be a number >= 0, got {self.spread_factor}")
+
     def tolerance(self, column: Column, on_gpu: bool) -> tuple[Tolerance, str]:
         """The tolerance of ``column`` and where it comes from (for the ``basis`` text)."""
         if column.name in self.tolerances:

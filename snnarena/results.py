@@ -205,7 +205,7 @@ def check_writable(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-            os.unlink(probe)
+            Path(probe).unlink(missing_ok=True)
 
 
 def json_safe(value: Any) -> Any:

@@ -114,6 +114,8 @@ def test_tolerances_are_configurable_by_kind_or_column() -> None:
     for bad in (["time"], ["time=fast"], ["time=-1%"]):
         with pytest.raises(CompareError, match="--tolerance"):
             parse_tolerances(bad)
+    with pytest.raises(CompareError, match="--spread must be a number >= 0"):
+        NoiseModel(spread_factor=-1.0)
     with pytest.raises(CompareError, match="neither a column kind"):
         compare_runs(a, b, NoiseModel(parse_tolerances(["tme=5%"])))
 
