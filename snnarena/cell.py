@@ -38,6 +38,7 @@ from torch import nn
 
 import snnarena
 from snnarena.data import DataBundle
+from snnarena.errors import ConfigurationError
 from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory
 from snnarena.host import PluginHost
 from snnarena.loss import LossForm, SequenceLoss
@@ -83,12 +84,19 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU, or a name torch does not know,
+    is a :class:`~snnarena.errors.ConfigurationError`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigurationError(f"--device {device!r}: not a device torch knows ({err}); use cpu, cuda, cuda:N or auto") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"--device {device!r} was asked for but torch sees no CUDA device; use --device cpu or auto")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ConfigurationError(f"--device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return chosen
 
 
 def make_optimizer(parameters: Any, config: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -120,7 +128,12 @@ def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | 
     out = {}
     for kind, name in components:
         entry = host.get(kind, name)
-        out[f"{kind}:{name}"] = {"plugin": entry.plugin, "distribution": entry.distribution, "version": entry.version}
+        out[f"{kind}:{name}"] = {
+            "plugin": entry.plugin,
+            "distribution": entry.distribution,
+            "version": entry.version,
+            "digest": entry.digest,
+        }
     return out
 
 

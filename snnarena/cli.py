@@ -169,8 +169,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from snnarena.compare import NoiseModel, compare_runs, parse_tolerances, render, summary
 
-    noise = NoiseModel(parse_tolerances(args.tolerance), args.spread,
-                       timings_across_machines=args.compare_timings_across_machines)
+    noise = NoiseModel(
+        parse_tolerances(args.tolerance),
+        args.spread,
+        timings_across_machines=args.compare_timings_across_machines,
+        iqr_factor=args.iqr,
+    )
     comparison = compare_runs(args.run_a, args.run_b, noise)
     if args.format:
         print(render(comparison, args.format))
@@ -294,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{GPU_MEMORY_TOLERANCE.describe().replace('%', '%%')} on GPU)")
     p.add_argument("--spread", type=float, default=2.0, metavar="K",
                    help="with >= 2 seeds on both sides, a change must also exceed K pooled standard deviations")
+    p.add_argument("--iqr", type=float, default=2.0, metavar="K",
+                   help="a time change must also exceed K x the larger within-cell interquartile range (0: off)")
     p.add_argument("--compare-timings-across-machines", action="store_true",
                    help="compare time columns even when the runs' device, CPU or GPU differ")
     p.add_argument("--all", action="store_true", help="print every compared row, not just the summary")

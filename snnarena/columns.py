@@ -9,7 +9,9 @@ with no change to the host.
 ``kind`` decides how ``compare`` tells a real change from noise when there is no seed spread to
 go by (see :mod:`snnarena.compare`): ``time`` columns jitter by several percent between identical
 runs, ``memory`` and ``count`` columns are deterministic on the CPU, ``score`` columns change only
-when training changes.
+when training changes. A column that is the median of many samples within a cell (the step time)
+names, as ``spread``, the column holding those samples' interquartile range; ``compare`` does not
+call a change within (twice, by default) that spread significant, whatever the number of seeds.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class Column:
 
     ``higher_is_better``: ``True`` (accuracy), ``False`` (time, memory) or ``None`` (neither: a
     spike rate, a parameter count); ``unit`` is shown in reports (``""`` for unitless).
+    ``spread``: for a column that is the median of many samples within one cell, the name of the
+    column holding the interquartile range of those samples, in the same unit
+    (``step_time_ms`` → ``step_time_iqr_ms``); ``None`` when there is none.
     """
 
     name: str
@@ -35,30 +40,46 @@ class Column:
     unit: str = ""
     kind: ColumnKind = "score"
     doc: str = ""
+    spread: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in COLUMN_KINDS:
             raise ValueError(f"column {self.name!r}: kind must be one of {', '.join(COLUMN_KINDS)}, got {self.kind!r}")
         if self.higher_is_better not in (True, False, None):
             raise ValueError(f"column {self.name!r}: higher_is_better must be True, False or None")
+        if self.spread is not None and (not isinstance(self.spread, str) or self.spread in ("", self.name)):
+            raise ValueError(
+                f"column {self.name!r}: spread must be None or the name of another column, got {self.spread!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a JSON-ready dict; ``spread`` only when there is one (as manifests had it before)."""
+        data = asdict(self)
+        if data["spread"] is None:
+            del data["spread"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Column:
-        return cls(**{k: data[k] for k in ("name", "higher_is_better", "unit", "kind", "doc") if k in data})
+        return cls(**{k: data[k] for k in COLUMN_FIELDS if k in data})
+
+
+#: The fields of a :class:`Column`, as :meth:`Column.to_dict` writes them.
+COLUMN_FIELDS: tuple[str, ...] = ("name", "higher_is_better", "unit", "kind", "doc", "spread")
 
 
 #: Columns the host measures on every ``done`` cell.
 CORE_COLUMNS: tuple[Column, ...] = (
     Column("test_accuracy", True, "", "score", "final test accuracy of the plain forward pass"),
     Column("train_loss", False, "", "score", "mean training loss of the last epoch"),
-    Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up"),
+    Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up", "step_time_iqr_ms"),
     Column("step_time_iqr_ms", None, "ms", "time", "interquartile range of the step time"),
-    Column("forward_ms", False, "ms", "time", "median forward phase of a step"),
-    Column("backward_ms", False, "ms", "time", "median backward phase of a step"),
-    Column("optimizer_ms", False, "ms", "time", "median optimizer phase of a step"),
+    Column("forward_ms", False, "ms", "time", "median forward phase of a step", "forward_iqr_ms"),
+    Column("backward_ms", False, "ms", "time", "median backward phase of a step", "backward_iqr_ms"),
+    Column("optimizer_ms", False, "ms", "time", "median optimizer phase of a step", "optimizer_iqr_ms"),
+    Column("forward_iqr_ms", None, "ms", "time", "interquartile range of the forward phase"),
+    Column("backward_iqr_ms", None, "ms", "time", "interquartile range of the backward phase"),
+    Column("optimizer_iqr_ms", None, "ms", "time", "interquartile range of the optimizer phase"),
     Column("peak_activation_bytes", False, "B", "memory", "peak bytes saved for backward"),
     Column("peak_device_bytes", False, "B", "memory", "torch.cuda.max_memory_allocated over training"),
     Column("grad_cosine_bptt", True, "", "ratio", "cosine of the method's gradient with exact BPTT's"),
@@ -80,9 +101,14 @@ def columns_by_name(columns: Iterable[Column]) -> dict[str, Column]:
 
 
 def columns_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Column]:
-    """The columns a run's manifest records, with :data:`CORE_COLUMNS` for older manifests."""
+    """The columns a run's manifest records, with :data:`CORE_COLUMNS` for older manifests.
+
+    A field an older manifest does not record for a core column (``spread``, say) is the core
+    column's; a recorded field, ``None`` included, is kept as recorded.
+    """
     recorded = manifest.get("columns") or {}
     out = columns_by_name(CORE_COLUMNS)
     for name, data in recorded.items():
-        out[name] = Column.from_dict({**data, "name": name})
+        known = out[name].to_dict() if name in out else {}
+        out[name] = Column.from_dict({**known, **data, "name": name})
     return out

@@ -12,12 +12,34 @@ metric plugin's columns are compared like the host's own.
   memory, counts 0 %, scores and ratios 0.01 absolute; memory 5 % when a run is on a GPU, whose
   caching allocator varies), which holds with a single seed; and
 * if both runs have at least two seeds, also ``|Δ| > k · s_p`` with the pooled standard deviation
-  ``s_p = sqrt(((n_a − 1) s_a² + (n_b − 1) s_b²) / (n_a + n_b − 2))`` and ``k = 2``.
+  ``s_p = sqrt(((n_a − 1) s_a² + (n_b − 1) s_b²) / (n_a + n_b − 2))`` and ``k = 2``; and
+* for a column that declares a within-cell ``spread`` (:attr:`snnarena.columns.Column.spread`:
+  ``step_time_ms`` → ``step_time_iqr_ms``, the interquartile range of the cell's per-step times,
+  and likewise ``forward_ms`` → ``forward_iqr_ms`` for each phase)
+  measured on both sides, also ``|Δ| > k_iqr · max(IQR_a, IQR_b)`` with ``k_iqr = 2``
+  (:attr:`NoiseModel.iqr_factor`; IQR averaged over the seeds), which holds with a single seed.
 
-A significant change in the bad direction of the column is a *regression*, in the good direction
-an *improvement*, and ``changed`` for a column without a direction. Time columns of runs made on
-different machines (device, CPU or GPU in the manifests differ) are *not comparable* unless asked
-for. Every row says in ``basis`` what its verdict rests on.
+The step time is the median of a cell's steps and the IQR the width of their middle half (for
+normal step times about 1.35 σ). ``k_iqr = 2`` is Tukey's outlier fence: a median more than
+``2 · IQR`` from the other's lies beyond ``Q3 + 1.5 · IQR`` of the other cell's step times (for a
+symmetric distribution), i.e. it would be an outlier among them (about 2.7 σ, for normal times);
+``max`` makes that hold for the wider of the two cells. The median of ``N`` steps is far more
+precise (about ``0.93 · IQR / sqrt(N)``), but the noise between two runs is not sampling noise: it
+is the machine's state, which moves every step of a cell, and a cell's IQR is the only
+single-seed measure of how unsteady that was. In an identical rerun of the ``quick`` suite on a
+loaded 2-CPU machine, 28 of 36 cells (each seed on its own) changed step time by more than 10 %,
+14 by more than ``1 · IQR``, 4 by more than ``2 · IQR``. The floor applies with several seeds too:
+the seeds of a run share its machine's load, so their spread misses a shift of the whole run (with
+both seeds, 7 of 18 cells' step times passed ``2 · s_p`` and 10 %, 1 also ``2 · IQR``). The spread columns
+themselves are not judged; they appear as ``spread_a``/``spread_b`` in the rows they serve.
+
+**Timings on a shared machine.** Load from other processes that lasts a whole cell shifts all of
+its step times, beyond its IQR, and a run's seeds alike: on that loaded machine, before the phase
+times had spread columns of their own, the phase times of identical runs differed by up to 60 %
+and ``--tolerance time=60%`` was needed for a clean identical rerun (with per-phase IQRs, 1-3 of 72
+timing verdicts per seed stayed, none with both seeds). No statistic of the runs alone can
+tell that from a slower method, so whenever time columns get a verdict the output notes that
+timing verdicts need runs made on an idle machine, or a wider time tolerance.
 
 **Cells on one side only.** A cell (per seed) that is ``done`` on one side and missing, failed or
 skipped on the other is reported, as is a metric measured on one side only; both count against
@@ -45,13 +67,41 @@ from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 
 #: Columns that identify a cell across runs (the seed is aggregated over).
 CELL_KEY: tuple[str, ...] = (
-    "method", "method_params", "model", "model_params", "dataset", "dataset_params", "neuron",
-    "neuron_params", "surrogate", "loss", "T",
+    "method",
+    "method_params",
+    "model",
+    "model_params",
+    "dataset",
+    "dataset_params",
+    "neuron",
+    "neuron_params",
+    "surrogate",
+    "loss",
+    "T",
 )
 #: The columns of the full table, in this order.
 TABLE_COLUMNS: tuple[str, ...] = (
-    "cell", *CELL_KEY, "seed", "metric", "kind", "unit", "higher_is_better", "mean_a", "std_a", "n_a", "mean_b",
-    "std_b", "n_b", "delta", "rel_delta", "pooled_std", "threshold", "verdict", "basis",
+    "cell",
+    *CELL_KEY,
+    "seed",
+    "metric",
+    "kind",
+    "unit",
+    "higher_is_better",
+    "mean_a",
+    "std_a",
+    "n_a",
+    "mean_b",
+    "std_b",
+    "n_b",
+    "delta",
+    "rel_delta",
+    "pooled_std",
+    "spread_a",
+    "spread_b",
+    "threshold",
+    "verdict",
+    "basis",
 )
 #: Manifest ``environment`` keys that identify the machine timings were taken on.
 MACHINE_KEYS: tuple[str, ...] = ("device", "cpu", "processor", "cpu_count", "gpu")
@@ -61,8 +111,19 @@ NOT_COMPARABLE = "not comparable"
 #: The ``metric`` of rows that report a cell's status rather than a measurement.
 STATUS_ROW = "status"
 #: Verdict order of the output (the problems first).
-VERDICT_ORDER: tuple[str, ...] = (REGRESSION, "missing in B", "failed in B", "skipped in B", "missing in A",
-                                  "failed in A", "skipped in A", IMPROVEMENT, CHANGED, NOT_COMPARABLE, UNCHANGED)
+VERDICT_ORDER: tuple[str, ...] = (
+    REGRESSION,
+    "missing in B",
+    "failed in B",
+    "skipped in B",
+    "missing in A",
+    "failed in A",
+    "skipped in A",
+    IMPROVEMENT,
+    CHANGED,
+    NOT_COMPARABLE,
+    UNCHANGED,
+)
 
 
 class CompareError(SnnarenaError):
@@ -93,8 +154,10 @@ class Tolerance:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0:
-            raise CompareError(f"--tolerance: {text!r} is not a tolerance; give a percentage (10%) "
-                               "or an absolute value in the column's unit (0.01), >= 0")
+            raise CompareError(
+                f"--tolerance: {text!r} is not a tolerance; give a percentage (10%) "
+                "or an absolute value in the column's unit (0.01), >= 0"
+            )
         return cls(value / 100 if relative else value, relative)
 
 
@@ -116,27 +179,33 @@ def parse_tolerances(items: Iterable[str]) -> dict[str, Tolerance]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CompareError(f"--tolerance {item!r}: expected KIND=VALUE or COLUMN=VALUE, e.g. time=5% "
-                               f"(kinds: {', '.join(COLUMN_KINDS)})")
+            raise CompareError(
+                f"--tolerance {item!r}: expected KIND=VALUE or COLUMN=VALUE, e.g. time=5% "
+                f"(kinds: {', '.join(COLUMN_KINDS)})"
+            )
         out[key.strip()] = Tolerance.parse(value)
     return out
 
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """How a change is told from noise: tolerances, the seed-spread factor ``k``, machine policy.
+    """How a change is told from noise: tolerances, the seed-spread factor ``k``, the within-cell
+    spread factor ``k_iqr``, machine policy.
 
     ``tolerances`` override :data:`DEFAULT_TOLERANCES`, keyed by column kind or column name (a
-    column name wins over its kind).
+    column name wins over its kind). ``iqr_factor`` = 0 turns the within-cell floor off.
     """
 
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     spread_factor: float = 2.0
     timings_across_machines: bool = False
+    iqr_factor: float = 2.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.spread_factor) and self.spread_factor >= 0):
             raise CompareError(f"--spread must be a number >= 0, got {self.spread_factor}")
+        if not (math.isfinite(self.iqr_factor) and self.iqr_factor >= 0):
+            raise CompareError(f"the IQR factor must be a number >= 0, got {self.iqr_factor}")
 
     def tolerance(self, column: Column, on_gpu: bool) -> tuple[Tolerance, str]:
         """The tolerance of ``column`` and where it comes from (for the ``basis`` text)."""
@@ -198,8 +267,12 @@ def metric_columns(results: Sequence[pd.DataFrame], declared: Mapping[str, Colum
     if results:
         first = results[0]
         for name in first.columns:
-            if (name not in out and name not in RESULT_COLUMNS and all(name in p for p in present)
-                    and all(pd.api.types.is_numeric_dtype(frame[name]) for frame in results)):
+            if (
+                name not in out
+                and name not in RESULT_COLUMNS
+                and all(name in p for p in present)
+                and all(pd.api.types.is_numeric_dtype(frame[name]) for frame in results)
+            ):
                 out[name] = Column(name, None)
     return out
 
@@ -277,15 +350,17 @@ def compare_runs(
     noise = noise or NoiseModel()
     a, b = RunTable.of(run_a, "A"), RunTable.of(run_b, "B")
     declared = {**columns_from_manifest(b.manifest), **columns_from_manifest(a.manifest)}
-    columns = metric_columns([a.results, b.results], declared)
+    columns = judged_columns(metric_columns([a.results, b.results], declared))
     _check_tolerance_keys(noise, columns)
     frame_a, frame_b = _keyed(a.results), _keyed(b.results)
     notes: list[str] = []
     frame_a, frame_b, common = _common_cells(a, b, frame_a, frame_b, notes)
     machines_differ = _machine_difference(a, b)
     if machines_differ and not noise.timings_across_machines:
-        notes.append(f"time columns are not compared: the runs are from different machines ({machines_differ}); "
-                     "--compare-timings-across-machines compares them anyway")
+        notes.append(
+            f"time columns are not compared: the runs are from different machines ({machines_differ}); "
+            "--compare-timings-across-machines compares them anyway"
+        )
     elif machines_differ:
         notes.append(f"time columns are compared across different machines ({machines_differ})")
     on_gpu = a.on_gpu or b.on_gpu
@@ -295,14 +370,35 @@ def compare_runs(
     order = {name: i for i, name in enumerate(columns)}
     rows["_m"] = rows["metric"].map(order).fillna(-1)
     rows = rows.sort_values(["cell", "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
+    notes.extend(_timing_note(rows))
     return Comparison(rows, notes, a.name, b.name, common)
+
+
+def judged_columns(columns: Mapping[str, Column]) -> dict[str, Column]:
+    """``columns`` without those that are another column's ``spread`` (a noise estimate, not a verdict)."""
+    spreads = {c.spread for c in columns.values() if c.spread}
+    return {name: c for name, c in columns.items() if name not in spreads}
+
+
+def _timing_note(rows: pd.DataFrame) -> list[str]:
+    """The warning that timing verdicts need an idle machine, when there are any."""
+    timed = rows[(rows["kind"] == "time") & rows["verdict"].isin([REGRESSION, IMPROVEMENT])]
+    if timed.empty:
+        return []
+    return [
+        f"{len(timed)} timing verdict(s) hold only if both runs had the machine to themselves: load from "
+        "other processes shifts whole runs, every seed alike, by 30-60 % on a busy machine; otherwise "
+        "rerun on an idle machine or widen the bar (--tolerance time=60%)"
+    ]
 
 
 def _check_tolerance_keys(noise: NoiseModel, columns: Mapping[str, Column]) -> None:
     unknown = [k for k in noise.tolerances if k not in COLUMN_KINDS and k not in columns]
     if unknown:
-        raise CompareError(f"--tolerance {', '.join(unknown)}: neither a column kind ({', '.join(COLUMN_KINDS)}) "
-                           f"nor a metric column of these runs ({', '.join(columns)})")
+        raise CompareError(
+            f"--tolerance {', '.join(unknown)}: neither a column kind ({', '.join(COLUMN_KINDS)}) "
+            f"nor a metric column of these runs ({', '.join(columns)})"
+        )
 
 
 def _common_cells(
@@ -316,11 +412,15 @@ def _common_cells(
     if a.suites == b.suites or not (a.suites and b.suites):
         return frame_a, frame_b, len(common)
     if not common:
-        raise CompareError(f"{a.name} (suite {', '.join(sorted(a.suites))}) and {b.name} (suite "
-                           f"{', '.join(sorted(b.suites))}) have no cell in common; nothing to compare")
-    notes.append(f"different suites ({', '.join(sorted(a.suites))} vs {', '.join(sorted(b.suites))}): only the "
-                 f"{len(common)} cells both ran are compared ({len(ids_a - common)} only in A, "
-                 f"{len(ids_b - common)} only in B are left out)")
+        raise CompareError(
+            f"{a.name} (suite {', '.join(sorted(a.suites))}) and {b.name} (suite "
+            f"{', '.join(sorted(b.suites))}) have no cell in common; nothing to compare"
+        )
+    notes.append(
+        f"different suites ({', '.join(sorted(a.suites))} vs {', '.join(sorted(b.suites))}): only the "
+        f"{len(common)} cells both ran are compared ({len(ids_a - common)} only in A, "
+        f"{len(ids_b - common)} only in B are left out)"
+    )
 
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         mask = [row in common for row in frame[keys].itertuples(index=False, name=None)]
@@ -353,31 +453,60 @@ def _status_rows(frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> pd.DataFrame:
         reason = "" if other is None else str(other["reason"] or "")
         seen = ra if ra is not None else rb
         assert seen is not None
-        rows.append({
-            **dict(zip(keys, key, strict=True)), "cell": seen["cell"], "metric": STATUS_ROW,
-            "kind": "", "unit": "", "higher_is_better": None, "n_a": int(status_a == "done"),
-            "n_b": int(status_b == "done"), "verdict": f"{status} in {lost}",
-            "basis": f"{status_a} in A, {status_b} in B" + (f": {reason.splitlines()[0]}" if reason else ""),
-        })
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "cell": seen["cell"],
+                "metric": STATUS_ROW,
+                "kind": "",
+                "unit": "",
+                "higher_is_better": None,
+                "n_a": int(status_a == "done"),
+                "n_b": int(status_b == "done"),
+                "verdict": f"{status} in {lost}",
+                "basis": f"{status_a} in A, {status_b} in B" + (f": {reason.splitlines()[0]}" if reason else ""),
+            }
+        )
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def _aggregate(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def _aggregate(frame: pd.DataFrame, columns: Mapping[str, Column]) -> pd.DataFrame:
+    """Per (cell, metric) of the ``done`` rows: ``mean``, ``std``, ``n`` of the values over the seeds
+    and ``spread``, the mean of the column's within-cell spread (NaN where this table has none)."""
+    metrics = list(columns)
     done = frame[frame["status"] == "done"]
     if done.empty or not metrics:
-        return pd.DataFrame(columns=[*CELL_KEY, "metric", "cell", "mean", "std", "n"])
+        return pd.DataFrame(columns=[*CELL_KEY, "metric", "cell", "mean", "std", "n", "spread"])
     long = done.melt(id_vars=[*CELL_KEY, "cell"], value_vars=metrics, var_name="metric", value_name="value")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    # melt stacks the metrics' columns one after the other, each in the order of `done`
+    long["spread"] = np.concatenate([_spread_values(done, columns[m]) for m in metrics])
     grouped = long.groupby([*CELL_KEY, "metric"], dropna=False, sort=False)
     out = grouped["value"].agg(mean="mean", std="std", n="count")
+    out["spread"] = grouped["spread"].mean()
     out["cell"] = grouped["cell"].first()
     return out.reset_index()
+
+
+def _spread_values(done: pd.DataFrame, column: Column) -> np.ndarray:
+    """The within-cell spread of ``column`` for each row of ``done`` (NaN without a spread column)."""
+    if column.spread is None or column.spread not in done:
+        return np.full(len(done), math.nan)
+    return pd.to_numeric(done[column.spread], errors="coerce").to_numpy(dtype=float)
 
 
 def _pooled(sa: float, sb: float, na: int, nb: int) -> float:
     if na < 2 or nb < 2:
         return math.nan
     return math.sqrt(((na - 1) * sa**2 + (nb - 1) * sb**2) / (na + nb - 2))
+
+
+def _iqr_floor(row: Mapping[Any, Any], noise: NoiseModel) -> float:
+    """``k_iqr · max(IQR_a, IQR_b)``; NaN when a side has no within-cell spread or the floor is off."""
+    spreads = (float(row["spread_a"]), float(row["spread_b"]))
+    if noise.iqr_factor == 0 or not all(math.isfinite(s) for s in spreads):
+        return math.nan
+    return noise.iqr_factor * max(spreads)
 
 
 @dataclass(frozen=True)
@@ -388,9 +517,7 @@ class _Verdict:
     threshold: float = math.nan
 
 
-def _judge(
-    row: Mapping[Any, Any], column: Column, noise: NoiseModel, on_gpu: bool, machines_differ: str
-) -> _Verdict:
+def _judge(row: Mapping[Any, Any], column: Column, noise: NoiseModel, on_gpu: bool, machines_differ: str) -> _Verdict:
     """The verdict of one (cell, metric) row and what it rests on."""
     na, nb, delta, mean_a = int(row["n_a"]), int(row["n_b"]), float(row["delta"]), float(row["mean_a"])
     if na == 0 or nb == 0:
@@ -411,6 +538,11 @@ def _judge(
         threshold = max(threshold, spread)
     else:
         basis = f"{min(na, nb)} seed: {basis}"
+    floor = _iqr_floor(row, noise)
+    if math.isfinite(floor):
+        basis = f"{basis} and > {noise.iqr_factor:g}×IQR = {floor:.3g}"
+        significant = significant and abs(delta) > floor
+        threshold = max(threshold, floor)
     if column.kind == "time" and machines_differ:
         basis = f"across machines; {basis}"
     if not significant:
@@ -422,12 +554,15 @@ def _judge(
 
 
 def _metric_rows(
-    frame_a: pd.DataFrame, frame_b: pd.DataFrame, columns: Mapping[str, Column], noise: NoiseModel,
-    on_gpu: bool, machines_differ: str,
+    frame_a: pd.DataFrame,
+    frame_b: pd.DataFrame,
+    columns: Mapping[str, Column],
+    noise: NoiseModel,
+    on_gpu: bool,
+    machines_differ: str,
 ) -> pd.DataFrame:
-    metrics = list(columns)
     keys = [*CELL_KEY, "metric"]
-    agg_a, agg_b = _aggregate(frame_a, metrics), _aggregate(frame_b, metrics)
+    agg_a, agg_b = _aggregate(frame_a, columns), _aggregate(frame_b, columns)
     out = agg_a.merge(agg_b, on=keys, how="outer", suffixes=("_a", "_b"))
     out["cell"] = out["cell_a"].fillna(out["cell_b"])
     for side in ("a", "b"):
@@ -438,8 +573,10 @@ def _metric_rows(
     out["delta"] = out["mean_b"] - out["mean_a"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["rel_delta"] = out["delta"] / out["mean_a"].abs()
-    out["pooled_std"] = [_pooled(sa, sb, na, nb) for sa, sb, na, nb in
-                         zip(out["std_a"], out["std_b"], out["n_a"], out["n_b"], strict=True)]
+    out["pooled_std"] = [
+        _pooled(sa, sb, na, nb)
+        for sa, sb, na, nb in zip(out["std_a"], out["std_b"], out["n_a"], out["n_b"], strict=True)
+    ]
     judged = [_judge(r, columns[r["metric"]], noise, on_gpu, machines_differ) for r in out.to_dict("records")]
     out["kind"] = out["metric"].map(lambda m: columns[m].kind)
     out["unit"] = out["metric"].map(lambda m: columns[m].unit)
@@ -488,9 +625,17 @@ def shown_table(comparison: Comparison) -> pd.DataFrame:
     records = []
     for r in comparison.rows.to_dict("records"):
         cell = r["cell"] + (f" | seed={r['seed']}" if r["metric"] == STATUS_ROW else "")
-        records.append({"cell": cell, "metric": r["metric"], "A": _value(r.get("mean_a"), r["unit"]),
-                        "B": _value(r.get("mean_b"), r["unit"]), "change": _change(r), "verdict": r["verdict"],
-                        "basis": r["basis"]})
+        records.append(
+            {
+                "cell": cell,
+                "metric": r["metric"],
+                "A": _value(r.get("mean_a"), r["unit"]),
+                "B": _value(r.get("mean_b"), r["unit"]),
+                "change": _change(r),
+                "verdict": r["verdict"],
+                "basis": r["basis"],
+            }
+        )
     return pd.DataFrame(records, columns=list(SHOWN_COLUMNS))
 
 
@@ -517,9 +662,17 @@ def render(comparison: Comparison, fmt: str) -> str:
         return full_table(comparison).to_csv(index=False)
     if fmt == "json":
         records = [{k: _json_safe(v) for k, v in r.items()} for r in full_table(comparison).to_dict("records")]
-        return json.dumps({"a": comparison.name_a, "b": comparison.name_b, "notes": comparison.notes,
-                           "common_cells": comparison.common_cells, "counts": comparison.counts(),
-                           "rows": records}, indent=1)
+        return json.dumps(
+            {
+                "a": comparison.name_a,
+                "b": comparison.name_b,
+                "notes": comparison.notes,
+                "common_cells": comparison.common_cells,
+                "counts": comparison.counts(),
+                "rows": records,
+            },
+            indent=1,
+        )
     if fmt == "md":
         return "\n\n".join([*[f"> {n}" for n in comparison.notes], _markdown(shown_table(comparison))])
     if fmt == "table":
@@ -556,15 +709,25 @@ def summary(comparison: Comparison, width: int = 100, max_lines: int = 20) -> st
     """
     counts = comparison.counts()
     one_sided = comparison.one_sided
-    head = [f"A: {comparison.name_a}", f"B: {comparison.name_b}", *[f"note: {n}" for n in comparison.notes],
-            f"{comparison.common_cells} cells (with seeds) compared: {counts.get(REGRESSION, 0)} regression(s), "
-            f"{counts.get(IMPROVEMENT, 0)} improvement(s), {len(one_sided)} done on one side only; "
-            f"{counts.get(UNCHANGED, 0)} unchanged, {counts.get(CHANGED, 0)} changed (no direction), "
-            f"{counts.get(NOT_COMPARABLE, 0)} not comparable"]
-    lines = [wrapped for line in head for wrapped in textwrap.wrap(line, width, subsequent_indent="    ",
-                                                                   break_on_hyphens=False)]
-    sections = (("done or measured on one side only (count as regressions)", one_sided),
-                ("regressions", comparison.regressions), ("improvements", comparison.improvements))
+    head = [
+        f"A: {comparison.name_a}",
+        f"B: {comparison.name_b}",
+        *[f"note: {n}" for n in comparison.notes],
+        f"{comparison.common_cells} cells (with seeds) compared: {counts.get(REGRESSION, 0)} regression(s), "
+        f"{counts.get(IMPROVEMENT, 0)} improvement(s), {len(one_sided)} done on one side only; "
+        f"{counts.get(UNCHANGED, 0)} unchanged, {counts.get(CHANGED, 0)} changed (no direction), "
+        f"{counts.get(NOT_COMPARABLE, 0)} not comparable",
+    ]
+    lines = [
+        wrapped
+        for line in head
+        for wrapped in textwrap.wrap(line, width, subsequent_indent="    ", break_on_hyphens=False)
+    ]
+    sections = (
+        ("done or measured on one side only (count as regressions)", one_sided),
+        ("regressions", comparison.regressions),
+        ("improvements", comparison.improvements),
+    )
     for title, rows in sections:
         if rows.empty:
             continue

@@ -106,6 +106,8 @@ def register_datasets(register: Register) -> None:
 
     ``register(cls, name=None)`` takes a ``Dataset`` subclass whose ``build(T, seed)`` returns a
     :class:`~snnarena.data.DataBundle` yielding ``[T, B, ...]`` input batches and ``[B]`` labels.
+    Suite validation calls its classmethods ``input_size(params)`` (values per sample and step, for
+    the memory estimate) and ``check_files(params)`` (problems with the local files it reads).
     """
 
 
@@ -113,10 +115,21 @@ def register_datasets(register: Register) -> None:
 def register_gradient_methods(register: Register) -> None:
     """Register training methods: subclasses of :class:`snnarena.method.GradientMethod`.
 
-    ``register(cls, name=None)`` takes a ``GradientMethod`` subclass implementing
-    ``accumulate_gradients(model, x[T, B, ...], y[B], loss, clock) -> float`` (and optionally
-    ``skip``, ``prepare``, ``train_step``), declaring its ``memory_class``, ``families`` and
-    ``loss_forms``. Check it with :func:`snnarena.testing.run_conformance`.
+    ``register(cls, name=None)`` takes a ``GradientMethod`` subclass (generic in the module it
+    trains: ``GradientMethod[SpikingModel]`` unless ``prepare`` wraps the model) declaring its
+    ``memory_class``, ``families`` and ``loss_forms``, and implementing one of:
+
+    * ``accumulate_gradients(model, x[T, B, ...], y[B], loss, clock) -> float``: add the batch's
+      gradient to ``p.grad`` and return the loss (the optimizer steps once per batch);
+    * ``unroll(model, x, y, loss, clock, update) -> float``: the same, calling ``update()`` after
+      each sub-step's backward (segment, time step). The ``updates_within_batch`` property decides
+      whether ``train_step`` steps the optimizer at every ``update()`` (online methods) or once per
+      batch; ``accumulate_gradients`` (used for gradient fidelity) always sums all sub-steps.
+
+    Optionally ``skip``, ``prepare``, ``extra_parameters`` and ``frozen_parameters(prepared,
+    model) -> set[str]``, the parameters the method leaves untrained on purpose: the host fails a
+    cell whose first training step leaves any other trainable parameter without a gradient.
+    Check the method with :func:`snnarena.testing.run_conformance`.
     """
 
 

@@ -13,13 +13,14 @@ same objective, and gradient fidelity compares against BPTT of that very objecti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch.nn.functional as F
 from torch import Tensor
 
 LossForm = Literal["per_step", "rate"]
-LOSS_FORMS: tuple[str, ...] = ("per_step", "rate")
+#: Every loss form, in the order of :data:`LossForm` (``per_step`` first: the default).
+LOSS_FORMS: tuple[LossForm, ...] = get_args(LossForm)
 
 
 @dataclass(frozen=True)

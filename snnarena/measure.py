@@ -58,19 +58,29 @@ class PhaseClock:
         return times
 
     def summary_ms(self, warmup: int) -> dict[str, float]:
-        """Median milliseconds per phase and per whole step over the steps after ``warmup``.
+        """Median and interquartile range (ms) of each phase and of the whole step, over the steps
+        after ``warmup``: ``step_time_ms``, ``step_time_iqr_ms``, ``<phase>_ms``, ``<phase>_iqr_ms``.
 
-        With fewer measured steps than ``warmup + 1`` every step is used.
+        With fewer measured steps than ``warmup + 1`` every step is used; with none, all are NaN.
         """
         steps = self.steps[warmup:] if len(self.steps) > warmup else self.steps
-        if not steps:
-            return {"step_time_ms": float("nan"), **{f"{p}_ms": float("nan") for p in PHASES}}
-        out = {f"{p}_ms": 1e3 * statistics.median(s[p] for s in steps) for p in PHASES}
-        totals = [sum(s.values()) for s in steps]
-        out["step_time_ms"] = 1e3 * statistics.median(totals)
-        q = statistics.quantiles(totals, n=4) if len(totals) >= 2 else [totals[0]] * 3
-        out["step_time_iqr_ms"] = 1e3 * (q[2] - q[0])
+        series = {"step_time": [sum(s.values()) for s in steps], **{p: [s[p] for s in steps] for p in PHASES}}
+        out: dict[str, float] = {}
+        for name, seconds in series.items():
+            median, iqr = _median_and_iqr(seconds)
+            out[f"{name}_ms"] = 1e3 * median
+            out[f"{name}_iqr_ms"] = 1e3 * iqr
         return out
+
+
+def _median_and_iqr(values: list[float]) -> tuple[float, float]:
+    """``(median, Q3 − Q1)`` of ``values``; NaN for an empty list, an IQR of 0 for one value."""
+    if not values:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return values[0], 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return statistics.median(values), q3 - q1
 
 
 #: Meters currently entered (innermost last); see :func:`report_held_bytes`.

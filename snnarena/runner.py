@@ -103,6 +103,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "snnarena": snnarena.__version__,
         "device": str(device),
         "git_commit": git_commit(),
+        # how busy the machine was when the run started (timings of a loaded machine are noisier)
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -119,11 +121,13 @@ def plugins_manifest(host: PluginHost) -> dict[str, Any]:
                 "distribution": p.distribution,
                 "version": p.version,
                 "source": p.source,
+                "digest": p.digest,
                 "registered": [f"{k}:{n}" for k, n in p.registered],
             }
             for name, p in sorted(host.plugins.items())
         },
         "failures": [{"plugin": f.plugin, "error": f.error} for f in host.failures],
+        "warnings": [{"plugin": w.plugin, "message": w.message} for w in host.warnings],
     }
 
 
@@ -521,7 +525,7 @@ def _new_manifest(
         "description": suite.description,
         "source": suite.source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cells": len(suite.cells),
+        "cells": suite.n_cells,
         "only": only,
         "environment": environment(device),
         "torch_threads": threads,

@@ -98,7 +98,7 @@ def default_loss(method: GradientMethod) -> SequenceLoss:
         raise AssertionError(
             f"{_name(method)}: loss_forms {sorted(method.loss_forms)} names no known form {LOSS_FORMS}"
         )
-    return SequenceLoss(forms[0])  # type: ignore[arg-type]
+    return SequenceLoss(forms[0])
 
 
 def make_batch(model: SpikingModel, T: int, batch: int = 4, seed: int = 1) -> Batch:
@@ -236,7 +236,7 @@ def check_skip_reason(method: GradientMethod, model: SpikingModel, info: DataInf
     )
     for form in LOSS_FORMS:
         if form not in method.loss_forms:
-            other = method.skip(model, info, SequenceLoss(form))  # type: ignore[arg-type]
+            other = method.skip(model, info, SequenceLoss(form))
             assert isinstance(other, str) and other.strip(), (
                 f"{name}: loss form {form!r} is not in loss_forms {sorted(method.loss_forms)} but "
                 f"skip() returned {other!r} instead of a reason"

@@ -247,3 +247,51 @@ def test_a_skip_reason_that_is_not_a_string_fails_the_cell(cell_host: PluginHost
     monkeypatch.setattr(BPTT, "skip", lambda self, model, info, loss: 42)
     record = run_cell(one_cell(cell_host), cell_host, "r", "cpu")
     assert record.row["status"] == "failed" and "bptt.skip returned 42" in record.row["reason"]
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
+def test_an_unusable_device_is_a_configuration_error(device):
+    from snnarena.cell import resolve_device
+    from snnarena.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="--device"):
+        resolve_device(device)
+
+
+def test_rows_record_each_components_digest(tmp_path):
+    from snnarena.host import HostConfig, PluginHost
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "mysurrogate.py").write_text(
+        "import torch\nimport snnarena\nfrom snnarena.neuron import Surrogate\n__version__ = '2.5'\n\n"
+        "class Box(Surrogate):\n    name = 'box'\n\n    def derivative(self, x):\n"
+        "        return (x.abs() < 0.5).to(x.dtype)\n\n    def primitive(self, x):\n"
+        "        return (x + 0.5).clamp(0, 1)\n\n"
+        "@snnarena.hookimpl\ndef register_surrogates(register):\n    register(Box)\n"
+    )
+    host = PluginHost.load(HostConfig(plugins_dirs=(str(folder),)))
+    entry = host.get("surrogate", "box")
+    assert entry.version == "2.5" and entry.digest
+    from snnarena.cell import _plugin_info
+
+    spec = dataclasses.replace(next(iter(parse_suite(BPTT_ON_DIGITS, host).cells)), surrogate="box")
+    info = _plugin_info(host, spec)
+    assert info["surrogate:box"] == {"plugin": "local:mysurrogate", "distribution": "local", "version": "2.5",
+                                     "digest": entry.digest}
+
+
+BPTT_ON_DIGITS = """
+name = "d"
+[train]
+steps = 1
+[grid]
+T = [2]
+[[methods]]
+name = "bptt"
+[[models]]
+name = "mlp"
+params = { hidden = [4] }
+[[datasets]]
+name = "digits"
+"""

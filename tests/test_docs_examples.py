@@ -18,10 +18,15 @@ from typing import Any
 import pytest
 import torch
 
-from snnarena.data import DataBundle
-from snnarena.factory import build_dataset, build_surrogate
+import snnarena
+from snnarena.data import DataBundle, DataInfo
+from snnarena.factory import build_dataset, build_model, build_surrogate, neuron_factory
 from snnarena.host import HostConfig, PluginHost
+from snnarena.loss import SequenceLoss
+from snnarena.measure import PhaseClock
 from snnarena.params import ParamError
+from snnarena.reference import bptt_accumulate
+from snnarena.registry import Kind
 from snnarena.runner import run_suite
 from snnarena.suite import SuiteError, load_suite, parse_suite
 
@@ -29,14 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
 EXAMPLES = ROOT / "docs" / "examples"
 
-#: kind → (example file stem, the name it registers)
-EXAMPLE_PLUGINS: dict[str, tuple[str, str]] = {
-    "neuron": ("neuron_plugin", "alif"),
-    "surrogate": ("surrogate_plugin", "gaussian"),
-    "model": ("model_plugin", "conv1d"),
-    "dataset": ("dataset_plugin", "sines"),
-    "method": ("method_plugin", "tail_bptt"),
-    "metric": ("metric_plugin", "calibration"),
+#: example file stem → (kind, the name it registers)
+EXAMPLE_PLUGINS: dict[str, tuple[Kind, str]] = {
+    "neuron_plugin": ("neuron", "alif"),
+    "surrogate_plugin": ("surrogate", "gaussian"),
+    "model_plugin": ("model", "conv1d"),
+    "dataset_plugin": ("dataset", "sines"),
+    "method_plugin": ("method", "tail_bptt"),
+    "online_method_plugin": ("method", "readout_online"),
+    "metric_plugin": ("metric", "calibration"),
 }
 
 #: A one-cell suite of built-ins; each test swaps in one example plugin.
@@ -48,20 +54,22 @@ BASE_CELL: dict[str, str] = {
     "dataset": 'name = "digits"',
     "metrics": "[]",
 }
+#: example file stem → the parts of :data:`BASE_CELL` it replaces
 EXAMPLE_CELL: dict[str, dict[str, str]] = {
-    "neuron": {"neuron": "alif"},
-    "surrogate": {"surrogate": "gaussian"},
-    "model": {"model": 'name = "conv1d"\nparams = { channels = [4], fc = 8 }'},
-    "dataset": {"dataset": 'name = "sines"\nparams = { n_train = 64, n_test = 32 }'},
-    "method": {"method": 'name = "tail_bptt"\nparams = { K = 2 }'},
-    "metric": {"metrics": '["calibration"]'},
+    "neuron_plugin": {"neuron": "alif"},
+    "surrogate_plugin": {"surrogate": "gaussian"},
+    "model_plugin": {"model": 'name = "conv1d"\nparams = { channels = [4], fc = 8 }'},
+    "dataset_plugin": {"dataset": 'name = "sines"\nparams = { n_train = 64, n_test = 32 }'},
+    "method_plugin": {"method": 'name = "tail_bptt"\nparams = { K = 2 }'},
+    "online_method_plugin": {"method": 'name = "readout_online"\nparams = { update = "step" }'},
+    "metric_plugin": {"metrics": '["calibration"]'},
 }
 
 
-def one_cell_suite(kind: str) -> str:
-    cell = {**BASE_CELL, **EXAMPLE_CELL[kind]}
+def one_cell_suite(stem: str) -> str:
+    cell = {**BASE_CELL, **EXAMPLE_CELL[stem]}
     return f"""
-name = "docs-{kind}"
+name = "docs-{stem}"
 metrics = {cell["metrics"]}
 [train]
 steps = 2
@@ -129,22 +137,23 @@ def test_file_blocks_finds_marked_blocks_only():
 def test_examples_load_from_a_plugins_dir_without_failures_or_warnings(examples_host):
     assert examples_host.failures == []
     assert examples_host.warnings == []
-    for kind, (stem, name) in EXAMPLE_PLUGINS.items():
+    for stem, (kind, name) in EXAMPLE_PLUGINS.items():
         entry = examples_host.get(kind, name)
         assert (entry.plugin, entry.distribution, entry.version) == (f"local:{stem}", "local", "1.0")
-    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted(stem for stem, _ in EXAMPLE_PLUGINS.values())
+        assert entry.digest is not None  # the file's hash is kept next to its __version__
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted(EXAMPLE_PLUGINS)
 
 
 # -- each example in a suite --------------------------------------------------------------------
-@pytest.mark.parametrize("kind", list(EXAMPLE_PLUGINS))
-def test_example_runs_in_a_one_cell_suite(examples_host, tmp_path, kind):
-    suite = parse_suite(one_cell_suite(kind), examples_host, f"docs-{kind}.toml")
+@pytest.mark.parametrize("stem", list(EXAMPLE_PLUGINS))
+def test_example_runs_in_a_one_cell_suite(examples_host, tmp_path, stem):
+    suite = parse_suite(one_cell_suite(stem), examples_host, f"docs-{stem}.toml")
     assert len(suite.cells) == 1
     outcome = run_suite(suite, examples_host, results_root=tmp_path)
     row = outcome.results.iloc[0]
     assert row["status"] == "done", row["reason"]
-    assert f"local:{EXAMPLE_PLUGINS[kind][0]}" in plugins_used(row)
-    if kind == "metric":
+    assert f"local:{stem}" in plugins_used(row)
+    if stem == "metric_plugin":
         assert row["metric_errors"] == ""
         assert 0.0 <= row["ece"] <= 1.0 and 0.0 < row["mean_confidence"] <= 1.0
 
@@ -152,11 +161,15 @@ def test_example_runs_in_a_one_cell_suite(examples_host, tmp_path, kind):
 def test_example_suite_of_the_guide_runs(examples_host, tmp_path):
     suite = load_suite(str(EXAMPLES / "examples.toml"), examples_host)
     outcome = run_suite(suite, examples_host, results_root=tmp_path)
-    row = outcome.results.iloc[0]
-    assert row["status"] == "done", row["reason"]
-    assert row["spike_rate"] > 0  # the example network is alive
-    assert math.isfinite(row["grad_cosine_bptt"]) and math.isfinite(row["ece"])
-    assert {f"local:{stem}" for stem, _ in EXAMPLE_PLUGINS.values()} <= plugins_used(row)
+    rows = outcome.results
+    assert sorted(rows["method"]) == ["readout_online", "tail_bptt"]  # one cell per example method
+    used: set[str] = set()
+    for _, row in rows.iterrows():
+        assert row["status"] == "done", row["reason"]
+        assert row["spike_rate"] > 0  # the example network is alive
+        assert math.isfinite(row["grad_cosine_bptt"]) and math.isfinite(row["ece"])
+        used |= plugins_used(row)
+    assert {f"local:{stem}" for stem in EXAMPLE_PLUGINS} <= used
 
 
 # -- what the guide says each example does ------------------------------------------------------
@@ -169,10 +182,12 @@ def load_example_test_module() -> ModuleType:
     return module
 
 
-def test_method_example_passes_its_conformance_tests(examples_host):
+def test_method_examples_pass_their_conformance_tests(examples_host):
     tests = load_example_test_module()
     tests.test_tail_bptt_conforms(examples_host)
     tests.test_tail_bptt_declines_the_rate_loss(examples_host)
+    for update in ("batch", "step"):
+        tests.test_readout_online_conforms(examples_host, update)
 
 
 def test_neuron_example_threshold_adapts_after_a_spike(examples_host):
@@ -205,9 +220,82 @@ def test_dataset_example_is_deterministic_and_shaped_as_documented(examples_host
     assert x.shape == (6, 4, 3) and y.shape == (4,) and int(y.max()) < 5
 
 
-def test_dataset_example_refuses_an_empty_frequency_range(examples_host):
-    with pytest.raises(ParamError, match="f_max"):
+def test_dataset_example_refuses_an_empty_frequency_range_at_the_key(examples_host):
+    with pytest.raises(ParamError) as caught:
         examples_host.get("dataset", "sines").obj(f_min=3.0, f_max=2.0)
-    text = one_cell_suite("dataset").replace("n_test = 32", "n_test = 32, f_min = 3.0, f_max = 2.0")
-    with pytest.raises(SuiteError, match="f_max"):
+    assert [key for key, _ in caught.value.problems] == ["f_max"]
+    text = one_cell_suite("dataset_plugin").replace("n_test = 32", "n_test = 32, f_min = 3.0, f_max = 2.0")
+    with pytest.raises(SuiteError, match=r"bad\.toml: datasets\[0\]\.params\.f_max: must be greater than f_min"):
         parse_suite(text, examples_host, "bad.toml")
+
+
+def test_dataset_example_input_size_is_the_built_input_shape(examples_host):
+    sines = examples_host.get("dataset", "sines").obj
+    for channels in (1, 5):
+        params = {"n_train": 4, "n_test": 2, "channels": channels}
+        bundle = build_dataset(examples_host, "sines", 3, 0, params)
+        assert sines.input_size(sines(**params).params) == math.prod(bundle.info.input_shape)
+
+
+def test_dataset_example_input_size_feeds_the_memory_check(examples_host, monkeypatch):
+    # T=4 x eval batch 256 x 2 channels x 4 bytes = 8 KiB: more than a machine of 1 KB
+    monkeypatch.setattr("snnarena.suite.machine_memory_bytes", lambda: 1000)
+    with pytest.raises(SuiteError, match=r"grid\.T: T=4 needs about .* more than this machine's memory"):
+        parse_suite(one_cell_suite("dataset_plugin"), examples_host, "big.toml")
+
+
+@pytest.mark.parametrize(("update", "steps"), [("batch", 1), ("step", 5)])
+def test_online_method_example_steps_the_optimizer_as_documented(examples_host, update, steps):
+    T = 5
+    method = examples_host.get("method", "readout_online").obj(update=update)
+    model = build_model(examples_host, "mlp", DataInfo((6,), 3, T, 0, 0), neuron_factory(examples_host, "lif"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    counted: list[int] = []
+    optimizer.register_step_post_hook(lambda *_: counted.append(1))
+    x, y = torch.rand(T, 4, 6) * 2, torch.tensor([0, 1, 2, 0])
+    method.train_step(model, x, y, SequenceLoss("per_step"), optimizer, PhaseClock(enabled=False))
+    assert len(counted) == steps  # once per batch, or after each of the T steps
+
+
+def test_online_method_example_gives_bptts_readout_gradient_and_no_other(examples_host):
+    make = neuron_factory(examples_host, "lif", {"v_threshold": 0.25}, "atan")
+    model = build_model(examples_host, "mlp", DataInfo((6,), 3, 8, 0, 0), make, {"hidden": [7, 5]}).double()
+    method = examples_host.get("method", "readout_online").obj()
+    x, y = torch.rand(8, 4, 6, dtype=torch.float64) * 2, torch.tensor([0, 1, 2, 0])
+    loss, clock = SequenceLoss("per_step"), PhaseClock(enabled=False)
+    method.accumulate_gradients(model, x, y, loss, clock)
+    ours = {n: p.grad for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    bptt_accumulate(model, x, y, loss, clock)
+    for name, p in model.named_parameters():
+        if name.startswith("readout."):
+            torch.testing.assert_close(ours[name], p.grad)
+        else:
+            assert ours[name] is None, name
+    frozen = method.frozen_parameters(model, model)
+    assert frozen == {n for n in ours if not n.startswith("readout.")} and frozen
+
+
+def test_an_undeclared_frozen_parameter_fails_the_cell(examples_host, tmp_path):
+    """The guide: without ``frozen_parameters`` the online example's cell fails, naming it."""
+    ReadoutOnline = examples_host.get("method", "readout_online").obj
+
+    class Undeclared(ReadoutOnline):
+        name = "readout_undeclared"
+
+        def frozen_parameters(self, prepared: Any, model: Any) -> set[str]:
+            return set()
+
+    class Plugin:
+        @snnarena.hookimpl
+        def register_gradient_methods(self, register: Any) -> None:
+            register(Undeclared)
+
+    examples_host.add_plugin(Plugin(), "undeclared")
+    try:
+        text = one_cell_suite("online_method_plugin").replace("readout_online", "readout_undeclared")
+        row = run_suite(parse_suite(text, examples_host, "u.toml"), examples_host, results_root=tmp_path).results
+    finally:
+        examples_host.remove_plugin("undeclared")
+    assert row.iloc[0]["status"] == "failed"
+    assert "without a gradient" in row.iloc[0]["reason"] and "frozen_parameters" in row.iloc[0]["reason"]

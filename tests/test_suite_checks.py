@@ -218,3 +218,22 @@ def test_missing_dataset_files_refuse_the_suite(host: PluginHost, tmp_path: Path
     assert [line.split(":")[0] for line in found] == ["datasets[2]", "datasets[3]"]
     assert found[0].startswith(f"datasets[2]: mnist: data files not found under {tmp_path}")
     assert found[1].startswith(f"datasets[3]: nmnist: data files not found under {tmp_path}")
+
+
+def test_an_empty_sweep_is_a_problem_not_an_empty_grid(arena_host):
+    text = """
+name = "empty-sweep"
+[train]
+steps = 1
+[grid]
+T = [2]
+[[methods]]
+name = "tbptt"
+params = { K = [] }
+[[models]]
+name = "mlp"
+[[datasets]]
+name = "digits"
+"""
+    with pytest.raises(SuiteError, match=r"methods\[0\]\.params\.K: an empty list sweeps no value"):
+        parse_suite(text, arena_host, "s.toml")

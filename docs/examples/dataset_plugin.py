@@ -14,6 +14,7 @@ The samples are already temporal (``encoding="none"``): batches are ``[T, B, cha
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,8 +44,14 @@ class Sines(Dataset):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)  # validates each parameter against PARAMS, fills in defaults
-        if self.params["f_max"] <= self.params["f_min"]:
-            raise ParamError(f"f_max: must be greater than f_min ({self.params['f_min']}), got {self.params['f_max']}")
+        f_min, f_max = self.params["f_min"], self.params["f_max"]
+        if f_max <= f_min:  # a constraint between parameters, reported at the key to change
+            raise ParamError([("f_max", f"must be greater than f_min ({f_min}), got {f_max}")])
+
+    @classmethod
+    def input_size(cls, params: Mapping[str, Any]) -> int:
+        """Input values per sample and step: one per channel (suite validation's memory estimate)."""
+        return int(params["channels"])
 
     def build(self, T: int, seed: int) -> DataBundle:
         generator = torch.Generator().manual_seed(seed)

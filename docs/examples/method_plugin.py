@@ -28,7 +28,7 @@ from snnarena.registry import Register
 __version__ = "1.0"
 
 
-class TailBPTT(GradientMethod):
+class TailBPTT(GradientMethod[SpikingModel]):
     """BPTT through the last K steps after a no-grad warm-up of the first T − K."""
 
     name = "tail_bptt"
