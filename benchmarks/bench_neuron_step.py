@@ -17,8 +17,8 @@ import torch
 from conftest import devices, load_host
 
 from snnarena.factory import neuron_factory
-from snnarena.neuron import Neuron
 from snnarena.host import PluginHost
+from snnarena.neuron import Neuron
 
 B, N, T = 64, 1024, 32
 SURROGATES = load_host().names("surrogate")
@@ -40,8 +40,14 @@ def synchronised(fn: Callable[[], object], device: str) -> Callable[[], None]:
 def record(benchmark, surrogate: str, device: str, mode: str, passes: str, shape: tuple[int, ...]) -> None:
     benchmark.group = f"lif {mode} {passes} {device}"
     benchmark.extra_info.update(
-        neuron="lif", surrogate=surrogate, device=device, mode=mode, passes=passes, shape=list(shape),
-        torch=torch.__version__, gpu=torch.cuda.get_device_name(0) if device == "cuda" else None,
+        neuron="lif",
+        surrogate=surrogate,
+        device=device,
+        mode=mode,
+        passes=passes,
+        shape=list(shape),
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name(0) if device == "cuda" else None,
     )
 
 

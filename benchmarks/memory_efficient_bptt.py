@@ -7,8 +7,8 @@ by side, the memory and the median step time relative to BPTT, next to the paper
 
 Memory columns: ``peak`` = the arena's device-independent measure (``SavedTensorMeter``): bytes
 autograd holds for backward plus the checkpointed states the executor reports holding, measured
-jointly; ``stored`` = the peak of those checkpointed states alone; ``mem×`` = peak / BPTT's peak. On CUDA ``cuda MiB`` is
-``max_memory_allocated`` during one step, minus what was allocated before it. ``time×`` is the
+jointly; ``stored`` = the peak of those checkpointed states alone; ``mem×`` = peak / BPTT's peak.
+On CUDA ``cuda MiB`` is ``max_memory_allocated`` during one step, minus what was allocated before it. ``time×`` is the
 median step time over single-step BPTT (``model.step`` unrolled, the same per-step execution the
 checkpointing executor uses: the paper's "standard BPTT" of the same cell); ``time× multi`` is
 over the arena's default multi-step BPTT. ``fwd/T`` is ``C(T, m)/T`` from the dynamic program,
@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.data import DataInfo
+from snnarena.factory import build_method, build_model, neuron_factory
+from snnarena.host import HostConfig, PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena.host import HostConfig, PluginHost
 from snnarena_plugins.checkpointed_bptt import CheckpointedBPTT, forward_cost, measure_step, sqrt_cost
 
 PAPER_MEMORY, PAPER_TIME = 0.05, 1.33
@@ -66,8 +66,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--budgets", type=_ints, default=[10, 32, 100], help="slot budgets for the DP policies")
     p.add_argument("--policies", default="hsm,msm", help="DP policies among hsm,ism,msm (sqrt always runs)")
-    p.add_argument("--max-cost", type=float, default=12.0,
-                   help="skip DP configurations needing more than this many forward steps per time step")
+    p.add_argument(
+        "--max-cost",
+        type=float,
+        default=12.0,
+        help="skip DP configurations needing more than this many forward steps per time step",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed training steps per configuration (median)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -85,8 +89,9 @@ def _model(host: PluginHost, args: argparse.Namespace) -> Any:
     return model.to(device=args.device, dtype=getattr(torch, args.dtype))
 
 
-def _measure(method: GradientMethod, model: Any, x: torch.Tensor, y: torch.Tensor, loss: SequenceLoss,
-             args: argparse.Namespace) -> tuple[int, int, float, float]:
+def _measure(
+    method: GradientMethod, model: Any, x: torch.Tensor, y: torch.Tensor, loss: SequenceLoss, args: argparse.Namespace
+) -> tuple[int, int, float, float]:
     """Saved-bytes peak, stored-state peak, CUDA step peak (MiB) and median step time (ms)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     clock = PhaseClock(args.device, enabled=False)
@@ -129,8 +134,14 @@ def main() -> None:
     configs: list[tuple[str, GradientMethod, str, str, str, float]] = [
         ("bptt (multi-step)", build_method(host, "bptt"), "-", "T", "-", 1.0),
         ("bptt (single-step)", build_method(host, "bptt", {"step_mode": "single"}), "-", "T", "-", 1.0),
-        ("checkpointed", CheckpointedBPTT(policy="sqrt"), "sqrt", f"√T={math.ceil(math.sqrt(args.T))}", "-",
-         sqrt_cost(args.T) / args.T),
+        (
+            "checkpointed",
+            CheckpointedBPTT(policy="sqrt"),
+            "sqrt",
+            f"√T={math.ceil(math.sqrt(args.T))}",
+            "-",
+            sqrt_cost(args.T) / args.T,
+        ),
     ]
     skipped = []
     for policy in policies:
@@ -143,10 +154,14 @@ def main() -> None:
             method = CheckpointedBPTT(policy=policy, budget_slots=m)
             configs.append(("checkpointed", method, policy, str(m), str(alpha) if policy != "hsm" else "-", per_step))
 
-    print(f"LIF MLP {args.inputs}-{'-'.join(map(str, args.hidden))}-{args.classes}, T={args.T}, batch={args.batch}, "
-          f"{args.dtype}, {args.device}, {args.threads} thread(s), loss={args.loss}, {args.repeats} timed steps")
-    print(f"one hidden state = {sizes.state_bytes} B (1 slot); one step saves {sizes.step_saved_bytes} B; "
-          f"internal state α = {sizes.alpha} slots")
+    print(
+        f"LIF MLP {args.inputs}-{'-'.join(map(str, args.hidden))}-{args.classes}, T={args.T}, batch={args.batch}, "
+        f"{args.dtype}, {args.device}, {args.threads} thread(s), loss={args.loss}, {args.repeats} timed steps"
+    )
+    print(
+        f"one hidden state = {sizes.state_bytes} B (1 slot); one step saves {sizes.step_saved_bytes} B; "
+        f"internal state α = {sizes.alpha} slots"
+    )
     rows = []
     for label, method, policy, slots, alpha, per_step in configs:
         peak, stored, cuda, ms = _measure(method, model, x, y, loss, args)
@@ -155,29 +170,37 @@ def main() -> None:
         rows.append(Row(label, policy, slots, alpha, per_step, peak, stored, cuda, ms))
 
     ref, single = rows[0], rows[1]
-    header = (f"{'method':<19} {'policy':<6} {'m':>7} {'α':>3} {'fwd/T':>6} {'peak MiB':>10} {'stored MiB':>10} "
-              f"{'mem×':>7} {'ms/step':>9} {'time×':>6} {'time× multi':>11}")
+    header = (
+        f"{'method':<19} {'policy':<6} {'m':>7} {'α':>3} {'fwd/T':>6} {'peak MiB':>10} {'stored MiB':>10} "
+        f"{'mem×':>7} {'ms/step':>9} {'time×':>6} {'time× multi':>11}"
+    )
     if args.device == "cuda":
         header += f" {'cuda MiB':>9} {'cuda×':>6}"
     print(header)
     print("-" * len(header))
     for r in rows:
         mem = r.peak / ref.peak
-        line = (f"{r.label:<19} {r.policy:<6} {r.slots:>7} {r.alpha:>3} {r.fwd_per_T:>6.2f} {r.peak / 2**20:>10.3f} "
-                f"{r.stored / 2**20:>10.3f} {mem:>7.3f} {r.ms:>9.1f} {r.ms / single.ms:>6.2f} {r.ms / ref.ms:>11.2f}")
+        line = (
+            f"{r.label:<19} {r.policy:<6} {r.slots:>7} {r.alpha:>3} {r.fwd_per_T:>6.2f} {r.peak / 2**20:>10.3f} "
+            f"{r.stored / 2**20:>10.3f} {mem:>7.3f} {r.ms:>9.1f} {r.ms / single.ms:>6.2f} {r.ms / ref.ms:>11.2f}"
+        )
         if args.device == "cuda":
             line += f" {r.cuda:>9.2f} {r.cuda / ref.cuda:>6.2f}"
         print(line)
-    print(f"{'Gruslys et al. 2016':<19} {'paper':<6} {'':>7} {'':>3} {'':>6} {'':>10} {'':>10} "
-          f"{PAPER_MEMORY:>7.3f} {'':>9} {PAPER_TIME:>6.2f} {'':>11}   (abstract, T=1000: -95 % memory, +33 % time)")
+    print(
+        f"{'Gruslys et al. 2016':<19} {'paper':<6} {'':>7} {'':>3} {'':>6} {'':>10} {'':>10} "
+        f"{PAPER_MEMORY:>7.3f} {'':>9} {PAPER_TIME:>6.2f} {'':>11}   (abstract, T=1000: -95 % memory, +33 % time)"
+    )
     if skipped:
         print("skipped (more than --max-cost forward steps per time step): " + ", ".join(skipped))
     within = [r for r in rows[2:] if r.peak / ref.peak <= PAPER_MEMORY]
     if within:
         best = min(within, key=lambda r: r.ms)
-        print(f"fastest configuration within {PAPER_MEMORY:.0%} of BPTT's memory: {best.policy} m={best.slots}: "
-              f"{best.peak / ref.peak:.3f}x memory, {best.ms / single.ms:.2f}x the time of "
-              f"single-step BPTT ({best.ms / ref.ms:.2f}x multi-step)")
+        print(
+            f"fastest configuration within {PAPER_MEMORY:.0%} of BPTT's memory: {best.policy} m={best.slots}: "
+            f"{best.peak / ref.peak:.3f}x memory, {best.ms / single.ms:.2f}x the time of "
+            f"single-step BPTT ({best.ms / ref.ms:.2f}x multi-step)"
+        )
 
 
 if __name__ == "__main__":

@@ -50,11 +50,19 @@ from snnarena.params import Param
 from snnarena.registry import Register
 
 CONNECTION_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.RNNBase, nn.RNNCellBase,
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.RNNBase,
+    nn.RNNCellBase,
 )
-_SAMPLES = Param("samples", "int", 1024, "test samples used (the first N of the test split; null = all)",
-                 low=1, nullable=True)
+_SAMPLES = Param(
+    "samples", "int", 1024, "test samples used (the first N of the test split; null = all)", low=1, nullable=True
+)
 _BATCH = Param("batch_size", "int", 256, "evaluation batch size", low=1)
 
 
@@ -170,8 +178,11 @@ class SynapticOperations(_OnTestData):
         if samples == 0:
             raise ValueError("no test data to count synaptic operations on")
         c = counter["forward"]
-        return {"Effective_MACs": c.effective_macs / samples, "Effective_ACs": c.effective_acs / samples,
-                "Dense": c.dense / samples}
+        return {
+            "Effective_MACs": c.effective_macs / samples,
+            "Effective_ACs": c.effective_acs / samples,
+            "Dense": c.dense / samples,
+        }
 
 
 class _CountingClock(PhaseClock):

@@ -45,7 +45,7 @@ from snnarena.loss import LossForm, SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
 from snnarena.metric import CellContext, Metric
-from snnarena.model import SpikingModel, Stage
+from snnarena.model import SpikingModel
 from snnarena.params import params_of
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
 from snnarena.registry import Kind
@@ -91,9 +91,13 @@ def resolve_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError as err:
-        raise ConfigurationError(f"--device {device!r}: not a device torch knows ({err}); use cpu, cuda, cuda:N or auto") from None
+        raise ConfigurationError(
+            f"--device {device!r}: not a device torch knows ({err}); use cpu, cuda, cuda:N or auto"
+        ) from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"--device {device!r} was asked for but torch sees no CUDA device; use --device cpu or auto")
+        raise ConfigurationError(
+            f"--device {device!r} was asked for but torch sees no CUDA device; use --device cpu or auto"
+        )
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
         raise ConfigurationError(f"--device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return chosen
@@ -476,7 +480,7 @@ def evaluate(model: SpikingModel, data: DataBundle, batch_size: int, device: tor
         correct += int((SequenceLoss.predict(out.logits) == y).sum())
         total += len(y)
         for stage, s in zip(model.stages, out.spikes, strict=True):
-            if cast(Stage, stage).neuron.spiking:
+            if stage.neuron.spiking:
                 spikes += float(s.sum())
                 neurons += s.numel()
     model.train(was_training)

@@ -61,10 +61,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         data: dict[str, Any] = {
             "plugins": [
-                {"kind": e.kind, "name": e.name, "plugin": e.plugin, "distribution": e.distribution,
-                 "version": e.version, "summary": e.summary,
-                 "params": [{"name": p.name, "kind": p.kind, "default": p.default, "accepts": p.describe(),
-                             "doc": p.doc} for p in params_of(e.obj).declared]}
+                {
+                    "kind": e.kind,
+                    "name": e.name,
+                    "plugin": e.plugin,
+                    "distribution": e.distribution,
+                    "version": e.version,
+                    "summary": e.summary,
+                    "params": [
+                        {"name": p.name, "kind": p.kind, "default": p.default, "accepts": p.describe(), "doc": p.doc}
+                        for p in params_of(e.obj).declared
+                    ],
+                }
                 for e in entries
             ],
             "failures": [{"plugin": f.plugin, "error": f.error} for f in host.failures],
@@ -133,8 +141,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_suite(
-            suite, host, results_root=args.results, resume=args.resume, only=args.only, jobs=args.jobs,
-            threads=args.threads, device=args.device, force=args.force, on_record=on_record, on_start=on_start,
+            suite,
+            host,
+            results_root=args.results,
+            resume=args.resume,
+            only=args.only,
+            jobs=args.jobs,
+            threads=args.threads,
+            device=args.device,
+            force=args.force,
+            on_record=on_record,
+            on_start=on_start,
         )
     finally:
         if bar is not None:
@@ -185,8 +202,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(summary(comparison, width=size.columns, max_lines=max(5, size.lines - 12)))
     failures = comparison.gate_failures
     if args.fail_on_regression and len(failures):
-        print(f"--fail-on-regression: {len(failures)} regression(s) or cell(s) done on one side only",
-              file=sys.stderr)
+        print(f"--fail-on-regression: {len(failures)} regression(s) or cell(s) done on one side only", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -212,9 +228,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
         run_id = new_run_id()
         run = RunDirectory(Path(args.results) / suite.name / run_id)
         run.write_manifest(
-            {"run_id": run_id, "suite": suite.name, "description": suite.description, "source": suite.source,
-             "cells": 0, "only": args.only, "profile_only": True,
-             "environment": environment(resolve_device(args.device)), "plugins": plugins_manifest(host)},
+            {
+                "run_id": run_id,
+                "suite": suite.name,
+                "description": suite.description,
+                "source": suite.source,
+                "cells": 0,
+                "only": args.only,
+                "profile_only": True,
+                "environment": environment(resolve_device(args.device)),
+                "plugins": plugins_manifest(host),
+            },
             suite.text,
         )
     out_dir = run.path / "profile" / cells[0].cell_id
@@ -242,19 +266,34 @@ def _positive_int(text: str) -> int:
 
 def _add_global_options(parser: argparse.ArgumentParser, dest: str) -> None:
     """Options every subcommand takes, accepted before and after the subcommand's name."""
-    parser.add_argument("--plugins-dir", action="append", dest=dest, metavar="DIR", default=argparse.SUPPRESS,
-                        help="load every *.py in DIR as a plugin (repeatable; also SNNARENA_PLUGINS_DIR)")
+    parser.add_argument(
+        "--plugins-dir",
+        action="append",
+        dest=dest,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="load every *.py in DIR as a plugin (repeatable; also SNNARENA_PLUGINS_DIR)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snnarena", description=__doc__, epilog=EXIT_CODES_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="snnarena",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_global_options(parser, "plugins_dir_global")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_global_options(p, "plugins_dir")
         return p
 
@@ -268,8 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", nargs="?", default="quick", help="a suite file, or the name of a shipped suite")
     p.add_argument("--jobs", type=_positive_int, default=1, help="cells run in parallel processes")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip its done/skipped cells")
-    p.add_argument("--force", action="store_true",
-                   help="with --resume: continue even though the suite, plugins or environment changed")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though the suite, plugins or environment changed",
+    )
     p.add_argument("--only", metavar="SELECTOR", help="key=glob[,key=glob] (method, model, dataset, T, seed ...)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads per cell (default 1)")
@@ -277,8 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the report")
     p.add_argument("--report-dir", default="report")
     p.add_argument("--yes", action="store_true", help="run a suite of more than --max-cells cells")
-    p.add_argument("--max-cells", type=_positive_int, default=DEFAULT_MAX_CELLS, metavar="N",
-                   help=f"ask for --yes above N cells (default {DEFAULT_MAX_CELLS:,})")
+    p.add_argument(
+        "--max-cells",
+        type=_positive_int,
+        default=DEFAULT_MAX_CELLS,
+        metavar="N",
+        help=f"ask for --yes above N cells (default {DEFAULT_MAX_CELLS:,})",
+    )
     p.set_defaults(func=cmd_run)
 
     p = command("report", "build the HTML/Markdown report of one or more run directories")
@@ -289,19 +336,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compare", "compare run B against run A cell by cell")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--fail-on-regression", action="store_true",
-                   help="exit 1 if B is worse beyond the noise model, or a cell is done on one side only")
+    p.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 if B is worse beyond the noise model, or a cell is done on one side only",
+    )
     defaults = ", ".join(f"{kind}={t.describe()}" for kind, t in DEFAULT_TOLERANCES.items())
-    p.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
-                   help="noise tolerance of a column kind or a column: 10%% relative or 0.01 absolute, in the "
-                        f"column's unit; repeatable (defaults: {defaults.replace('%', '%%')}; memory "
-                        f"{GPU_MEMORY_TOLERANCE.describe().replace('%', '%%')} on GPU)")
-    p.add_argument("--spread", type=float, default=2.0, metavar="K",
-                   help="with >= 2 seeds on both sides, a change must also exceed K pooled standard deviations")
-    p.add_argument("--iqr", type=float, default=2.0, metavar="K",
-                   help="a time change must also exceed K x the larger within-cell interquartile range (0: off)")
-    p.add_argument("--compare-timings-across-machines", action="store_true",
-                   help="compare time columns even when the runs' device, CPU or GPU differ")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="noise tolerance of a column kind or a column: 10%% relative or 0.01 absolute, in the "
+        f"column's unit; repeatable (defaults: {defaults.replace('%', '%%')}; memory "
+        f"{GPU_MEMORY_TOLERANCE.describe().replace('%', '%%')} on GPU)",
+    )
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=2.0,
+        metavar="K",
+        help="with >= 2 seeds on both sides, a change must also exceed K pooled standard deviations",
+    )
+    p.add_argument(
+        "--iqr",
+        type=float,
+        default=2.0,
+        metavar="K",
+        help="a time change must also exceed K x the larger within-cell interquartile range (0: off)",
+    )
+    p.add_argument(
+        "--compare-timings-across-machines",
+        action="store_true",
+        help="compare time columns even when the runs' device, CPU or GPU differ",
+    )
     p.add_argument("--all", action="store_true", help="print every compared row, not just the summary")
     p.add_argument("--format", choices=("table", "csv", "json", "md"), help="print every row in this format")
     p.set_defaults(func=cmd_compare)

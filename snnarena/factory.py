@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from snnarena.data import DataBundle, DataInfo, Dataset
+from snnarena.host import PluginHost
 from snnarena.method import GradientMethod
 from snnarena.metric import Metric
 from snnarena.model import NeuronFactory, SpikingModel
 from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import params_of
-from snnarena.host import PluginHost
 from snnarena.registry import Kind
 
 
@@ -63,7 +63,9 @@ def build_model(
     return model
 
 
-def build_dataset(host: PluginHost, name: str, T: int, seed: int, params: Mapping[str, Any] | None = None) -> DataBundle:
+def build_dataset(
+    host: PluginHost, name: str, T: int, seed: int, params: Mapping[str, Any] | None = None
+) -> DataBundle:
     dataset: Dataset = build(host, "dataset", name, params)
     return dataset.build(T=T, seed=seed)
 

@@ -185,4 +185,3 @@ class DeviceMemory:
         if self.device.type == "cuda":
             return float(torch.cuda.max_memory_allocated(self.device))
         return float("nan")
-

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from torch import Tensor, nn
 
-from snnarena.model import SpikingModel, Stage, non_affine_layers
+from snnarena.model import SpikingModel, non_affine_layers
 from snnarena.params import Param, params_of
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def affine_skip_reason(method: str, model: SpikingModel, *, batch_norm: str, rea
     if model.has_batch_norm():
         return f"{method} does not support BatchNorm layers ({batch_norm})"
     for index, stage in enumerate(model.stages):
-        bad = non_affine_layers(cast(Stage, stage).synapse)
+        bad = non_affine_layers(stage.synapse)
         if bad:
             return f"{method} needs affine synapses; stage {index} has {', '.join(bad)}"
     bad = non_affine_layers(model.readout) if readout else []

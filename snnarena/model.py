@@ -12,8 +12,8 @@ drive the model itself (step by step, with detached or traced state) instead of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,23 @@ class Stage(nn.Module):
         return self.neuron.forward_seq(current, state)
 
 
+class Stages(nn.ModuleList):
+    """The ordered :class:`Stage` list of a model: an ``nn.ModuleList`` whose items are typed as
+    stages, so ``for stage in model.stages: stage.step(...)`` type-checks in plugins too."""
+
+    def __iter__(self) -> Iterator[Stage]:
+        return cast(Iterator[Stage], super().__iter__())
+
+    @overload
+    def __getitem__(self, idx: slice) -> Stages: ...
+
+    @overload
+    def __getitem__(self, idx: int) -> Stage: ...
+
+    def __getitem__(self, idx: int | slice) -> Stage | Stages:
+        return cast("Stage | Stages", super().__getitem__(idx))
+
+
 class SpikingModel(nn.Module):
     """A model built from a neuron factory. Subclasses fill :attr:`stages` and :attr:`readout`.
 
@@ -82,7 +99,7 @@ class SpikingModel(nn.Module):
         super().__init__()
         self.info = info
         self.params = params_of(type(self)).resolve(params)
-        self.stages = nn.ModuleList()
+        self.stages = Stages()
         self.readout: nn.Module = nn.Identity()
 
     @classmethod
@@ -99,7 +116,7 @@ class SpikingModel(nn.Module):
         spikes: list[Tensor] = []
         new_state: list[Any] = []
         h = x
-        for stage, s in zip(self.stages, state):
+        for stage, s in zip(self.stages, state, strict=True):
             h, s = stage.step(h, s)
             spikes.append(h)
             new_state.append(s)
@@ -111,7 +128,7 @@ class SpikingModel(nn.Module):
         spikes: list[Tensor] = []
         new_state: list[Any] = []
         h = x
-        for stage, s in zip(self.stages, state):
+        for stage, s in zip(self.stages, state, strict=True):
             h, s = stage.forward_seq(h, s)
             spikes.append(h)
             new_state.append(s)

@@ -41,13 +41,13 @@ class _SpikeFunction(torch.autograd.Function):
     """Heaviside forward, ``surrogate.derivative`` backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, surrogate: Surrogate) -> Tensor:
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
         return (x >= 0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
         return grad_output * ctx.surrogate.derivative(x), None
 

@@ -48,16 +48,39 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 
 #: Operations that are not tagged ``pointwise``/``reduction`` but read every input element once.
-_DATA_PASS_OPS: frozenset[str] = frozenset({
-    "_softmax", "_log_softmax", "_softmax_backward_data", "_log_softmax_backward_data",
-    "nll_loss_forward", "nll_loss_backward", "nll_loss2d_forward", "nll_loss2d_backward",
-    "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool2d_backward", "avg_pool3d_backward",
-    "max_pool2d_with_indices", "max_pool2d_with_indices_backward", "max_pool3d_with_indices",
-    "native_batch_norm", "native_batch_norm_backward", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
-    "native_layer_norm", "native_layer_norm_backward", "native_group_norm", "native_group_norm_backward",
-    "cumsum", "logsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool2d_backward",
-})
+_DATA_PASS_OPS: frozenset[str] = frozenset(
+    {
+        "_softmax",
+        "_log_softmax",
+        "_softmax_backward_data",
+        "_log_softmax_backward_data",
+        "nll_loss_forward",
+        "nll_loss_backward",
+        "nll_loss2d_forward",
+        "nll_loss2d_backward",
+        "avg_pool1d",
+        "avg_pool2d",
+        "avg_pool3d",
+        "avg_pool2d_backward",
+        "avg_pool3d_backward",
+        "max_pool2d_with_indices",
+        "max_pool2d_with_indices_backward",
+        "max_pool3d_with_indices",
+        "native_batch_norm",
+        "native_batch_norm_backward",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_no_training",
+        "_native_batch_norm_legit_functional",
+        "native_layer_norm",
+        "native_layer_norm_backward",
+        "native_group_norm",
+        "native_group_norm_backward",
+        "cumsum",
+        "logsumexp",
+        "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool2d_backward",
+    }
+)
 #: Tagged ``pointwise`` but pure data movement.
 _COPY_OPS: frozenset[str] = frozenset({"clone", "copy", "copy_", "_to_copy", "lift_fresh_copy"})
 
@@ -82,8 +105,14 @@ class PassCounts:
         return self.dense + self.elementwise + self.bias
 
     def as_dict(self) -> dict[str, int]:
-        return {"dense": self.dense, "effective_macs": self.effective_macs, "effective_acs": self.effective_acs,
-                "elementwise": self.elementwise, "bias": self.bias, "ops": self.ops}
+        return {
+            "dense": self.dense,
+            "effective_macs": self.effective_macs,
+            "effective_acs": self.effective_acs,
+            "elementwise": self.elementwise,
+            "bias": self.bias,
+            "ops": self.ops,
+        }
 
 
 @dataclass
@@ -204,8 +233,9 @@ class OpCounter(TorchDispatchMode):
         self._charge(self.counts[phase], func, name, args, kwargs, out)
         return out
 
-    def _charge(self, counts: PassCounts, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                out: Any) -> None:
+    def _charge(
+        self, counts: PassCounts, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+    ) -> None:
         synaptic: list[_Synaptic] = []
         if name in ("mm", "bmm"):
             synaptic.append(_mm_counts(args[0], args[1]))

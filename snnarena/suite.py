@@ -456,7 +456,10 @@ class _Validator:
             param = declared.get(key)
             swept = param.is_sweep(value) if param is not None else False
             if swept and not value:
-                self.problem(f"{where}.{key}", "an empty list sweeps no value, so the grid has no cell; give one value or a list of them")
+                self.problem(
+                    f"{where}.{key}",
+                    "an empty list sweeps no value, so the grid has no cell; give one value or a list of them",
+                )
                 return []
             axes.append([(key, v) for v in value] if swept else [(key, value)])
         out: list[tuple[dict[str, Any], dict[str, Any]]] = []

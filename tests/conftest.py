@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from snnarena.factory import build_model, neuron_factory
 from snnarena.data import DataInfo
-from snnarena.model import SpikingModel
+from snnarena.factory import build_model, neuron_factory
 from snnarena.host import HostConfig, PluginHost
+from snnarena.model import SpikingModel
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def random_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input currents ``[T, B, n_in]`` strong enough to make the layers spike, and labels ``[B]``."""
     g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(T, batch, n_in, generator=g, dtype=dtype) * 2.0)
+    x = torch.rand(T, batch, n_in, generator=g, dtype=dtype) * 2.0
     y = torch.randint(0, n_classes, (batch,), generator=g)
     return x, y
 

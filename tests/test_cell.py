@@ -277,8 +277,12 @@ def test_rows_record_each_components_digest(tmp_path):
 
     spec = dataclasses.replace(next(iter(parse_suite(BPTT_ON_DIGITS, host).cells)), surrogate="box")
     info = _plugin_info(host, spec)
-    assert info["surrogate:box"] == {"plugin": "local:mysurrogate", "distribution": "local", "version": "2.5",
-                                     "digest": entry.digest}
+    assert info["surrogate:box"] == {
+        "plugin": "local:mysurrogate",
+        "distribution": "local",
+        "version": "2.5",
+        "digest": entry.digest,
+    }
 
 
 BPTT_ON_DIGITS = """

@@ -62,8 +62,18 @@ def suite_file(tmp_path: Path, behaviours: str = '["raise"]', seeds: str = "[0]"
 
 
 def run_args(tmp_path: Path, plugins: Path, *extra: str) -> list[str]:
-    return ["run", str(tmp_path / "tiny.toml"), "--plugins-dir", str(plugins), "--results", str(tmp_path / "results"),
-            "--device", "cpu", "--no-report", *extra]
+    return [
+        "run",
+        str(tmp_path / "tiny.toml"),
+        "--plugins-dir",
+        str(plugins),
+        "--results",
+        str(tmp_path / "results"),
+        "--device",
+        "cpu",
+        "--no-report",
+        *extra,
+    ]
 
 
 def run_dirs(tmp_path: Path) -> list[Path]:
@@ -107,13 +117,16 @@ def test_help_documents_the_exit_codes(capsys: Any) -> None:
 
 
 # -- user errors: one line, exit 2 -------------------------------------------------------------------
-@pytest.mark.parametrize(("args", "message"), [
-    (["run", "no-such-suite.toml"], "no such file"),
-    (["report", "{tmp}/nowhere"], "nowhere"),
-    (["compare", "{tmp}/a", "{tmp}/b"], "{tmp}/a"),
-    (["run", "{tmp}/tiny.toml", "--only", "methd=bptt", "--plugins-dir", "{tmp}/plugins"], "unknown key 'methd'"),
-    (["profile", "{tmp}/tiny.toml", "--only", "seed=0", "--plugins-dir", "{tmp}/plugins"], "selects 2 cells"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no-such-suite.toml"], "no such file"),
+        (["report", "{tmp}/nowhere"], "nowhere"),
+        (["compare", "{tmp}/a", "{tmp}/b"], "{tmp}/a"),
+        (["run", "{tmp}/tiny.toml", "--only", "methd=bptt", "--plugins-dir", "{tmp}/plugins"], "unknown key 'methd'"),
+        (["profile", "{tmp}/tiny.toml", "--only", "seed=0", "--plugins-dir", "{tmp}/plugins"], "selects 2 cells"),
+    ],
+)
 def test_user_errors_are_one_message_without_traceback(
     tmp_path: Path, plugins: Path, capsys: Any, args: list[str], message: str
 ) -> None:
@@ -142,7 +155,7 @@ def test_failed_cells_exit_1_and_are_listed_with_their_traceback_file(
     record = next(r for r in RunDirectory(run_dir).records() if r.row["status"] == "failed")
     lines = captured.err.splitlines()
     at = lines.index("1 cell(s) failed:")
-    label, reason, traceback = lines[at + 1: at + 4]
+    label, reason, traceback = lines[at + 1 : at + 4]
     assert label.strip() == record.row["label"] and "flaky[behaviour=raise]" in label
     assert reason.strip() == "RuntimeError: flaky exploded on purpose"
     path = Path(traceback.strip().removeprefix("traceback: "))
@@ -210,8 +223,20 @@ def test_resume_of_a_changed_suite_needs_force(tmp_path: Path, plugins: Path, ca
 
 def test_profile_still_works(tmp_path: Path, plugins: Path, capsys: Any) -> None:
     suite_file(tmp_path, behaviours='["ok"]')
-    args = ["profile", str(tmp_path / "tiny.toml"), "--only", "method=bptt", "--plugins-dir", str(plugins),
-            "--results", str(tmp_path / "results"), "--device", "cpu", "--steps", "1"]
+    args = [
+        "profile",
+        str(tmp_path / "tiny.toml"),
+        "--only",
+        "method=bptt",
+        "--plugins-dir",
+        str(plugins),
+        "--results",
+        str(tmp_path / "results"),
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+    ]
     assert main(args) == EXIT_OK
     out = capsys.readouterr().out
     assert out.startswith("profiled bptt") and "operators_csv: " in out
@@ -220,11 +245,26 @@ def test_profile_still_works(tmp_path: Path, plugins: Path, capsys: Any) -> None
 # -- compare ------------------------------------------------------------------------------------------------
 def row(method: str, seed: int, status: str = "done", **metrics: Any) -> dict[str, Any]:
     return {
-        "run_id": "r", "suite": "s", "cell_id": f"{method}-{seed}", "method": method, "method_params": "{}",
-        "label": f"{method} | mlp/lif | digits | T=8 | seed={seed}", "model": "mlp", "model_params": "{}",
-        "dataset": "digits", "dataset_params": "{}", "neuron": "lif", "neuron_params": "{}", "surrogate": "atan",
-        "loss": "per_step", "T": 8, "seed": seed, "status": status, "reason": "boom" if status == "failed" else "",
-        **({"test_accuracy": 0.8, "step_time_ms": 10.0} if status == "done" else {}), **metrics,
+        "run_id": "r",
+        "suite": "s",
+        "cell_id": f"{method}-{seed}",
+        "method": method,
+        "method_params": "{}",
+        "label": f"{method} | mlp/lif | digits | T=8 | seed={seed}",
+        "model": "mlp",
+        "model_params": "{}",
+        "dataset": "digits",
+        "dataset_params": "{}",
+        "neuron": "lif",
+        "neuron_params": "{}",
+        "surrogate": "atan",
+        "loss": "per_step",
+        "T": 8,
+        "seed": seed,
+        "status": status,
+        "reason": "boom" if status == "failed" else "",
+        **({"test_accuracy": 0.8, "step_time_ms": 10.0} if status == "done" else {}),
+        **metrics,
     }
 
 
@@ -258,8 +298,9 @@ def test_compare_gate_summary_and_formats(tmp_path: Path, capsys: Any) -> None:
 
 # -- pipes ---------------------------------------------------------------------------------------------------
 def test_a_closed_stdout_pipe_ends_the_command_quietly() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "snnarena", "list", "--json", "-v"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snnarena", "list", "--json", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # like `| head` that has read enough, before the command writes
     err = proc.stderr.read().decode()

@@ -408,7 +408,9 @@ def test_columns_round_trip_their_spread_and_older_manifests_get_the_core_one() 
     latency = Column("latency_ms", False, "ms", "time", "", spread="latency_iqr_ms")
     assert Column.from_dict(latency.to_dict()) == latency
     assert core["forward_ms"].spread == "forward_iqr_ms" and core["optimizer_ms"].spread == "optimizer_iqr_ms"
-    assert "spread" not in core["spike_rate"].to_dict() and Column.from_dict(core["spike_rate"].to_dict()).spread is None
+    assert (
+        "spread" not in core["spike_rate"].to_dict() and Column.from_dict(core["spike_rate"].to_dict()).spread is None
+    )
     old_entry = {k: v for k, v in core["step_time_ms"].to_dict().items() if k != "spread"}
     recorded = columns_from_manifest(
         {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_mlp, random_batch
-from snnarena.factory import build_model, neuron_factory
+
 from snnarena.data import DataInfo
+from snnarena.factory import build_model, neuron_factory
 
 
 def test_lif_follows_its_equations(host):
@@ -61,7 +61,9 @@ def test_mlp_step_by_step_equals_multi_step(host, neuron):
 def test_convnet_shapes_and_modes(host, norm):
     torch.manual_seed(0)
     info = DataInfo((1, 8, 8), 10, 4, 0, 0)
-    model = build_model(host, "convnet", info, neuron_factory(host, "lif"), {"channels": [4, 8], "fc": 16, "norm": norm})
+    model = build_model(
+        host, "convnet", info, neuron_factory(host, "lif"), {"channels": [4, 8], "fc": 16, "norm": norm}
+    )
     model.eval()
     x = torch.rand(4, 3, 1, 8, 8) * 3
     seq = model.forward_seq(x)

@@ -7,8 +7,8 @@ import torch
 from conftest import make_mlp
 from torch import nn
 
-from snnarena.factory import build_method
 from snnarena.data import DataBundle
+from snnarena.factory import build_method
 from snnarena.loss import SequenceLoss
 from snnarena.metric import CellContext
 from snnarena.opcount import OpCounter
@@ -157,8 +157,15 @@ def make_ctx(host, method: str = "bptt", T: int = 5, n_in: int = 6, hidden=(7, 5
     y_test = torch.randint(0, 3, (n_test,), generator=g)
     data = DataBundle(x_test, y_test, x_test, y_test, T=T, n_classes=3, encoding="none", seed=0)
     probe_x = x_test[:4].transpose(0, 1)
-    return CellContext(model, model, build_method(host, method), data, SequenceLoss("per_step"),
-                       torch.device("cpu"), (probe_x, y_test[:4]))
+    return CellContext(
+        model,
+        model,
+        build_method(host, method),
+        data,
+        SequenceLoss("per_step"),
+        torch.device("cpu"),
+        (probe_x, y_test[:4]),
+    )
 
 
 def test_footprint_and_connection_sparsity(host) -> None:
@@ -178,7 +185,7 @@ def test_activation_sparsity_and_synaptic_operations(host) -> None:
     nnz = [int((t != 0).sum()) for t in (x, s1, s2)]
     fan_out = [7, 5, 3]
     n = 9
-    expected_acs = sum(k * f for k, f in zip(nnz, fan_out)) / n
+    expected_acs = sum(k * f for k, f in zip(nnz, fan_out, strict=True)) / n
     dense = 5 * (6 * 7 + 7 * 5 + 5 * 3)  # T · Σ fan_in·fan_out per sample
     ops = SynapticOperations(samples=None, batch_size=4).compute(ctx)
     assert ops == {"Effective_MACs": 0.0, "Effective_ACs": pytest.approx(expected_acs), "Dense": dense}

@@ -49,7 +49,10 @@ def source_files() -> list[Path]:
     """The files a clean clone holds (tracked, plus new files git does not ignore)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     return [Path(name) for name in listed if (ROOT / name).is_file()]
 
@@ -104,7 +107,9 @@ def fresh_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (Path(site) / "_host_packages.pth").write_text("\n".join(sorted(ours)) + "\n")
@@ -120,9 +125,17 @@ def test_non_editable_install_runs_a_suite_and_builds_its_report(wheel, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SNNARENA_", "PYTHON", "VIRTUAL_ENV"))}
     env["MPLBACKEND"] = "Agg"
     where = subprocess.run(
-        [str(python), "-c", "import snnarena, snnarena.report, snnarena_plugins; "
-         "print(snnarena.__file__); print(snnarena_plugins.__file__)"],
-        capture_output=True, text=True, check=True, env=env, cwd=tmp_path,
+        [
+            str(python),
+            "-c",
+            "import snnarena, snnarena.report, snnarena_plugins; "
+            "print(snnarena.__file__); print(snnarena_plugins.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
     ).stdout.split()
     for location in where:
         assert Path(location).is_relative_to(venv), f"{location} is not the wheel's copy in {venv}"
@@ -131,7 +144,10 @@ def test_non_editable_install_runs_a_suite_and_builds_its_report(wheel, tmp_path
     snnarena_cli = str(venv / "bin" / "snnarena")
     run = subprocess.run(
         [snnarena_cli, "run", "tiny.toml", "--results", "R", "--report-dir", "P"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stderr, run.stderr

@@ -20,43 +20,103 @@ EVIL = "<script>alert(1)</script>"
 LAYERS = ("stages.0.synapse.weight", "readout.weight")
 
 
-def cell(run_id: str, method: str, T: int, seed: int = 0, status: str = "done", reason: str = "",
-         device: str = "cpu", params: dict[str, Any] | None = None, **metrics: Any) -> CellRecord:
+def cell(
+    run_id: str,
+    method: str,
+    T: int,
+    seed: int = 0,
+    status: str = "done",
+    reason: str = "",
+    device: str = "cpu",
+    params: dict[str, Any] | None = None,
+    **metrics: Any,
+) -> CellRecord:
     params = params if params is not None else {}
     cell_id = hashlib.sha1(f"{method}-{json.dumps(params, sort_keys=True)}-{T}-{seed}".encode()).hexdigest()[:12]
     row: dict[str, Any] = {
-        "run_id": run_id, "suite": "synthetic", "cell_id": cell_id, "label": f"{method} | mlp/lif | digits | T={T}",
-        "method": method, "method_params": json.dumps(params, sort_keys=True), "model": "mlp",
-        "model_params": '{"hidden": [8]}', "dataset": "digits", "dataset_params": "{}", "neuron": "lif",
-        "neuron_params": "{}", "surrogate": "atan", "loss": "per_step", "T": T, "seed": seed, "status": status,
-        "reason": reason, "device": device, "memory_class": "O(T)" if method == "bptt" else "O(1)",
+        "run_id": run_id,
+        "suite": "synthetic",
+        "cell_id": cell_id,
+        "label": f"{method} | mlp/lif | digits | T={T}",
+        "method": method,
+        "method_params": json.dumps(params, sort_keys=True),
+        "model": "mlp",
+        "model_params": '{"hidden": [8]}',
+        "dataset": "digits",
+        "dataset_params": "{}",
+        "neuron": "lif",
+        "neuron_params": "{}",
+        "surrogate": "atan",
+        "loss": "per_step",
+        "T": T,
+        "seed": seed,
+        "status": status,
+        "reason": reason,
+        "device": device,
+        "memory_class": "O(T)" if method == "bptt" else "O(1)",
         "peak_device_bytes": math.nan,
     }
     curves: list[dict[str, Any]] = []
     if status == "done":
         memory = 1000.0 * T if method == "bptt" else 1000.0
-        row.update(test_accuracy=0.5 + 0.01 * T + (0.05 if method == "bptt" else 0.0), train_loss=1.0,
-                   step_time_ms=2.0 * T, forward_ms=1.0 * T, backward_ms=0.8 * T, optimizer_ms=0.2 * T,
-                   peak_activation_bytes=memory, grad_cosine_bptt=1.0 if method == "bptt" else 0.9,
-                   grad_cosine_layers=json.dumps({k: 1.0 if method == "bptt" else 0.8 for k in LAYERS}),
-                   spike_rate=0.1, metric_errors="", Effective_ACs=123.0 * T)
-        curves = [{"run_id": run_id, "cell_id": cell_id, "method": method, "model": "mlp", "dataset": "digits",
-                   "T": T, "seed": seed, "epoch": e, "step": 10 * e, "train_loss": 2.0 / e,
-                   "test_accuracy": 0.3 * e, "elapsed_s": float(e)} for e in (1, 2)]
+        row.update(
+            test_accuracy=0.5 + 0.01 * T + (0.05 if method == "bptt" else 0.0),
+            train_loss=1.0,
+            step_time_ms=2.0 * T,
+            forward_ms=1.0 * T,
+            backward_ms=0.8 * T,
+            optimizer_ms=0.2 * T,
+            peak_activation_bytes=memory,
+            grad_cosine_bptt=1.0 if method == "bptt" else 0.9,
+            grad_cosine_layers=json.dumps({k: 1.0 if method == "bptt" else 0.8 for k in LAYERS}),
+            spike_rate=0.1,
+            metric_errors="",
+            Effective_ACs=123.0 * T,
+        )
+        curves = [
+            {
+                "run_id": run_id,
+                "cell_id": cell_id,
+                "method": method,
+                "model": "mlp",
+                "dataset": "digits",
+                "T": T,
+                "seed": seed,
+                "epoch": e,
+                "step": 10 * e,
+                "train_loss": 2.0 / e,
+                "test_accuracy": 0.3 * e,
+                "elapsed_s": float(e),
+            }
+            for e in (1, 2)
+        ]
     row.update(metrics)
     traceback = "Traceback (most recent call last):\nValueError: boom" if status == "failed" else ""
     return CellRecord({}, row, curves, traceback)
 
 
-def write_run(root: Path, run_id: str, records: list[CellRecord], device: str = "cpu",
-              columns: tuple[Column, ...] = ()) -> Path:
+def write_run(
+    root: Path, run_id: str, records: list[CellRecord], device: str = "cpu", columns: tuple[Column, ...] = ()
+) -> Path:
     run = RunDirectory(root / "synthetic" / run_id)
-    manifest = {"run_id": run_id, "suite": "synthetic", "description": f"a test suite {EVIL}",
-                "columns": {c.name: c.to_dict() for c in columns},
-                "environment": {"device": device, "torch": "2.x", "python": "3.11"},
-                "plugins": {"loaded": {"bptt": {"distribution": "snnarena", "version": "0.1.0",
-                                                "source": "entry point", "registered": ["method:bptt"]}},
-                            "failures": [{"plugin": "broken", "error": f"ImportError: {EVIL}"}]}}
+    manifest = {
+        "run_id": run_id,
+        "suite": "synthetic",
+        "description": f"a test suite {EVIL}",
+        "columns": {c.name: c.to_dict() for c in columns},
+        "environment": {"device": device, "torch": "2.x", "python": "3.11"},
+        "plugins": {
+            "loaded": {
+                "bptt": {
+                    "distribution": "snnarena",
+                    "version": "0.1.0",
+                    "source": "entry point",
+                    "registered": ["method:bptt"],
+                }
+            },
+            "failures": [{"plugin": "broken", "error": f"ImportError: {EVIL}"}],
+        },
+    }
     run.write_manifest(manifest, "")
     for record in records:
         run.write_cell(record)
@@ -113,16 +173,26 @@ def test_untrusted_strings_are_escaped(report: tuple[Path, Path]) -> None:
 def test_tables_failures_and_links(report: tuple[Path, Path]) -> None:
     run, index = report
     page = index.read_text(encoding="utf-8")
-    for text in ("accuracy (%) <span class=\"arrow\">↑</span>", "step time (ms) <span class=\"arrow\">↓</span>",
-                 "× memory vs BPTT", "ottt does not support BatchNorm layers", "ValueError: boom",
-                 "Effective_ACs", "operators.csv", "Environment and provenance", "Metric errors"):
+    for text in (
+        'accuracy (%) <span class="arrow">↑</span>',
+        'step time (ms) <span class="arrow">↓</span>',
+        "× memory vs BPTT",
+        "ottt does not support BatchNorm layers",
+        "ValueError: boom",
+        "Effective_ACs",
+        "operators.csv",
+        "Environment and provenance",
+        "Metric errors",
+    ):
         assert text in page, text
     assert 'class="num best"' in page
     results_table = re.search(r'id="setting-1".*?</table>', page, flags=re.S)
     assert results_table is not None and "device memory" not in results_table.group(0)  # NaN on CPU: no column
     href = re.search(r'href="([^"]*operators\.csv)"', page)
-    assert href is not None and (index.parent / href.group(1)).resolve() == (
-        run / "profile" / "cell1" / "operators.csv").resolve()
+    assert (
+        href is not None
+        and (index.parent / href.group(1)).resolve() == (run / "profile" / "cell1" / "operators.csv").resolve()
+    )
     assert "profile.json" in page and "other.csv" not in page
     markdown = (index.parent / "report.md").read_text(encoding="utf-8")
     assert "| method | T | seeds | memory class | accuracy (%) ↑ |" in markdown
@@ -138,8 +208,15 @@ def test_figures_exported_as_png_and_svg(report: tuple[Path, Path]) -> None:
     pngs = sorted(p.stem for p in figures.glob("*.png"))
     svgs = sorted(p.stem for p in figures.glob("*.svg"))
     assert pngs == svgs
-    for kind in ("ranking", "accuracy-vs-memory", "accuracy-vs-time", "memory-vs-T", "time-vs-T",
-                 "gradient-fidelity", "learning-curves"):
+    for kind in (
+        "ranking",
+        "accuracy-vs-memory",
+        "accuracy-vs-time",
+        "memory-vs-T",
+        "time-vs-T",
+        "gradient-fidelity",
+        "learning-curves",
+    ):
         assert any(kind in name for name in pngs), kind
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in pngs)
     assert (figures / f"{pngs[0]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -148,8 +225,12 @@ def test_figures_exported_as_png_and_svg(report: tuple[Path, Path]) -> None:
 
 def test_combined_runs(tmp_path: Path) -> None:
     a = write_run(tmp_path, "cpuRun", [cell("cpuRun", m, T) for m in ("bptt", "tbptt") for T in (4, 8)])
-    b = write_run(tmp_path, "gpuRun", [cell("gpuRun", m, T, device="cuda", peak_device_bytes=5e6 * T)
-                                      for m in ("bptt", "tbptt") for T in (4, 8)], device="cuda")
+    b = write_run(
+        tmp_path,
+        "gpuRun",
+        [cell("gpuRun", m, T, device="cuda", peak_device_bytes=5e6 * T) for m in ("bptt", "tbptt") for T in (4, 8)],
+        device="cuda",
+    )
     index = build_report([a, b], tmp_path / "out")
     assert index.parent == tmp_path / "out" / "synthetic" / "cpuRun+gpuRun"
     page = index.read_text(encoding="utf-8")
@@ -159,9 +240,14 @@ def test_combined_runs(tmp_path: Path) -> None:
 
 
 def test_only_failed_cells_and_a_single_T(tmp_path: Path) -> None:
-    failed = write_run(tmp_path, "failedRun", [
-        cell("failedRun", "bptt", 4, status="failed", reason="CUDA out of memory"),
-        cell("failedRun", "tbptt", 4, status="skipped", reason="needs per_step loss")])
+    failed = write_run(
+        tmp_path,
+        "failedRun",
+        [
+            cell("failedRun", "bptt", 4, status="failed", reason="CUDA out of memory"),
+            cell("failedRun", "tbptt", 4, status="skipped", reason="needs per_step loss"),
+        ],
+    )
     page = build_report([failed], tmp_path / "out").read_text(encoding="utf-8")
     assert "No cell finished" in page and "CUDA out of memory" in page
     single = write_run(tmp_path, "oneT", [cell("oneT", m, 8) for m in ("bptt", "tbptt")])
@@ -201,10 +287,14 @@ def test_a_metric_plugin_column_gets_its_declared_direction_unit_and_meaning(tmp
     """Directions come from the manifest: the host knows no plugin column's name."""
     ops = Column("synapse_ops", False, "ops", "count", "synaptic operations per test sample")
     rate = Column("firing_share", None, "", "ratio", "share of neurons that fired")
-    records = [cell("ext", m, T, synapse_ops=(10.0 if m == "bptt" else 4.0) * T, firing_share=0.25)
-               for m in ("bptt", "tbptt") for T in (4, 8)]
+    records = [
+        cell("ext", m, T, synapse_ops=(10.0 if m == "bptt" else 4.0) * T, firing_share=0.25)
+        for m in ("bptt", "tbptt")
+        for T in (4, 8)
+    ]
     page = build_report([write_run(tmp_path, "ext", records, columns=(ops, rate))], tmp_path / "out").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     efficiency = re.search(r"<h\d[^>]*>Efficiency metrics.*?</table>", page, flags=re.S)
     assert efficiency is not None
     table = efficiency.group(0)

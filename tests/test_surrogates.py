@@ -44,8 +44,13 @@ def test_no_nan_far_from_threshold(host, name):
 
 @pytest.mark.parametrize(
     "name, params, peak",
-    [("sigmoid", {"alpha": 4.0}, 1.0), ("atan", {"alpha": 2.0}, 1.0), ("fast_sigmoid", {}, 1.0),
-     ("triangle", {"alpha": 2.0}, 2.0), ("rectangle", {"width": 0.5}, 2.0)],
+    [
+        ("sigmoid", {"alpha": 4.0}, 1.0),
+        ("atan", {"alpha": 2.0}, 1.0),
+        ("fast_sigmoid", {}, 1.0),
+        ("triangle", {"alpha": 2.0}, 2.0),
+        ("rectangle", {"width": 0.5}, 2.0),
+    ],
 )
 def test_peak_of_derivative_matches_documented_value(host, name, params, peak):
     surrogate = build_surrogate(host, name, params)

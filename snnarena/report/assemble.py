@@ -142,8 +142,11 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column]) -> Ta
     """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT."""
     columns = ["method", "T", "seeds", "memory class"]
     arrows = ["", "", "", ""]
-    shown = [c for c in MAIN_COLUMNS
-             if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()]
+    shown = [
+        c
+        for c in MAIN_COLUMNS
+        if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()
+    ]
     for header, metric, _, _ in shown:
         columns.append(header)
         arrows.append(_arrow(columns_of[metric]))
@@ -157,15 +160,21 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column]) -> Ta
             values = block[f"{column}_mean"].to_numpy(float)
             flags.setdefault(column, np.zeros(len(summary), dtype=bool))
             flags[column][summary.index.get_indexer(block.index)] = _best_flags(
-                values, bool(columns_of[column].higher_is_better), eligible)
+                values, bool(columns_of[column].higher_is_better), eligible
+            )
         for ratio in ("mem_ratio", "time_ratio"):
             flags.setdefault(ratio, np.zeros(len(summary), dtype=bool))
             flags[ratio][summary.index.get_indexer(block.index)] = _best_flags(
-                block[ratio].to_numpy(float), False, np.ones(len(block), dtype=bool))
+                block[ratio].to_numpy(float), False, np.ones(len(block), dtype=bool)
+            )
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
-        row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True),
-               Cell(str(int(r["n"])), numeric=True), Cell(text(r["memory_class"]))]
+        row = [
+            Cell(r["variant"]),
+            Cell(str(int(r["T"])), numeric=True),
+            Cell(str(int(r["n"])), numeric=True),
+            Cell(text(r["memory_class"])),
+        ]
         for _, column, kind, _ in shown:
             row.append(Cell(mean_std(kind, r[f"{column}_mean"], r[f"{column}_std"]), flags[column][i], True))
         row.append(Cell(_fmt("ratio", r["mem_ratio"]), flags["mem_ratio"][i], True))
@@ -183,7 +192,7 @@ def efficiency_tables(summary: pd.DataFrame, extra: Sequence[Column]) -> list[Ta
     headers carry the declared unit and direction, captions the declared meaning."""
     shown = [c for c in extra if np.isfinite(summary[f"{c.name}_mean"].to_numpy(float)).any()]
     step = EFFICIENCY_COLUMNS_PER_TABLE
-    return [_efficiency_table(summary, shown[i:i + step]) for i in range(0, len(shown), step)]
+    return [_efficiency_table(summary, shown[i : i + step]) for i in range(0, len(shown), step)]
 
 
 def _efficiency_table(summary: pd.DataFrame, metrics: Sequence[Column]) -> Table:
@@ -193,7 +202,8 @@ def _efficiency_table(summary: pd.DataFrame, metrics: Sequence[Column]) -> Table
         for c in metrics:
             if c.higher_is_better is not None:
                 flags[c.name][summary.index.get_indexer(block.index)] = _best_flags(
-                    block[f"{c.name}_mean"].to_numpy(float), c.higher_is_better, np.ones(len(block), dtype=bool))
+                    block[f"{c.name}_mean"].to_numpy(float), c.higher_is_better, np.ones(len(block), dtype=bool)
+                )
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
         row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True)]
@@ -208,11 +218,19 @@ def slopes_table(memory: dict[str, float], time_: dict[str, float], summary: pd.
     classes = summary.groupby("variant", sort=False)["memory_class"].first()
     rows = []
     for variant in dict.fromkeys([*memory, *time_]):
-        rows.append([Cell(variant), Cell(text(classes.get(variant, ""))),
-                     Cell(_fmt("slope", memory.get(variant, math.nan)), numeric=True),
-                     Cell(_fmt("slope", time_.get(variant, math.nan)), numeric=True)])
-    return Table(["method", "memory class", "slope: activation memory", "slope: step time"], rows,
-                 caption="Least-squares slope of log(value) against log(T): about 1 for O(T), about 0 for O(1).")
+        rows.append(
+            [
+                Cell(variant),
+                Cell(text(classes.get(variant, ""))),
+                Cell(_fmt("slope", memory.get(variant, math.nan)), numeric=True),
+                Cell(_fmt("slope", time_.get(variant, math.nan)), numeric=True),
+            ]
+        )
+    return Table(
+        ["method", "memory class", "slope: activation memory", "slope: step time"],
+        rows,
+        caption="Least-squares slope of log(value) against log(T): about 1 for O(T), about 0 for O(1).",
+    )
 
 
 def ranking_table(ranks: pd.DataFrame) -> Table:
@@ -220,10 +238,19 @@ def ranking_table(ranks: pd.DataFrame) -> Table:
     rows = []
     flags = {c: _best_flags(ranks[c].to_numpy(float), False, np.ones(len(ranks), dtype=bool)) for c in criteria}
     for i, (_, r) in enumerate(ranks.iterrows()):
-        rows.append([Cell(r["variant"]), *[Cell(_fmt("slope", r[c]), flags[c][i], True) for c in criteria],
-                     Cell(str(int(r["blocks"])), numeric=True)])
-    return Table(["method", *[f"{c} (rank)" for c in criteria], "blocks"], rows, ["", *[DOWN for _ in criteria], ""],
-                 caption="Mean rank (1 = best) within each (dataset, model, T) block; ties share the best rank.")
+        rows.append(
+            [
+                Cell(r["variant"]),
+                *[Cell(_fmt("slope", r[c]), flags[c][i], True) for c in criteria],
+                Cell(str(int(r["blocks"])), numeric=True),
+            ]
+        )
+    return Table(
+        ["method", *[f"{c} (rank)" for c in criteria], "blocks"],
+        rows,
+        ["", *[DOWN for _ in criteria], ""],
+        caption="Mean rank (1 = best) within each (dataset, model, T) block; ties share the best rank.",
+    )
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -241,8 +268,9 @@ class _Plots:
         return plot
 
 
-def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
-                    colours: dict[str, tuple[float, float, float]]) -> Section:
+def setting_section(
+    data: ReportData, setting: str, index: int, plots: _Plots, colours: dict[str, tuple[float, float, float]]
+) -> Section:
     summary = data.setting_summary(setting).reset_index(drop=True)
     section = Section(setting, anchor=f"setting-{index}")
     tag = f"s{index}-{setting}"
@@ -259,44 +287,71 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
         section.children.append(Section("Efficiency metrics", list(efficiency)))
 
     bands = "dashed: Pareto front; bars: ± one std over seeds"
-    trade = [plots.add(F.tradeoff(summary, "peak_activation_bytes", "peak activation memory (saved for backward)",
-                                  setting, colours), f"accuracy-vs-memory-{tag}",
-                       f"Accuracy vs peak activation memory, {setting}; {bands}"),
-             plots.add(F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
-                       f"accuracy-vs-time-{tag}", f"Accuracy vs step time, {setting}; {bands}")]
+    trade = [
+        plots.add(
+            F.tradeoff(
+                summary, "peak_activation_bytes", "peak activation memory (saved for backward)", setting, colours
+            ),
+            f"accuracy-vs-memory-{tag}",
+            f"Accuracy vs peak activation memory, {setting}; {bands}",
+        ),
+        plots.add(
+            F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
+            f"accuracy-vs-time-{tag}",
+            f"Accuracy vs step time, {setting}; {bands}",
+        ),
+    ]
     if np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any():
-        trade.append(plots.add(F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
-                               f"accuracy-vs-device-memory-{tag}", f"Accuracy vs peak device memory, {setting}"))
+        trade.append(
+            plots.add(
+                F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
+                f"accuracy-vs-device-memory-{tag}",
+                f"Accuracy vs peak device memory, {setting}",
+            )
+        )
     shown = [p for p in trade if p is not None]
-    section.children.append(Section("Trade-offs", [Figures(shown)] if shown else [
-        Text("No finite accuracy/memory/time values to plot.", "note")]))
+    section.children.append(
+        Section(
+            "Trade-offs",
+            [Figures(shown)] if shown else [Text("No finite accuracy/memory/time values to plot.", "note")],
+        )
+    )
 
     scaling = Section("Scaling with T")
     if len(Ts) < 2:
-        scaling.blocks.append(Text(f"Only T = {Ts[0]} was run; the scaling plots need at least two values of T.",
-                                   "note"))
+        scaling.blocks.append(
+            Text(f"Only T = {Ts[0]} was run; the scaling plots need at least two values of T.", "note")
+        )
     else:
         figs, slopes = [], {}
-        for metric, label, name in (("peak_activation_bytes", "peak activation memory", "memory"),
-                                    ("step_time_ms", "median step time (ms)", "time"),
-                                    ("peak_device_bytes", "peak device memory", "device-memory")):
+        for metric, label, name in (
+            ("peak_activation_bytes", "peak activation memory", "memory"),
+            ("step_time_ms", "median step time (ms)", "time"),
+            ("peak_device_bytes", "peak device memory", "device-memory"),
+        ):
             made = F.scaling(summary, metric, label, setting, colours)
             if made is None:
                 continue
             fig, slopes[metric] = made
             figs.append(plots.add(fig, f"{name}-vs-T-{tag}", f"{label.capitalize()} vs T (log-log), {setting}"))
         scaling.blocks.append(Figures([p for p in figs if p is not None]))
-        scaling.blocks.append(slopes_table(slopes.get("peak_activation_bytes", {}), slopes.get("step_time_ms", {}),
-                                           summary))
+        scaling.blocks.append(
+            slopes_table(slopes.get("peak_activation_bytes", {}), slopes.get("step_time_ms", {}), summary)
+        )
     section.children.append(scaling)
 
-    layers = layer_cosines(data.results[(data.results["setting"] == setting)
-                                        & (data.results["method"] != BASELINE)])
+    layers = layer_cosines(data.results[(data.results["setting"] == setting) & (data.results["method"] != BASELINE)])
     fidelity = Section("Gradient fidelity per layer")
-    plot = plots.add(F.fidelity_heatmap(layers, setting, data.variants), f"gradient-fidelity-{tag}",
-                     f"Cosine between each parameter's gradient and BPTT's on the probe batch, {setting}")
-    fidelity.blocks.append(Figures([plot]) if plot else Text(
-        "No per-layer gradient cosines were recorded for methods other than BPTT.", "note"))
+    plot = plots.add(
+        F.fidelity_heatmap(layers, setting, data.variants),
+        f"gradient-fidelity-{tag}",
+        f"Cosine between each parameter's gradient and BPTT's on the probe batch, {setting}",
+    )
+    fidelity.blocks.append(
+        Figures([plot])
+        if plot
+        else Text("No per-layer gradient cosines were recorded for methods other than BPTT.", "note")
+    )
     section.children.append(fidelity)
 
     curves = data.curves[data.curves["setting"] == setting] if not data.curves.empty else data.curves
@@ -307,10 +362,11 @@ def setting_section(data: ReportData, setting: str, index: int, plots: _Plots,
         # the T with the most methods (the largest such T)
         methods_per_T = curves.groupby("T")["variant"].nunique()
         T_pick = int(max(zip(methods_per_T.to_numpy(), methods_per_T.index.to_numpy(float), strict=True))[1])
-        plot = plots.add(F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours,
-                                           data.variants),
-                         f"learning-curves-{tag}",
-                         f"Learning curves at T = {T_pick}, {setting}; band: ± one standard deviation over seeds")
+        plot = plots.add(
+            F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours, data.variants),
+            f"learning-curves-{tag}",
+            f"Learning curves at T = {T_pick}, {setting}; band: ± one standard deviation over seeds",
+        )
         curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))
     section.children.append(curves_section)
     return section
@@ -352,13 +408,22 @@ def metric_errors_section(data: ReportData) -> Section | None:
         items = errors.items() if isinstance(errors, dict) else [("?", str(errors))]
         for metric, message in items:
             table_rows.append([Cell(r["label"] or r["variant"]), Cell(str(metric)), Cell(str(message))])
-    return Section("Metric errors", [Text("These metrics raised; their columns are missing (never 0).", "note"),
-                                     Table(["cell", "metric", "error"], table_rows)], anchor="metric-errors")
+    return Section(
+        "Metric errors",
+        [
+            Text("These metrics raised; their columns are missing (never 0).", "note"),
+            Table(["cell", "metric", "error"], table_rows),
+        ],
+        anchor="metric-errors",
+    )
 
 
 _PROFILE_NOTES: tuple[tuple[str, str], ...] = (
-    (".pt.trace.json", "Chrome trace: open in Perfetto (ui.perfetto.dev) or chrome://tracing; its tb/ folder "
-                       "also loads in TensorBoard with the optional torch-tb-profiler"),
+    (
+        ".pt.trace.json",
+        "Chrome trace: open in Perfetto (ui.perfetto.dev) or chrome://tracing; its tb/ folder "
+        "also loads in TensorBoard with the optional torch-tb-profiler",
+    ),
     ("memory_snapshot.pickle", "CUDA memory snapshot: drop it on pytorch.org/memory_viz"),
     (".csv", "operator table (torch.profiler key_averages)"),
     (".txt", "operator table, text"),
@@ -414,15 +479,27 @@ def provenance_section(data: ReportData) -> Section:
                 for name, info in loaded.items():
                     info = info if isinstance(info, dict) else {}
                     registered = info.get("registered")
-                    rows.append([Cell(str(name)), Cell(text(info.get("distribution"))), Cell(text(info.get("version"))),
-                                 Cell(text(info.get("source"))),
-                                 Cell(", ".join(map(str, registered)) if isinstance(registered, list) else "")])
-                child.blocks.append(Table(["plugin", "distribution", "version", "source", "registered"], rows,
-                                          caption="Plugins loaded"))
+                    rows.append(
+                        [
+                            Cell(str(name)),
+                            Cell(text(info.get("distribution"))),
+                            Cell(text(info.get("version"))),
+                            Cell(text(info.get("source"))),
+                            Cell(", ".join(map(str, registered)) if isinstance(registered, list) else ""),
+                        ]
+                    )
+                child.blocks.append(
+                    Table(["plugin", "distribution", "version", "source", "registered"], rows, caption="Plugins loaded")
+                )
             failures = plugins.get("failures")
             if isinstance(failures, list) and failures:
-                rows = [[Cell(text(f.get("plugin")) if isinstance(f, dict) else ""),
-                         Cell(text(f.get("error")) if isinstance(f, dict) else str(f))] for f in failures]
+                rows = [
+                    [
+                        Cell(text(f.get("plugin")) if isinstance(f, dict) else ""),
+                        Cell(text(f.get("error")) if isinstance(f, dict) else str(f)),
+                    ]
+                    for f in failures
+                ]
                 child.blocks.append(Table(["plugin", "error"], rows, caption="Plugins that failed to load"))
         section.children.append(child)
     return section
@@ -431,20 +508,33 @@ def provenance_section(data: ReportData) -> Section:
 def overview_section(data: ReportData) -> Section:
     counts = data.results.groupby(["run", "status"]).size().unstack(fill_value=0)
     statuses = [s for s in ("done", "skipped", "failed") if s in counts.columns] + sorted(
-        s for s in counts.columns if s not in ("done", "skipped", "failed"))
-    rows = [[Cell(run), Cell(next(r.run_id for r in data.runs if r.label == run)),
-             *[Cell(str(int(counts.loc[run, s])), numeric=True) for s in statuses]]
-            for run in counts.index]
+        s for s in counts.columns if s not in ("done", "skipped", "failed")
+    )
+    rows = [
+        [
+            Cell(run),
+            Cell(next(r.run_id for r in data.runs if r.label == run)),
+            *[Cell(str(int(counts.loc[run, s])), numeric=True) for s in statuses],
+        ]
+        for run in counts.index
+    ]
     blocks: list[Any] = [
         Table(["run", "run id", *statuses], rows, caption="Cells per run"),
-        KeyValues([("settings (dataset · model)", "; ".join(data.settings) or "none"),
-                   ("methods", "; ".join(data.variants) or "none")]),
-        Text("Tables show mean ± sample standard deviation over seeds (\"seeds\" = how many). "
-             f"{UP} higher is better, {DOWN} lower is better; highlighted: best among the methods at the same T "
-             "(BPTT, the reference, is not ranked on gradient cosine). Activation memory is the peak of bytes "
-             "autograd saves for the backward pass; device memory is CUDA's peak allocation (CPU runs: empty). "
-             "× memory/× time: ratio to BPTT's activation memory/step time at the same T"
-             + (" and run." if data.multi_run else "."), "note"),
+        KeyValues(
+            [
+                ("settings (dataset · model)", "; ".join(data.settings) or "none"),
+                ("methods", "; ".join(data.variants) or "none"),
+            ]
+        ),
+        Text(
+            'Tables show mean ± sample standard deviation over seeds ("seeds" = how many). '
+            f"{UP} higher is better, {DOWN} lower is better; highlighted: best among the methods at the same T "
+            "(BPTT, the reference, is not ranked on gradient cosine). Activation memory is the peak of bytes "
+            "autograd saves for the backward pass; device memory is CUDA's peak allocation (CPU runs: empty). "
+            "× memory/× time: ratio to BPTT's activation memory/step time at the same T"
+            + (" and run." if data.multi_run else "."),
+            "note",
+        ),
     ]
     return Section("Overview", blocks, anchor="overview")
 
@@ -495,16 +585,20 @@ def build_report(run_dirs: Sequence[str | Path], out_root: str | Path = "report"
         results_section.blocks.append(Text("No cell finished, so there is nothing to compare.", "note"))
     sections.append(results_section)
     sections.append(unfinished_section(data))
-    optional: list[Callable[[], Section | None]] = [lambda: metric_errors_section(data),
-                                                    lambda: profile_section(data, out_dir)]
+    optional: list[Callable[[], Section | None]] = [
+        lambda: metric_errors_section(data),
+        lambda: profile_section(data, out_dir),
+    ]
     sections.extend(s for s in (make() for make in optional) if s is not None)
     sections.append(provenance_section(data))
 
     suites = sorted({r.suite for r in data.runs})
     title = f"snnarena report: {', '.join(suites)}"
     ids = ", ".join(f"{r.run_id} ({r.label})" if data.multi_run else r.run_id for r in data.runs)
-    subtitle = (f"{'Runs' if data.multi_run else 'Run'} {ids} · generated {time.strftime('%Y-%m-%d %H:%M')} "
-                f"by snnarena {snnarena.__version__}")
+    subtitle = (
+        f"{'Runs' if data.multi_run else 'Run'} {ids} · generated {time.strftime('%Y-%m-%d %H:%M')} "
+        f"by snnarena {snnarena.__version__}"
+    )
     descriptions = [text(r.manifest.get("description")) for r in data.runs]
     if any(descriptions):
         sections[0].blocks.insert(0, Text(" / ".join(dict.fromkeys(d for d in descriptions if d))))

@@ -28,8 +28,13 @@ from snnarena.report.tables import loglog_slope, pareto_mask
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _RC: dict[RcKeyType, Any] = {
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-    "svg.fonttype": "none", "svg.hashsalt": "snnarena", "text.usetex": False,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "snnarena",
+    "text.usetex": False,
 }
 
 
@@ -115,7 +120,11 @@ def _log_errors(mean: float, std: float | None) -> list[list[float]] | None:
 
 
 def tradeoff(
-    summary: pd.DataFrame, metric: str, xlabel: str, title: str, colours: dict[str, tuple[float, float, float]],
+    summary: pd.DataFrame,
+    metric: str,
+    xlabel: str,
+    title: str,
+    colours: dict[str, tuple[float, float, float]],
 ) -> Figure | None:
     """Accuracy (y, %) against a cost ``metric`` (x, log) per (variant, T), Pareto front dashed."""
     x = summary[f"{metric}_mean"].to_numpy(dtype=float)
@@ -134,8 +143,19 @@ def tradeoff(
         for (_, r), xi, yi in zip(rows.iterrows(), shown_x, y, strict=True):
             xerr = _log_errors(r[f"{metric}_mean"], r[f"{metric}_std"])
             yerr = _finite(100 * r["test_accuracy_std"])
-            ax.errorbar(xi, yi, xerr=xerr, yerr=yerr, fmt=marker_of[r["T"]], color=colours[r["variant"]],
-                        markersize=7, capsize=2, elinewidth=0.8, alpha=0.9, zorder=3)
+            ax.errorbar(
+                xi,
+                yi,
+                xerr=xerr,
+                yerr=yerr,
+                fmt=marker_of[r["T"]],
+                color=colours[r["variant"]],
+                markersize=7,
+                capsize=2,
+                elinewidth=0.8,
+                alpha=0.9,
+                zorder=3,
+            )
         front = pareto_mask(x, y)
         order = np.argsort(x[front])
         fx, fy = shown_x[front][order], y[front][order]
@@ -146,19 +166,27 @@ def tradeoff(
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(mpl_text(title))
-        handles = [Line2D([], [], color=colours[v], marker="o", linestyle="", label=mpl_text(v))
-                   for v in dict.fromkeys(rows["variant"])]
+        handles = [
+            Line2D([], [], color=colours[v], marker="o", linestyle="", label=mpl_text(v))
+            for v in dict.fromkeys(rows["variant"])
+        ]
         if len(Ts) > 1:
-            handles += [Line2D([], [], color="0.3", marker=marker_of[T], linestyle="", label=f"T = {int(T)}")
-                        for T in Ts]
-        handles.append(Line2D([], [], color="0.35", linestyle="--", marker="o", markerfacecolor="none",
-                              label="Pareto front"))
+            handles += [
+                Line2D([], [], color="0.3", marker=marker_of[T], linestyle="", label=f"T = {int(T)}") for T in Ts
+            ]
+        handles.append(
+            Line2D([], [], color="0.35", linestyle="--", marker="o", markerfacecolor="none", label="Pareto front")
+        )
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
 def scaling(
-    summary: pd.DataFrame, metric: str, ylabel: str, title: str, colours: dict[str, tuple[float, float, float]],
+    summary: pd.DataFrame,
+    metric: str,
+    ylabel: str,
+    title: str,
+    colours: dict[str, tuple[float, float, float]],
 ) -> tuple[Figure, dict[str, float]] | None:
     """``metric`` against ``T`` on log-log axes, one line per variant, fitted slopes in the legend."""
     Ts = sorted(summary["T"].unique())
@@ -182,8 +210,16 @@ def scaling(
             tag = f" [{memory_class}]" if memory_class else ""
             label = f"{variant}{tag}  slope {slope:.2f}" if math.isfinite(slope) else f"{variant}{tag}"
             err = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float)[ok])
-            ax.errorbar(t[ok], v[ok], yerr=[np.minimum(err, 0.5 * v[ok]), err], marker="o",
-                        color=colours[str(variant)], capsize=2, linewidth=1.4, label=mpl_text(label))
+            ax.errorbar(
+                t[ok],
+                v[ok],
+                yerr=[np.minimum(err, 0.5 * v[ok]), err],
+                marker="o",
+                color=colours[str(variant)],
+                capsize=2,
+                linewidth=1.4,
+                label=mpl_text(label),
+            )
             firsts.append(v[ok][0])
         if firsts:
             anchor = float(np.exp(np.mean(np.log(firsts))))
@@ -222,9 +258,19 @@ def fidelity_heatmap(layers: pd.DataFrame, title: str, order: Sequence[str]) -> 
     with mpl.rc_context(_RC):
         fig = _figure(max(4.5, 0.9 * n_cols + 2.5), max(2.2, 0.32 * n_rows + 1.6))
         ax = fig.subplots()
-        sns.heatmap(table, ax=ax, cmap="viridis", vmin=vmin, vmax=1.0,
-                    annot=n_rows * n_cols <= 240, fmt=".3f", annot_kws={"fontsize": 7},
-                    linewidths=0.5, linecolor="white", cbar_kws={"label": "cosine vs BPTT"})
+        sns.heatmap(
+            table,
+            ax=ax,
+            cmap="viridis",
+            vmin=vmin,
+            vmax=1.0,
+            annot=n_rows * n_cols <= 240,
+            fmt=".3f",
+            annot_kws={"fontsize": 7},
+            linewidths=0.5,
+            linecolor="white",
+            cbar_kws={"label": "cosine vs BPTT"},
+        )
         ax.set_yticks(np.arange(n_rows) + 0.5, [mpl_text(r) for r in table.index], rotation=0)
         ax.set_xticks(np.arange(n_cols) + 0.5, [mpl_text(c) for c in table.columns], rotation=35, ha="right")
         ax.set_xlabel("parameter tensor")
@@ -234,7 +280,10 @@ def fidelity_heatmap(layers: pd.DataFrame, title: str, order: Sequence[str]) -> 
 
 
 def learning_curves(
-    curves: pd.DataFrame, title: str, colours: dict[str, tuple[float, float, float]], order: Sequence[str],
+    curves: pd.DataFrame,
+    title: str,
+    colours: dict[str, tuple[float, float, float]],
+    order: Sequence[str],
 ) -> Figure | None:
     """Training loss and test accuracy per epoch; the band is ± one standard deviation over seeds."""
     if curves.empty:
@@ -254,9 +303,19 @@ def learning_curves(
             if rows.empty:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
             else:
-                sns.lineplot(rows, x="epoch", y=column, hue="method", hue_order=[mpl_text(v) for v in hues],
-                             palette=pal, errorbar="sd", marker="o",
-                             markersize=4, ax=ax, legend=ax is axes[1])
+                sns.lineplot(
+                    rows,
+                    x="epoch",
+                    y=column,
+                    hue="method",
+                    hue_order=[mpl_text(v) for v in hues],
+                    palette=pal,
+                    errorbar="sd",
+                    marker="o",
+                    markersize=4,
+                    ax=ax,
+                    legend=ax is axes[1],
+                )
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axes[1].get_legend() is not None:
@@ -276,8 +335,16 @@ def ranking_heatmap(ranks: pd.DataFrame) -> Figure | None:
     with mpl.rc_context(_RC):
         fig = _figure(2.0 + 1.3 * n_cols, max(2.0, 0.35 * n_rows + 1.4))
         ax = fig.subplots()
-        sns.heatmap(table, ax=ax, cmap="viridis_r", annot=True, fmt=".2f", linewidths=0.5,
-                    linecolor="white", cbar_kws={"label": "mean rank (1 = best)"})
+        sns.heatmap(
+            table,
+            ax=ax,
+            cmap="viridis_r",
+            annot=True,
+            fmt=".2f",
+            linewidths=0.5,
+            linecolor="white",
+            cbar_kws={"label": "mean rank (1 = best)"},
+        )
         ax.set_yticks(np.arange(n_rows) + 0.5, [mpl_text(r) for r in table.index], rotation=0)
         ax.set_xticks(np.arange(n_cols) + 0.5, list(table.columns), rotation=0)
         ax.set_ylabel("")

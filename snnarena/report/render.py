@@ -109,10 +109,10 @@ class HtmlWriter:
         nav = "".join(f'<li><a href="#{_e(s.anchor)}">{_e(s.title)}</a></li>' for s in sections)
         body = "".join(self.section(s, 2) for s in sections)
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
-            f"<h1>{_e(title)}</h1><p class=\"note\">{_e(subtitle)}</p>"
+            f'<h1>{_e(title)}</h1><p class="note">{_e(subtitle)}</p>'
             f"<nav><ul>{nav}</ul></nav>{body}</main></body></html>\n"
         )
 
@@ -159,13 +159,17 @@ class HtmlWriter:
                 cells.append(f"<td{attr}>{_e(cell.text)}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         caption = f"<caption>{_e(table.caption)}</caption>" if table.caption else ""
-        return (f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead>'
-                f"<tbody>{''.join(rows)}</tbody></table></div>")
+        return (
+            f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
 
     def figure(self, plot: Plot) -> str:
         data = base64.b64encode(plot.png).decode("ascii")
-        return (f'<figure><img alt="{_e(plot.caption)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{_e(plot.caption)} (figures/{_e(plot.name)}.png, .svg)</figcaption></figure>")
+        return (
+            f'<figure><img alt="{_e(plot.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(plot.caption)} (figures/{_e(plot.name)}.png, .svg)</figcaption></figure>"
+        )
 
 
 def md_escape(value: str) -> str:
@@ -204,8 +208,9 @@ class MarkdownWriter:
         if isinstance(block, Figures):
             return [f"![{md_escape(p.caption)}](figures/{quote(p.name)}.png)" for p in block.plots]
         if isinstance(block, Links):
-            return [f"- [{md_escape(t)}](<{quote(h)}>)" + (f" — {md_escape(n)}" if n else "")
-                    for t, h, n in block.items]
+            return [
+                f"- [{md_escape(t)}](<{quote(h)}>)" + (f" — {md_escape(n)}" if n else "") for t, h, n in block.items
+            ]
         if isinstance(block, Details):
             return [f"**{md_escape(block.summary)}**", "", "```", block.body.replace("```", "'''"), "```"]
         return [f"- **{md_escape(k)}**: {md_escape(v)}" for k, v in block.items]
@@ -214,8 +219,11 @@ class MarkdownWriter:
         head = [md_escape(c) + (f" {a}" if a else "") for c, a in zip(table.columns, table.arrows, strict=True)]
         out = [f"*{md_escape(table.caption)}*", ""] if table.caption else []
         out.append("| " + " | ".join(head) + " |")
-        out.append("| " + " | ".join("---:" if any(r[i].numeric for r in table.rows) else "---"
-                                       for i in range(len(head))) + " |")
+        out.append(
+            "| "
+            + " | ".join("---:" if any(r[i].numeric for r in table.rows) else "---" for i in range(len(head)))
+            + " |"
+        )
         for row in table.rows:
             cells = [(f"**{md_escape(c.text)}**" if c.best and c.text else md_escape(c.text)) for c in row]
             out.append("| " + " | ".join(cells) + " |")

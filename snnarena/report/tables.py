@@ -173,9 +173,25 @@ def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
     for column in RESULT_COLUMNS:
         if column not in frame.columns:
             frame[column] = np.nan
-    for column in ("method", "model", "dataset", "neuron", "surrogate", "loss", "status", "reason", "label",
-                   "cell_id", "method_params", "model_params", "dataset_params", "neuron_params", "memory_class",
-                   "metric_errors", "grad_cosine_layers"):
+    for column in (
+        "method",
+        "model",
+        "dataset",
+        "neuron",
+        "surrogate",
+        "loss",
+        "status",
+        "reason",
+        "label",
+        "cell_id",
+        "method_params",
+        "model_params",
+        "dataset_params",
+        "neuron_params",
+        "memory_class",
+        "metric_errors",
+        "grad_cosine_layers",
+    ):
         frame[column] = frame[column].map(text).astype(object)
     for column in (*CORE_METRICS, "T", "seed", "n_parameters", "extra_parameters"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
