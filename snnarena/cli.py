@@ -110,6 +110,18 @@ def _confirm_size(n_cells: int, source: str, max_cells: int, confirmed: bool) ->
         )
 
 
+def _budget_text(suite: Any) -> str:
+    """The suite's training budget per cell, and in all, in words (the work the run will do)."""
+    first = next(iter(suite.iter_cells()), None)
+    if first is None:
+        return "no training"
+    train = first.train
+    if train["steps"] is not None:
+        total = train["steps"] * suite.n_cells
+        return f"{train['steps']:,} training steps each ({total:,} in all, batch size {train['batch_size']})"
+    return f"{train['epochs']} epoch(s) each over the training split (batch size {train['batch_size']})"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -121,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = _host(args)
     _warn_about_plugins(host)
     suite = load_suite(args.suite, host)
-    print(f"suite {suite.name}: {suite.n_cells:,} cells")
+    print(f"suite {suite.name}: {suite.n_cells:,} cells, {_budget_text(suite)}")
     _confirm_size(suite.n_cells, suite.source, args.max_cells, args.yes)
     if args.report:
         check_writable(Path(args.report_dir))  # before training, not after it
@@ -129,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_start(run: Any, todo: int) -> None:
         nonlocal bar
-        print(f"run directory: {run.path}")
+        print(f"run directory: {run.path} ({todo:,} cell(s) to run)")
         bar = tqdm(total=todo, unit="cell", desc=suite.name, file=sys.stderr, dynamic_ncols=True)
 
     def on_record(record: Any) -> None:
