@@ -3,7 +3,8 @@
 All ``T`` steps are unrolled and kept for one backward pass: memory ``O(T·L·B·N)``, compute
 ``O(T·L)`` forward plus about twice that backward. ``step_mode="multi"`` runs each stage over
 the whole sequence at once; ``"single"`` unrolls ``model.step`` one time step at a time. Both
-give the same gradient.
+give the same gradient. It drives nothing but ``step``/``forward_seq`` and the state, so it trains
+``feedforward`` and ``recurrent`` models alike.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class BPTT(GradientMethod[SpikingModel]):
 
     name = "bptt"
     memory_class = "O(T)"
+    families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
     PARAMS = (
         Param(
             "step_mode",

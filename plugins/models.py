@@ -1,20 +1,25 @@
-"""Built-in models: a spiking MLP (``mlp``) and a small spiking conv net (``convnet``).
+"""Built-in models: a spiking MLP (``mlp``), a small spiking conv net (``convnet``), a recurrent
+spiking net (``rsnn``) and a non-spiking LSTM baseline (``lstm``).
 
-Both are stacks of :class:`~snnarena.model.Stage` (synapse → neuron) with a memoryless linear
-readout ``o[t] = W_out S_L[t] + b``, so every gradient method can drive them step by step or
-run them in multi-step mode.
+All are stacks of stages with a memoryless linear readout ``o[t] = W_out S_L[t] + b``, so every
+gradient method can drive them step by step or run them in multi-step mode. ``mlp`` and
+``convnet`` are ``feedforward`` (:class:`~snnarena.model.Stage`: synapse → neuron); ``rsnn`` and
+``lstm`` are ``recurrent`` (:class:`~snnarena.model.RecurrentStage`: the stage's previous output
+feeds back into its input current).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 import snnarena
 from snnarena.data import DataInfo
-from snnarena.model import NeuronFactory, SpikingModel, Stage
+from snnarena.model import NeuronFactory, RecurrentStage, SpikingModel, Stage
+from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import Param
 from snnarena.registry import Register
 
@@ -87,7 +92,105 @@ class SpikingConvNet(SpikingModel):
         self.readout = nn.Linear(fc, info.n_classes)
 
 
+def _flat_input(info: DataInfo, linear: nn.Linear) -> nn.Module:
+    """``linear`` on samples flattened to vectors (a no-op for vector inputs)."""
+    return nn.Sequential(nn.Flatten(), linear) if len(info.input_shape) > 1 else linear
+
+
+class RecurrentSNN(SpikingModel):
+    """Recurrent spiking net: recurrent layers of the suite's neuron, then a linear readout.
+
+    Layer ``l`` (width ``N_l = hidden[l]``, inputs flattened): ``I_l[t] = W_l S_{l−1}[t] + b_l +
+    R_l S_l[t−1]`` with ``S_l[−1] = 0`` and ``R_l`` ``[N_l, N_l]`` (no bias; self-connections
+    included), then the neuron layer ``S_l[t] = neuron_l(I_l[t])``. ``recurrent=false`` drops
+    ``R_l`` (the same net without feedback, for ablations). Readout ``o[t] = W_out S_L[t] + b``.
+    """
+
+    name = "rsnn"
+    family = "recurrent"
+    PARAMS = (
+        Param("hidden", "int_list", (128,), "widths of the recurrent spiking layers", low=1, min_len=1),
+        Param("recurrent", "bool", True, "recurrent weights R_l (false: feedforward layers, for ablations)"),
+        Param("bias", "bool", True, "bias in the input synapses and the readout"),
+    )
+
+    def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
+        super().__init__(info, make_neuron, **params)
+        width = math.prod(info.input_shape)
+        bias = self.params["bias"]
+        for i, out in enumerate(self.params["hidden"]):
+            linear = nn.Linear(width, out, bias=bias)
+            synapse = _flat_input(info, linear) if i == 0 else linear
+            recurrent = nn.Linear(out, out, bias=False) if self.params["recurrent"] else None
+            self.stages.append(RecurrentStage(synapse, make_neuron(), recurrent))
+            width = out
+        self.readout = nn.Linear(width, info.n_classes, bias=bias)
+
+
+class LSTMState(NamedTuple):
+    """The memory cell ``c`` ``[B, H]`` of an LSTM layer (its output ``h`` is the stage's output)."""
+
+    c: Tensor
+
+
+class LSTMUnit(Neuron):
+    """The LSTM nonlinearity as a (non-spiking) unit of a :class:`RecurrentStage`.
+
+    Input: the gate pre-activations ``I = W x + b + R h[t−1]`` ``[B, 4H]``, in PyTorch's gate order
+    ``(i, f, g, o)``; then ``c[t] = σ(f) ⊙ c[t−1] + σ(i) ⊙ tanh(g)`` and the output
+    ``h[t] = σ(o) ⊙ tanh(c[t])`` ``[B, H]`` (``c[−1] = 0``). The surrogate is never used.
+    """
+
+    name = "lstm_unit"
+    spiking = False
+
+    def __init__(self) -> None:
+        super().__init__(Surrogate())  # no spike: the base surrogate stays unused
+
+    def init_state(self, x: Tensor) -> LSTMState:
+        return LSTMState(x.new_zeros(*x.shape[:-1], x.shape[-1] // 4))
+
+    def step(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        i, f, g, o = x.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state.c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), LSTMState(c)
+
+    def extra_repr(self) -> str:
+        return "non-spiking"
+
+
+class LSTM(SpikingModel):
+    """Non-spiking LSTM baseline: LSTM layers (``torch.nn.LSTM``'s equations) and a linear readout.
+
+    Layer ``l`` of width ``H = hidden[l]`` is a :class:`RecurrentStage` whose synapse gives the
+    gate inputs ``W_l h_{l−1}[t] + b_l`` ``[B, 4H]``, whose recurrent synapse adds ``R_l h_l[t−1]``
+    (``torch.nn.LSTM``'s ``weight_ih``, ``bias_ih + bias_hh`` and ``weight_hh``) and whose unit is
+    :class:`LSTMUnit`. Weights start uniform in ``[−1/√H, 1/√H]`` as in ``torch.nn.LSTM``.
+    Readout ``o[t] = W_out h_L[t] + b``. It builds no neuron from the suite (``uses_neuron``).
+    """
+
+    name = "lstm"
+    family = "recurrent"
+    uses_neuron = False
+    PARAMS = (Param("hidden", "int_list", (128,), "widths of the LSTM layers", low=1, min_len=1),)
+
+    def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
+        super().__init__(info, make_neuron, **params)
+        width = math.prod(info.input_shape)
+        for i, out in enumerate(self.params["hidden"]):
+            gates, recurrent = nn.Linear(width, 4 * out), nn.Linear(out, 4 * out, bias=False)
+            bound = 1.0 / math.sqrt(out)
+            for p in (*gates.parameters(), *recurrent.parameters()):
+                nn.init.uniform_(p, -bound, bound)
+            synapse = _flat_input(info, gates) if i == 0 else gates
+            self.stages.append(RecurrentStage(synapse, LSTMUnit(), recurrent))
+            width = out
+        self.readout = nn.Linear(width, info.n_classes)
+
+
 @snnarena.hookimpl
 def register_models(register: Register) -> None:
     register(SpikingMLP)
     register(SpikingConvNet)
+    register(RecurrentSNN)
+    register(LSTM)

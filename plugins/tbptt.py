@@ -5,6 +5,8 @@ final state *detached* (not reset), and its share of the loss (``SequenceLoss.se
 back-propagated at the end of the segment, so at most ``K`` steps of graph are alive: memory
 ``O(K·L·B·N)``. Gradients of all segments are summed and the optimizer steps once per batch
 (``update="batch"``) or after every segment (``update="segment"``). With ``K >= T`` it is BPTT.
+The state carried across a boundary is the model's whole state, so a ``recurrent`` model keeps
+its previous outputs ``S_l[t−1]`` (detached) as well as its neurons' state.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class TBPTT(GradientMethod[SpikingModel]):
 
     name = "tbptt"
     memory_class = "O(K)"
+    families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param(

@@ -5,11 +5,13 @@ The flow is one way, each stage returning what the next one needs:
 * :func:`build_cell` seeds and builds a :class:`BuiltCell`, or raises :class:`CellSkipped` with the
   model's or method's reason;
 * :func:`train` runs the training loop and returns a :class:`TrainingLog` (each finished epoch's
-  :class:`CurvePoint` also goes to an ``on_epoch`` callback, so a cell that fails or is interrupted
-  keeps its learning curve); after the first step it checks that every trainable parameter got a
-  gradient, and after every epoch that the parameters are finite;
-* :func:`measure` evaluates the trained model and returns the measured columns (accuracy, spike
-  rate, gradient fidelity, metric plugins);
+  :class:`CurvePoint`, with its validation accuracy, also goes to an ``on_epoch`` callback, so a
+  cell that fails or is interrupted keeps its learning curve); after the first step it checks that
+  every trainable parameter got a gradient, and after every epoch that the parameters are finite;
+  under ``train.select = "best_val"`` it keeps a CPU copy of the best validation epoch's weights;
+* :func:`select_weights` puts the weights the rule picks in place (:class:`Selection`);
+* :func:`measure` evaluates the selected weights and returns the measured columns (test accuracy,
+  read once per cell, spike rate, gradient fidelity, metric plugins);
 * :func:`run_cell` builds the row once from the cell's identity and these pieces.
 
 :func:`run_cell` returns a :class:`~snnarena.results.CellRecord` whatever happens: ``done`` with
@@ -27,7 +29,7 @@ import numbers
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -39,7 +41,7 @@ from torch import nn
 import snnarena
 from snnarena.data import DataBundle
 from snnarena.errors import ConfigurationError
-from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory
+from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory, no_neuron
 from snnarena.host import PluginHost
 from snnarena.loss import LossForm, SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
@@ -131,6 +133,8 @@ def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | 
     ]
     out = {}
     for kind, name in components:
+        if not name:  # a model without a neuron (uses_neuron = False) has no neuron or surrogate
+            continue
         entry = host.get(kind, name)
         out[f"{kind}:{name}"] = {
             "plugin": entry.plugin,
@@ -197,14 +201,14 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One finished epoch: the step count so far, wall time, mean training loss, test accuracy
-    (NaN unless evaluated that epoch)."""
+    """One finished epoch: the step count so far, wall time, mean training loss, validation
+    accuracy (NaN unless ``train.eval_every_epoch``)."""
 
     epoch: int
     step: int
     elapsed_s: float
     train_loss: float
-    test_accuracy: float
+    val_accuracy: float
 
 
 EpochCallback = Callable[[CurvePoint], None]
@@ -249,12 +253,14 @@ def _build_train_measure(
     except CellSkipped as skip:
         return {"status": "skipped", "reason": skip.reason}
     log = train(built, spec, device, on_epoch)
+    selection = select_weights(built, spec, log, device)
     return {
         "status": "done",
         "reason": "",
         **built.size_columns(),
         **log.columns(),
-        **measure(spec, host, built, log, device),
+        **selection.columns(),
+        **measure(spec, host, built, device),
     }
 
 
@@ -268,9 +274,6 @@ def _record(
 ) -> CellRecord:
     """The cell's record: one row from its identity and columns, and its curve rows."""
     row = {**identity, **columns, "duration_s": time.perf_counter() - started}
-    final = columns.get("test_accuracy")
-    if final is not None and curve:  # the last epoch shows the final evaluation
-        curve = [*curve[:-1], dataclasses.replace(curve[-1], test_accuracy=final)]
     keys = {k: identity[k] for k in CURVE_IDENTITY}
     curves = [{**keys, **dataclasses.asdict(point)} for point in curve]
     return CellRecord(spec.to_dict(), row, curves, error)
@@ -314,7 +317,11 @@ def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltC
     reason = _checked_reason(model_cls.skip(data.info), spec.model)
     if reason:
         raise CellSkipped(reason)
-    make_neuron = neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
+    make_neuron = (
+        neuron_factory(host, spec.neuron, spec.neuron_params, spec.surrogate, spec.surrogate_params)
+        if spec.neuron
+        else no_neuron(spec.model)
+    )
     model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
     method = build_method(host, spec.method, spec.method_params)
     loss = SequenceLoss(cast(LossForm, spec.loss))
@@ -334,10 +341,24 @@ class Evaluation:
     spike_rate: float
 
 
+#: A CPU copy of the state of the modules a cell trains: ``{module key: state_dict}``.
+WeightsCopy = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class BestEpoch:
+    """The epoch with the best validation accuracy so far and a CPU copy of its weights."""
+
+    epoch: int
+    val_accuracy: float
+    weights: WeightsCopy
+
+
 @dataclass(frozen=True)
 class TrainingLog:
-    """What training did: counts, median phase times (ms), peak bytes, the last epoch's losses
-    and the evaluation of the final weights if the last epoch took one."""
+    """What training did: counts, median phase times (ms), peak bytes, the last epoch's losses,
+    the validation of the final weights if the last epoch took one, and (``best_val``) the best
+    validation epoch."""
 
     steps: int
     epochs: int
@@ -345,7 +366,8 @@ class TrainingLog:
     peak_activation_bytes: int
     peak_device_bytes: float
     last_losses: tuple[float, ...]
-    last_evaluation: Evaluation | None
+    last_validation: Evaluation | None
+    best: BestEpoch | None = None
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -360,8 +382,14 @@ class TrainingLog:
 
 def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: EpochCallback) -> TrainingLog:
     """Train ``built`` under the budget of ``spec.train``, timing each step's phases and metering
-    the bytes saved for backward; ``on_epoch`` receives each finished epoch's point."""
+    the bytes saved for backward; ``on_epoch`` receives each finished epoch's point.
+
+    With ``eval_every_epoch`` each epoch ends with a validation pass; with ``select = "best_val"``
+    the weights of the epoch with the highest validation accuracy (the earliest on ties) are copied
+    to the CPU (the log's ``best``).
+    """
     settings = spec.train
+    keep_best = settings["select"] == "best_val"
     generator = torch.Generator().manual_seed(spec.seed)
     clock = PhaseClock(device)
     device_memory = DeviceMemory(device)
@@ -370,7 +398,8 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
     peak_saved = step = epoch = 0
     t0 = time.perf_counter()
     last_losses: list[float] = []
-    last_eval: Evaluation | None = None  # evaluation of the current weights, if taken
+    last_val: Evaluation | None = None  # validation of the current weights, if taken
+    best: BestEpoch | None = None
     budget_steps = settings["steps"]
     epochs = settings["epochs"] if settings["epochs"] is not None else math.inf
     built.prepared.train()
@@ -393,18 +422,16 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         epoch += 1
         last_losses = epoch_losses or last_losses
         check_finite(built.prepared, f"epoch {epoch}, step {step}")
-        last_eval = (
-            evaluate(built.model, built.data, settings["eval_batch_size"], device)
-            if settings["eval_every_epoch"]
-            else None
-        )
+        last_val = validate(built, settings["eval_batch_size"], device) if settings["eval_every_epoch"] else None
+        if keep_best and last_val is not None and (best is None or last_val.accuracy > best.val_accuracy):
+            best = BestEpoch(epoch, last_val.accuracy, copy_weights(built))
         on_epoch(
             CurvePoint(
                 epoch,
                 step,
                 time.perf_counter() - t0,
                 float(np.mean(epoch_losses)) if epoch_losses else math.nan,
-                last_eval.accuracy if last_eval else math.nan,
+                last_val.accuracy if last_val else math.nan,
             )
         )
         if not epoch_losses:
@@ -416,8 +443,61 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         peak_saved,
         device_memory.peak_bytes(),
         tuple(last_losses),
-        last_eval,
+        last_val,
+        best,
     )
+
+
+def _trained_modules(built: BuiltCell) -> dict[str, nn.Module]:
+    """The modules whose state makes the trained weights: the prepared module, and the model when
+    the method's prepared module does not contain it."""
+    modules: dict[str, nn.Module] = {"prepared": built.prepared}
+    if not any(m is built.model for m in built.prepared.modules()):
+        modules["model"] = built.model
+    return modules
+
+
+def copy_weights(built: BuiltCell) -> WeightsCopy:
+    """A CPU copy of the state (parameters and buffers) of the modules the cell trains."""
+    return {
+        key: {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+        for key, module in _trained_modules(built).items()
+    }
+
+
+def restore_weights(built: BuiltCell, weights: WeightsCopy) -> None:
+    """Load a :func:`copy_weights` copy back into the cell's modules (in place, on their device)."""
+    for key, module in _trained_modules(built).items():
+        module.load_state_dict(weights[key])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The weights a cell is measured on: the rule, the epoch they come from, their validation
+    accuracy."""
+
+    rule: str
+    epoch: int
+    val_accuracy: float
+
+    def columns(self) -> dict[str, Any]:
+        return {"select": self.rule, "selected_epoch": self.epoch, "val_accuracy": self.val_accuracy}
+
+
+def select_weights(built: BuiltCell, spec: CellSpec, log: TrainingLog, device: torch.device) -> Selection:
+    """Put the weights ``train.select`` picks in place: ``last`` keeps the final weights (validated
+    now if the last epoch did not), ``best_val`` restores the best validation epoch's copy."""
+    rule = spec.train["select"]
+    if rule == "best_val":
+        if log.best is None:
+            raise ConfigurationError(
+                "train.select = 'best_val' needs a validation pass after every epoch; "
+                "set train.eval_every_epoch = true or select = 'last'"
+            )
+        restore_weights(built, log.best.weights)
+        return Selection(rule, log.best.epoch, log.best.val_accuracy)
+    final = log.last_validation or validate(built, spec.train["eval_batch_size"], device)
+    return Selection(rule, log.epochs, final.accuracy)
 
 
 @contextmanager
@@ -467,14 +547,22 @@ def check_finite(module: nn.Module, when: str) -> None:
         raise NonFiniteParametersError(f"parameters became non-finite ({when}): {_names(bad)}")
 
 
+def validate(built: BuiltCell, batch_size: int, device: torch.device) -> Evaluation:
+    """Accuracy and spike rate of the cell's model on the validation split."""
+    return evaluate(built.model, built.data.val_batches(batch_size), device)
+
+
 @torch.no_grad()
-def evaluate(model: SpikingModel, data: DataBundle, batch_size: int, device: torch.device) -> Evaluation:
-    """Test accuracy and mean spike rate of the plain forward pass (the same for every method)."""
+def evaluate(
+    model: SpikingModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> Evaluation:
+    """Accuracy and mean spike rate of the plain forward pass (the same for every method) over
+    ``batches`` (``data.val_batches(...)`` or ``data.test_batches(...)``)."""
     was_training = model.training
     model.eval()
     correct = total = 0
     spikes = neurons = 0.0
-    for x, y in data.test_batches(batch_size):
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
         out = model.forward_seq(x)
         correct += int((SequenceLoss.predict(out.logits) == y).sum())
@@ -490,13 +578,12 @@ def evaluate(model: SpikingModel, data: DataBundle, batch_size: int, device: tor
 # -- measure ---------------------------------------------------------------------------------
 
 
-def measure(
-    spec: CellSpec, host: PluginHost, built: BuiltCell, log: TrainingLog, device: torch.device
-) -> dict[str, Any]:
-    """The measured columns of a trained cell: final test accuracy and spike rate, gradient
-    fidelity vs BPTT on a fixed probe batch (if ``train.fidelity``), and the metric plugins'."""
+def measure(spec: CellSpec, host: PluginHost, built: BuiltCell, device: torch.device) -> dict[str, Any]:
+    """The measured columns of a trained cell's selected weights: test accuracy and spike rate
+    (the one pass over the test split), gradient fidelity vs BPTT on a fixed probe batch (if
+    ``train.fidelity``), and the metric plugins'."""
     settings = spec.train
-    final = log.last_evaluation or evaluate(built.model, built.data, settings["eval_batch_size"], device)
+    final = evaluate(built.model, built.data.test_batches(settings["eval_batch_size"]), device)
     columns: dict[str, Any] = {"test_accuracy": final.accuracy, "spike_rate": final.spike_rate}
     probe_size = min(settings["batch_size"], built.data.info.n_train)
     px, py = next(built.data.train_batches(probe_size, torch.Generator().manual_seed(spec.seed + 1)))

@@ -70,7 +70,14 @@ COLUMN_FIELDS: tuple[str, ...] = ("name", "higher_is_better", "unit", "kind", "d
 
 #: Columns the host measures on every ``done`` cell.
 CORE_COLUMNS: tuple[Column, ...] = (
-    Column("test_accuracy", True, "", "score", "final test accuracy of the plain forward pass"),
+    Column(
+        "test_accuracy",
+        True,
+        "",
+        "score",
+        "test accuracy of the plain forward pass with the weights train.select picks, read once per cell",
+    ),
+    Column("val_accuracy", True, "", "score", "validation accuracy of the weights train.select picks"),
     Column("train_loss", False, "", "score", "mean training loss of the last epoch"),
     Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up", "step_time_iqr_ms"),
     Column("step_time_iqr_ms", None, "ms", "time", "interquartile range of the step time"),

@@ -1,14 +1,20 @@
 """Base class of the dataset plugins and the in-memory bundle they return.
 
 A dataset plugin builds a :class:`DataBundle` for a number of time steps ``T`` and a seed. The
-bundle yields batches ``(x, y)`` with ``x`` of shape ``[T, B, *input_shape]`` (float) and ``y``
-of shape ``[B]`` (class indices). The same seed gives the same data, split and batches.
+bundle holds three splits, train / validation / test, and yields batches ``(x, y)`` with ``x`` of
+shape ``[T, B, *input_shape]`` (float) and ``y`` of shape ``[B]`` (class indices). The same seed
+gives the same data, splits and batches.
+
+Validation is where learning curves and weight selection look; test is read once per cell. A
+dataset whose source has a validation split passes it (``val=(x, y)``); otherwise the bundle
+carves ``val_fraction`` of the training data (:func:`validation_split`: seeded, stratified by
+class), so test data is never used for training or selection.
 
 Static samples (images, vectors) are turned into ``T`` steps by an encoding:
 
 * ``direct``: the sample is the input current at every step, ``x[t] = u``;
 * ``rate``: Bernoulli (Poisson) spikes, ``x[t] ~ Bernoulli(clamp(u, 0, 1))``, redrawn per batch;
-  test batches use a fixed generator so evaluation is deterministic.
+  validation and test batches use fixed generators so evaluation is deterministic.
 
 Temporal samples (already ``[N, T, ...]``) are passed through unchanged (``encoding="none"``).
 """
@@ -26,11 +32,16 @@ from snnarena.params import Param, params_of
 
 Encoding = Literal["direct", "rate", "none"]
 ENCODINGS: tuple[str, ...] = ("direct", "rate")
+#: Share of the training data carved out for validation when the source has no validation split.
+DEFAULT_VAL_FRACTION = 0.1
+#: Offsets of the seeds of the fixed generators (validation split, validation and test encoding).
+_SPLIT_SEED, _VAL_SEED, _TEST_SEED = 7877, 7907, 7919
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about the data: per-step input shape, classes and ``T``."""
+    """What a model needs to know about the data: per-step input shape, classes and ``T``; the
+    sizes of the train, test and validation splits."""
 
     input_shape: tuple[int, ...]
     n_classes: int
@@ -38,13 +49,57 @@ class DataInfo:
     n_train: int
     n_test: int
     task: str = "classification"
+    n_val: int = 0
+
+
+def validation_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted indices ``(train, val)`` of a partition of ``range(len(y))`` with
+    ``n_val = round(N * fraction)`` (at least 1, at most ``N - 1``) validation samples.
+
+    Class indices (``y`` of shape ``[N]``, integer) are stratified: each class ``c`` of ``n_c``
+    samples gives ``n_c * n_val / N`` of them, rounded by largest remainder (ties in a seeded
+    random order) so the quotas add up to ``n_val``; other targets are split uniformly. The
+    samples are drawn from ``seed`` alone.
+    """
+    n = len(y)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {fraction}")
+    if n < 2:
+        raise ValueError(f"cannot carve a validation split from {n} training sample(s); pass val=(x, y) instead")
+    n_val = min(max(round(n * fraction), 1), n - 1)
+    generator = torch.Generator().manual_seed((seed + _SPLIT_SEED) % 2**63)
+    order = torch.randperm(n, generator=generator)
+    if y.dim() == 1 and not y.is_floating_point():
+        chosen = _stratified_pick(y, order, n_val, generator)
+    else:
+        chosen = order[:n_val]
+    is_val = torch.zeros(n, dtype=torch.bool)
+    is_val[chosen] = True
+    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
+
+
+def _stratified_pick(y: Tensor, order: Tensor, n_val: int, generator: torch.Generator) -> Tensor:
+    """``n_val`` indices of ``order`` (a permutation), each class's quota taken in that order."""
+    classes, counts = torch.unique(y, return_counts=True)
+    quota = counts.double() * n_val / len(y)
+    take = quota.floor().long()
+    short = n_val - int(take.sum())
+    if short:  # largest remainders first; equal remainders in a seeded random order of the classes
+        shuffled_classes = torch.randperm(len(classes), generator=generator)
+        remainders = (quota - take)[shuffled_classes]
+        take[shuffled_classes[torch.sort(remainders, descending=True, stable=True).indices[:short]]] += 1
+    shuffled = y[order]
+    return torch.cat([order[shuffled == c][: int(k)] for c, k in zip(classes, take, strict=True)])
 
 
 class DataBundle:
-    """Train/test tensors held in memory, encoded over time batch by batch.
+    """Train/validation/test tensors held in memory, encoded over time batch by batch.
 
     ``x_train``/``x_test`` are ``[N, *input_shape]`` for static data or ``[N, T, *input_shape]``
-    for temporal data (``encoding="none"``); ``y`` are ``[N]`` class indices.
+    for temporal data (``encoding="none"``); ``y`` are ``[N]`` class indices. ``val=(x_val,
+    y_val)`` is the source's validation split, shaped alike; without it ``val_fraction`` of the
+    given training data becomes the validation split (:func:`validation_split` with ``seed``),
+    and ``x_train``/``y_train`` keep the rest.
     """
 
     def __init__(
@@ -58,16 +113,24 @@ class DataBundle:
         n_classes: int,
         encoding: Encoding,
         seed: int,
+        val: tuple[Tensor, Tensor] | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
     ) -> None:
-        if encoding == "none" and x_train.shape[1] != T:
-            raise ValueError(f"temporal data has {x_train.shape[1]} steps, expected T={T}")
+        if val is None:
+            train, held = validation_split(y_train, val_fraction, seed)
+            val = (x_train[held], y_train[held])
+            x_train, y_train = x_train[train], y_train[train]
+        for name, x in (("training", x_train), ("validation", val[0]), ("test", x_test)):
+            if encoding == "none" and x.shape[1] != T:
+                raise ValueError(f"temporal {name} data has {x.shape[1]} steps, expected T={T}")
         # inputs keep their storage dtype (uint8/bool event frames stay small); batches are float
         self.x_train, self.y_train = x_train, y_train.long()
+        self.x_val, self.y_val = val[0], val[1].long()
         self.x_test, self.y_test = x_test, y_test.long()
         self.encoding = encoding
         self.seed = seed
         shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
-        self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test))
+        self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test), n_val=len(self.x_val))
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """``[B, ...]`` (or ``[B, T, ...]``) → float ``[T, B, ...]``."""
@@ -90,12 +153,18 @@ class DataBundle:
             idx = order[start : start + batch_size]
             yield self._encode(self.x_train[idx], generator), self.y_train[idx]
 
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Validation batches in order, encoded with a generator fixed by the bundle's seed."""
+        return self._fixed_batches(self.x_val, self.y_val, batch_size, self.seed + _VAL_SEED)
+
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Test batches in order, encoded with a generator fixed by the bundle's seed."""
-        generator = torch.Generator().manual_seed(self.seed + 7919)
-        for start in range(0, len(self.x_test), batch_size):
-            xb = self.x_test[start : start + batch_size]
-            yield self._encode(xb, generator), self.y_test[start : start + batch_size]
+        return self._fixed_batches(self.x_test, self.y_test, batch_size, self.seed + _TEST_SEED)
+
+    def _fixed_batches(self, x: Tensor, y: Tensor, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            yield self._encode(x[start : start + batch_size], generator), y[start : start + batch_size]
 
 
 class Dataset:
@@ -119,6 +188,13 @@ class Dataset:
         Suite validation uses it to refuse a ``T`` whose input batch ``[T, B, ...]`` cannot fit in
         memory. Override it when the size follows from the parameters (it must be cheap).
         """
+        return None
+
+    @classmethod
+    def check_T(cls, params: Mapping[str, Any], T: int) -> str | None:
+        """Why this dataset cannot present its samples in ``T`` steps for resolved ``params``, or
+        ``None`` (the default: any ``T``). Called by suite validation for every dataset variant and
+        ``T``, so an impossible length is refused before training; ``build`` should refuse it too."""
         return None
 
     @classmethod

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from snnarena.data import DataBundle, DataInfo, Dataset
+from snnarena.errors import ConfigurationError
 from snnarena.host import PluginHost
 from snnarena.method import GradientMethod
 from snnarena.metric import Metric
@@ -47,6 +48,16 @@ def neuron_factory(
     def make() -> Neuron:
         neuron: Neuron = cls(surrogate_cls(**surrogate_resolved), **resolved)
         return neuron
+
+    return make
+
+
+def no_neuron(model: str) -> NeuronFactory:
+    """The neuron factory of a model that builds no neuron (``uses_neuron = False``): calling it
+    is a :class:`~snnarena.errors.ConfigurationError` naming the model."""
+
+    def make() -> Neuron:
+        raise ConfigurationError(f"model {model!r} declares uses_neuron = False but asked for a neuron")
 
     return make
 

@@ -8,6 +8,10 @@ neuron_l.step(I_l[t], state_l[t-1])`` with ``S_0 = x``; the logits are ``o[t] =
 readout(S_L[t])``. Because the stages and the neuron state are explicit, a gradient method can
 drive the model itself (step by step, with detached or traced state) instead of calling
 :meth:`SpikingModel.forward_seq`.
+
+A :class:`RecurrentStage` (models of ``family = "recurrent"``) adds the stage's own previous
+output to its synaptic input, ``I_l[t] = W_l S_{l-1}[t] + R_l S_l[t-1]`` (``S_l[-1] = 0``), and
+its state is a :class:`RecurrentState` holding the neuron's state *and* ``S_l[t-1]``.
 """
 
 from __future__ import annotations
@@ -67,6 +71,66 @@ class Stage(nn.Module):
         return self.neuron.forward_seq(current, state)
 
 
+class RecurrentState(NamedTuple):
+    """The state of a :class:`RecurrentStage` after step ``t``: the neuron's own state (a
+    ``NamedTuple`` of tensors, e.g. ``LIFState(v)``) and the stage's output ``S_l[t]`` ``[B, N]``,
+    which feeds back into step ``t + 1``. :func:`~snnarena.neuron.detach_state` detaches both."""
+
+    neuron: Any
+    output: Tensor
+
+
+class RecurrentStage(Stage):
+    """A synapse, a recurrent synapse and a neuron layer: a stage that feeds back its own output.
+
+    Per step, with ``S_l[-1] = 0`` (the first step has no recurrent input)::
+
+        F_l[t] = synapse(S_{l-1}[t])                 feedforward current   [B, N_in] → [B, M]
+        I_l[t] = F_l[t] + recurrent(S_l[t-1])        total current         recurrent: [B, N] → [B, M]
+        S_l[t], n_l[t] = neuron.step(I_l[t], n_l[t-1])                    S_l [B, N]
+
+    For a spiking neuron ``M = N`` (one current per neuron); a unit with gates (an LSTM unit)
+    may take ``M = 4N``. ``recurrent=None`` drops the ``R_l`` term (a feedforward layer with the
+    recurrent state layout). The state is :class:`RecurrentState` ``(n_l[t], S_l[t])``, or
+    ``None`` at rest. Methods that need the pieces of a step (e-prop's eligibility traces need
+    ``S_{l-1}[t]``, ``S_l[t-1]`` and the neuron's state; SAB reads and edits ``S_l[t]``) call
+    :meth:`total_current` and :meth:`step_current` instead of :meth:`step`, or detach
+    ``state.output`` alone (``state._replace(output=state.output.detach())``).
+    """
+
+    def __init__(self, synapse: nn.Module, neuron: Neuron, recurrent: nn.Module | None = None) -> None:
+        super().__init__(synapse, neuron)
+        self.recurrent = recurrent
+
+    def total_current(self, feedforward: Tensor, state: RecurrentState | None) -> Tensor:
+        """``I_l[t] = F_l[t] + recurrent(S_l[t-1])`` for ``F_l[t]`` ``[B, M]``; ``F_l[t]`` at rest."""
+        if state is None or self.recurrent is None:
+            return feedforward
+        return feedforward + self.recurrent(state.output)
+
+    def step_current(self, feedforward: Tensor, state: RecurrentState | None) -> tuple[Tensor, RecurrentState]:
+        """One step from the feedforward current ``F_l[t]`` ``[B, M]`` → ``S_l[t]`` and the new state."""
+        current = self.total_current(feedforward, state)
+        neuron_state = self.neuron.init_state(current) if state is None else state.neuron
+        output, neuron_state = self.neuron.step(current, neuron_state)
+        return output, RecurrentState(neuron_state, output)
+
+    def step(self, x: Tensor, state: Any | None) -> tuple[Tensor, Any]:
+        """``x`` ``[B, ...]`` → ``S_l[t]`` ``[B, N]`` and :class:`RecurrentState`."""
+        return self.step_current(self.synapse(x), state)
+
+    def forward_seq(self, x: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
+        """``x`` ``[T, B, ...]`` → ``S_l`` ``[T, B, N]``: the synapse runs on all ``T·B`` samples at
+        once, the recurrence loops over time (the same operations as ``T`` calls of :meth:`step`)."""
+        steps, batch = x.shape[:2]
+        feedforward = self.synapse(x.flatten(0, 1)).unflatten(0, (steps, batch))
+        outputs = []
+        for f_t in feedforward.unbind(0):  # unbind: one backward node, not one slice per step
+            s, state = self.step_current(f_t, state)
+            outputs.append(s)
+        return torch.stack(outputs), state
+
+
 class Stages(nn.ModuleList):
     """The ordered :class:`Stage` list of a model: an ``nn.ModuleList`` whose items are typed as
     stages, so ``for stage in model.stages: stage.step(...)`` type-checks in plugins too."""
@@ -88,12 +152,17 @@ class SpikingModel(nn.Module):
     """A model built from a neuron factory. Subclasses fill :attr:`stages` and :attr:`readout`.
 
     ``family`` tells gradient methods what dynamics to expect: ``"feedforward"`` (stages depend on
-    time only through their own neuron state), ``"recurrent"``, ``"convergent"`` or ``"graph"``.
+    time only through their own neuron state), ``"recurrent"`` (stages are
+    :class:`RecurrentStage`, or others whose state carries what their recurrence needs),
+    ``"convergent"`` or ``"graph"``. A method trains only the families in its ``families``.
     """
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     family: ClassVar[str] = "feedforward"
+    #: ``False`` for models that build no neuron from the suite's ``neuron`` entry (``lstm``): an
+    #: explicit neuron for them is a suite error, and ``make_neuron`` is never called.
+    uses_neuron: ClassVar[bool] = True
 
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__()

@@ -60,6 +60,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "status",
     "reason",
     "test_accuracy",
+    "val_accuracy",
     "train_loss",
     "step_time_ms",
     "step_time_iqr_ms",
@@ -88,6 +89,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "momentum",
     "budget_epochs",
     "budget_steps",
+    "select",
+    "selected_epoch",
     "device",
     "torch_threads",
     "torch_version",
@@ -109,7 +112,7 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "epoch",
     "step",
     "train_loss",
-    "test_accuracy",
+    "val_accuracy",
     "elapsed_s",
 )
 #: Curve columns that identify the cell; always taken from the cell's row.

@@ -146,7 +146,7 @@ def _components(cells: Iterable[CellSpec]) -> set[tuple[Kind, str]]:
             )
         )
         out.update(("metric", m) for m in c.metrics)
-    return out
+    return {(kind, name) for kind, name in out if name}  # models without a neuron name none
 
 
 def _plugin_versions(host: PluginHost, components: set[tuple[Kind, str]]) -> dict[str, str | None]:

@@ -35,6 +35,11 @@ from snnarena.params import Param, ParamError, ParamSet, params_of
 from snnarena.registry import Kind, UnknownPluginError
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "adamax", "sgd")
+#: ``train.select``: which weights a cell's test score (and fidelity, metrics) is measured on.
+SELECT_RULES: dict[str, str] = {
+    "last": "the weights after the last epoch",
+    "best_val": "the weights of the epoch with the best validation accuracy, the earliest on ties",
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 TRAIN_PARAMS = ParamSet(
@@ -46,7 +51,15 @@ TRAIN_PARAMS = ParamSet(
         Param("loss", "str", "per_step", "training objective", choices=LOSS_FORMS),
         Param("timing_warmup", "int", 2, "training steps excluded from the step-time median", low=0),
         Param("fidelity", "bool", True, "measure the gradient's agreement with BPTT"),
-        Param("eval_every_epoch", "bool", True, "record test accuracy after every epoch"),
+        Param("eval_every_epoch", "bool", True, "record validation accuracy after every epoch"),
+        Param(
+            "select",
+            "str",
+            "last",
+            "weights the test score is read from: last (after the last epoch) or best_val "
+            "(the epoch with the best validation accuracy; needs eval_every_epoch)",
+            choices=tuple(SELECT_RULES),
+        ),
     )
 )
 OPTIMIZER_PARAMS = ParamSet(
@@ -119,7 +132,7 @@ class CellSpec:
         return " | ".join(
             (
                 tag(self.method, self.method_params),
-                f"{self.model}/{self.neuron}",
+                f"{self.model}/{self.neuron}" if self.neuron else self.model,
                 tag(self.dataset, self.dataset_params),
                 f"T={self.T}",
                 f"seed={self.seed}",
@@ -382,6 +395,12 @@ class _Validator:
             self.problem("train", "give a budget: epochs = N or steps = N")
         elif train["epochs"] is not None and train["steps"] is not None:
             self.problem("train", "give either epochs or steps, not both")
+        if train["select"] == "best_val" and not train["eval_every_epoch"]:
+            self.problem(
+                "train.select",
+                "'best_val' picks the epoch with the best validation accuracy, which needs per-epoch "
+                "validation; set eval_every_epoch = true or select = 'last'",
+            )
         if isinstance(optimizer_raw, str):
             optimizer_raw = {"name": optimizer_raw}
         if not isinstance(optimizer_raw, dict):
@@ -542,6 +561,8 @@ class _Validator:
         ]
 
     def model_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
+        if not getattr(cls, "uses_neuron", True):
+            return self.neuron_free_model_entry(entry, cls, where)
         neuron_raw = entry.get("neuron", {"name": "lif"})
         if isinstance(neuron_raw, str):
             neuron_raw = {"name": neuron_raw}
@@ -580,6 +601,32 @@ class _Validator:
                 " / ".join((_label(names[0], m), _label(names[1], n), _label(names[2], s))),
             )
             for (m, m_all), (n, n_all), (s, s_all) in itertools.product(models, neurons, surrogates)
+        ]
+
+    def neuron_free_model_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
+        """A model that builds no neuron (``uses_neuron = False``, e.g. ``lstm``): its cells have
+        no neuron and no surrogate (empty names), and a ``neuron`` table is an error."""
+        if "neuron" in entry:
+            self.problem(
+                f"{where}.neuron",
+                f"model {entry['name']!r} builds no neuron (it is not a spiking model); remove the neuron table",
+            )
+            return []
+        return [
+            _Variant(
+                where,
+                {
+                    "model": entry["name"],
+                    "model_params": m,
+                    "neuron": "",
+                    "neuron_params": {},
+                    "surrogate": "",
+                    "surrogate_params": {},
+                },
+                _identity(entry["name"], m_all, "", {}, "", {}),
+                _label(entry["name"], m),
+            )
+            for m, m_all in self.variants(cls, entry.get("params", {}), f"{where}.params")
         ]
 
     def metrics(self, raw: Any) -> list[str]:
@@ -628,6 +675,10 @@ class _Validator:
                     f"(T x batch {batch} x {features} inputs x 4 bytes), more than this machine's memory "
                     f"({_bytes(memory)}); lower T, batch_size or eval_batch_size",
                 )
+        for T in Ts:
+            reason = dataset.cls.check_T(dataset.resolved, T)
+            if reason:
+                self.problem(f"{dataset.where}.T" if dataset.Ts else "grid.T", reason)
         for message in dataset.cls.check_files(dataset.resolved):
             self.problem(dataset.where, message)
 

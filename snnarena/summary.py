@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
 from snnarena.results import RunDirectory
+from snnarena.suite import SELECT_RULES
 
 
 def method_label(label: str) -> str:
@@ -12,9 +15,32 @@ def method_label(label: str) -> str:
     return label.split(" | ")[0]
 
 
+def selection_sentence(results: pd.DataFrame) -> str:
+    """Which weights the test scores of ``results``' done cells were read from, as a sentence
+    (``""`` when no cell is done). Rows of runs made before ``train.select`` existed count as
+    ``last``: their test score was read after the last epoch."""
+    if results.empty or "status" not in results:
+        return ""
+    done = results[results["status"] == "done"]
+    if done.empty:
+        return ""
+    chosen = done["select"] if "select" in done else pd.Series("", index=done.index)
+    counts = Counter(value if isinstance(value, str) and value else "last" for value in chosen)
+    rules = [rule for rule in SELECT_RULES if rule in counts] + sorted(set(counts) - set(SELECT_RULES))
+    if len(rules) == 1:
+        (rule,) = rules
+        return f"Test scores (read once per cell) follow train.select = {rule!r}: {SELECT_RULES.get(rule, rule)}."
+    parts = [
+        f"{rule!r} in {counts[rule]} cell{'' if counts[rule] == 1 else 's'} ({SELECT_RULES.get(rule, rule)})"
+        for rule in rules
+    ]
+    return f"Test scores (read once per cell) follow train.select = {', '.join(parts[:-1])} and {parts[-1]}."
+
+
 def summary_table(results: pd.DataFrame) -> str:
-    """Cell counts per status; mean over seeds per (dataset, T, method) of accuracy, step time, peak
-    saved memory and fidelity; then each skipped cell with its reason (failures: :func:`failure_report`)."""
+    """Cell counts per status; mean over seeds per (dataset, T, method) of test and validation
+    accuracy, step time, peak saved memory and fidelity; which weights the test scores are of; then
+    each skipped cell with its reason (failures: :func:`failure_report`)."""
     if results.empty:
         return "no cells ran"
     frame = results.copy()
@@ -29,14 +55,16 @@ def summary_table(results: pd.DataFrame) -> str:
             .agg(
                 seeds=("seed", "nunique"),
                 test_acc=("test_accuracy", "mean"),
+                val_acc=("val_accuracy", "mean"),
                 step_ms=("step_time_ms", "mean"),
                 peak_saved_MB=("peak_activation_bytes", lambda b: b.mean() / 2**20),
                 cos_bptt=("grad_cosine_bptt", "mean"),
             )
-            .round({"test_acc": 3, "step_ms": 1, "peak_saved_MB": 2, "cos_bptt": 3})
+            .round({"test_acc": 3, "val_acc": 3, "step_ms": 1, "peak_saved_MB": 2, "cos_bptt": 3})
         )
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines.append(table.to_string())
+        lines.append(selection_sentence(frame))
     for _, row in frame[frame["status"] == "skipped"].iterrows():
         lines.append(f"skipped: {row['label']}: {row['reason']}")
     return "\n".join(lines)

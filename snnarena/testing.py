@@ -46,6 +46,20 @@ What is checked:
   (max/min ≤ 1.15), ``O(K)`` is flat over ``T ≥ K`` (``K`` from the method's params),
   ``budget`` grows at most like ``√T`` (bounded by a budget, which by default may be
   ``⌈√T⌉``-sized).
+
+A model plugin checks its own step/sequence contract with :func:`run_model_conformance`
+(``run_model_conformance(make_model)``), which runs the checks of the model's ``family``
+(:func:`model_checks`):
+
+* ``feedforward`` and ``recurrent``: :func:`check_step_matches_sequence` — ``T`` calls of ``step``
+  give ``forward_seq``'s logits, spikes and final state; :func:`check_resumes_from_state` — a
+  sequence run in two parts, the second from the first's final state, equals the whole run (the
+  state carries everything the dynamics need); :func:`check_state_detaches` — the state is made
+  of tensors and ``NamedTuple`` instances that :func:`~snnarena.neuron.detach_state` detaches;
+* ``recurrent`` also: :func:`check_recurrent_state` — every
+  :class:`~snnarena.model.RecurrentStage` keeps its output ``S_l[t]`` in its state after step
+  ``t``, and the model's output depends on the recurrence (zeroing the fed-back outputs changes
+  the logits of a later step) when any stage has a recurrent synapse.
 """
 
 from __future__ import annotations
@@ -60,11 +74,14 @@ from snnarena.data import DataInfo
 from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel
+from snnarena.model import RecurrentStage, SpikingModel
+from snnarena.neuron import detach_state
 
 MethodFactory = Callable[[], GradientMethod]
 ModelFactory = Callable[[], SpikingModel]
 Batch = tuple[Tensor, Tensor]
+#: A model check: raises ``AssertionError`` if ``model`` breaks its contract on inputs ``x``.
+ModelCheck = Callable[[SpikingModel, Tensor], None]
 
 #: Largest max/min ratio of saved-bytes peaks that still counts as flat.
 FLAT_TOLERANCE = 1.15
@@ -344,16 +361,155 @@ def run_conformance(
     check_memory_class(method_factory, model_factory, Ts, loss, batch, seed)
 
 
+# -- models ------------------------------------------------------------------------------------
+
+
+def _model_name(model: SpikingModel) -> str:
+    return model.name or type(model).__name__
+
+
+def _tolerance(x: Tensor) -> tuple[float, float]:
+    """``(rtol, atol)`` for comparing two evaluation orders of the same computation (round-off)."""
+    return (1e-9, 1e-11) if x.dtype == torch.float64 else (1e-4, 1e-5)
+
+
+def _tensors(state: object) -> list[Tensor]:
+    """The tensors of a nested state, in order (``None`` entries skipped)."""
+    if isinstance(state, Tensor):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [t for item in state for t in _tensors(item)]
+    return []
+
+
+def _assert_close(
+    name: str, what: str, got: Sequence[Tensor], expected: Sequence[Tensor], tol: tuple[float, float]
+) -> None:
+    assert len(got) == len(expected), f"{name}: {what}: {len(got)} tensors, expected {len(expected)}"
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a.shape == b.shape, f"{name}: {what}[{i}]: shape {list(a.shape)}, expected {list(b.shape)}"
+        diff = float((a - b).abs().max()) if a.numel() else 0.0
+        assert torch.allclose(a, b, rtol=tol[0], atol=tol[1]), f"{name}: {what}[{i}] differs by up to {diff:.3g}"
+
+
+def check_step_matches_sequence(model: SpikingModel, x: Tensor) -> None:
+    """``T`` calls of ``model.step`` from ``init_state()`` give the logits ``[T, B, C]``, the
+    spikes of every stage and the final state of one ``forward_seq(x)`` call."""
+    name = _model_name(model)
+    with torch.no_grad():
+        seq = model.forward_seq(x)
+        state, logits, spikes = model.init_state(), [], []
+        for x_t in x.unbind(0):
+            out = model.step(x_t, state)
+            state = out.state
+            logits.append(out.logits)
+            spikes.append(out.spikes)
+    tol = _tolerance(x)
+    _assert_close(name, "step logits vs forward_seq", [torch.stack(logits)], [seq.logits], tol)
+    stepped = [torch.stack([s[l] for s in spikes]) for l in range(len(seq.spikes))]
+    _assert_close(name, "step spikes vs forward_seq", stepped, seq.spikes, tol)
+    _assert_close(name, "step final state vs forward_seq", _tensors(state), _tensors(seq.state), tol)
+
+
+def check_resumes_from_state(model: SpikingModel, x: Tensor) -> None:
+    """``forward_seq(x[k:], state)`` from the final state of ``forward_seq(x[:k])`` continues the
+    sequence exactly: the state holds everything the dynamics carry across steps."""
+    name = _model_name(model)
+    k = x.shape[0] // 2
+    assert k >= 1, f"{name}: check_resumes_from_state needs T >= 2, got {x.shape[0]}"
+    with torch.no_grad():
+        whole = model.forward_seq(x)
+        first = model.forward_seq(x[:k])
+        second = model.forward_seq(x[k:], first.state)
+    tol = _tolerance(x)
+    _assert_close(name, "logits resumed from the state", [second.logits], [whole.logits[k:]], tol)
+    _assert_close(name, "final state resumed from the state", _tensors(second.state), _tensors(whole.state), tol)
+
+
+def check_state_detaches(model: SpikingModel, x: Tensor) -> None:
+    """The state has one entry per stage, made of tensors and ``NamedTuple`` instances (or ``None``);
+    ``detach_state`` keeps its structure and values and cuts every tensor from the graph."""
+    name = _model_name(model)
+    state = model.forward_seq(x).state
+    assert len(state) == len(model.stages), (
+        f"{name}: the state has {len(state)} entries for {len(model.stages)} stages (one per stage)"
+    )
+    for l, entry in enumerate(state):
+        assert entry is None or isinstance(entry, Tensor) or hasattr(entry, "_fields"), (
+            f"{name}: the state of stage {l} is a {type(entry).__name__}; use a NamedTuple of tensors "
+            "so that methods can detach, store and recompute it"
+        )
+    detached = detach_state(state)
+    assert [type(e) for e in detached] == [type(e) for e in state], f"{name}: detach_state changed the state's types"
+    assert not any(t.requires_grad for t in _tensors(detached)), f"{name}: detach_state left tensors in the graph"
+    _assert_close(name, "detached state", _tensors(detached), [t.detach() for t in _tensors(state)], _tolerance(x))
+
+
+def check_recurrent_state(model: SpikingModel, x: Tensor) -> None:
+    """Every :class:`RecurrentStage` keeps its output ``S_l[t]`` in its state after step ``t``;
+    with a recurrent synapse, zeroing the fed-back outputs changes the logits of a later step."""
+    name = _model_name(model)
+    stages = {l: stage for l, stage in enumerate(model.stages) if isinstance(stage, RecurrentStage)}
+    recurrent = list(stages)
+    assert recurrent, f"{name}: family 'recurrent' but no stage is a RecurrentStage"
+    with torch.no_grad():
+        state = model.init_state()
+        for x_t in x.unbind(0):
+            out = model.step(x_t, state)
+            for l in recurrent:
+                assert torch.equal(out.state[l].output, out.spikes[l]), (
+                    f"{name}: stage {l}'s state does not hold its output of the step (RecurrentState.output)"
+                )
+            state = out.state
+        fed_back = [l for l, stage in stages.items() if stage.recurrent is not None]
+        if not fed_back:
+            return
+        first = model.step(x[0], model.init_state()).state
+        cut = list(first)
+        for l in fed_back:
+            cut[l] = first[l]._replace(output=torch.zeros_like(first[l].output))
+        kept, zeroed = model.step(x[1], first).logits, model.step(x[1], cut).logits
+    assert not torch.equal(kept, zeroed), (
+        f"{name}: the logits of step 1 do not depend on the outputs fed back from step 0 "
+        f"(stages {fed_back} have recurrent synapses)"
+    )
+
+
+def model_checks(family: str) -> tuple[ModelCheck, ...]:
+    """The model checks of ``family`` (see the module docstring)."""
+    common: tuple[ModelCheck, ...] = (check_step_matches_sequence, check_resumes_from_state, check_state_detaches)
+    if family == "feedforward":
+        return common
+    if family == "recurrent":
+        return (*common, check_recurrent_state)
+    raise AssertionError(f"snnarena.testing has no model checks for family {family!r} yet")
+
+
+def run_model_conformance(model_factory: ModelFactory, T: int = 8, batch: int = 4, seed: int = 0) -> None:
+    """Run the checks of the model's family on a fresh model and a batch from :func:`make_batch`."""
+    torch.manual_seed(seed)
+    model = model_factory()
+    x, _ = make_batch(model, T, batch, seed=seed + 1)
+    for check in model_checks(model.family):
+        check(model, x)
+
+
 __all__ = [
     "FLAT_TOLERANCE",
     "check_accumulates",
     "check_gradients_reach_parameters",
     "check_memory_class",
     "check_no_state_leak",
+    "check_recurrent_state",
     "check_reproducible",
+    "check_resumes_from_state",
     "check_skip_reason",
+    "check_state_detaches",
+    "check_step_matches_sequence",
     "default_loss",
     "make_batch",
+    "model_checks",
     "run_conformance",
+    "run_model_conformance",
     "saved_bytes_over_T",
 ]

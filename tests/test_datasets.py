@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from snnarena.data import DataBundle, Dataset
+from snnarena.data import DataBundle, Dataset, validation_split
 from snnarena.errors import DataFilesError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.params import ParamError, params_of
@@ -43,7 +43,14 @@ def rows(x: Tensor) -> Counter[bytes]:
 def same_bundle(a: DataBundle, b: DataBundle) -> bool:
     return all(
         torch.equal(u, v)
-        for u, v in ((a.x_train, b.x_train), (a.y_train, b.y_train), (a.x_test, b.x_test), (a.y_test, b.y_test))
+        for u, v in (
+            (a.x_train, b.x_train),
+            (a.y_train, b.y_train),
+            (a.x_val, b.x_val),
+            (a.y_val, b.y_val),
+            (a.x_test, b.x_test),
+            (a.y_test, b.y_test),
+        )
     )
 
 
@@ -70,7 +77,7 @@ GENERATED = [
 def test_hook_registers_every_dataset() -> None:
     got: list[type[Dataset]] = []
     ds.register_datasets(lambda cls, name=None: got.append(cls))
-    assert sorted(c.name for c in got) == ["digits", "mnist", "mnist1d", "nmnist", "randman"]
+    assert sorted(c.name for c in got) == ["digits", "mnist", "mnist1d", "nmnist", "randman", "seq_digits"]
     for cls in got:
         assert issubclass(cls, Dataset) and cls.__doc__
         params_of(cls).resolve({})  # every default validates
@@ -101,18 +108,22 @@ def test_shapes_labels_and_sizes(
     bundle = build(cls, T=T, **given)
     info = bundle.info
     assert info.input_shape == shape and info.T == T
-    assert info.n_train + info.n_test == n
+    assert info.n_train + info.n_val + info.n_test == n
+    assert info.n_val == round(0.1 * (info.n_train + info.n_val))  # the default val_fraction of the training part
+    assert (len(bundle.x_train), len(bundle.x_val), len(bundle.x_test)) == (info.n_train, info.n_val, info.n_test)
     gen = torch.Generator().manual_seed(0)
     xb, yb = next(bundle.train_batches(16, gen))
     assert xb.shape == (T, 16, *shape) and xb.dtype == torch.float32
     assert yb.shape == (16,) and yb.dtype == torch.long
-    xt, _ = next(bundle.test_batches(16))
-    assert xt.shape == (T, 16, *shape)
-    for y in (bundle.y_train, bundle.y_test):
+    for batches in (bundle.val_batches(4), bundle.test_batches(16)):
+        xe, ye = next(batches)
+        assert xe.shape == (T, len(ye), *shape) and xe.dtype == torch.float32 and ye.dtype == torch.long
+    for y in (bundle.y_train, bundle.y_val, bundle.y_test):
         assert int(y.min()) >= 0 and int(y.max()) < info.n_classes
     assert set(bundle.y_train.tolist()) == set(range(info.n_classes))
     assert set(bundle.y_test.tolist()) == set(range(info.n_classes))
-    assert torch.isfinite(bundle.x_train).all() and torch.isfinite(bundle.x_test).all()
+    for x in (bundle.x_train, bundle.x_val, bundle.x_test):
+        assert torch.isfinite(x).all()
 
 
 @pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
@@ -125,6 +136,7 @@ def test_same_seed_same_data_other_seed_other_data(
     batches = [next(x.train_batches(8, torch.Generator().manual_seed(1))) for x in (a, b)]
     assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
     assert all(torch.equal(u[0], v[0]) for u, v in zip(a.test_batches(50), b.test_batches(50), strict=True))
+    assert all(torch.equal(u[0], v[0]) for u, v in zip(a.val_batches(50), b.val_batches(50), strict=True))
 
 
 @pytest.mark.parametrize(("cls", "given", "T", "shape", "n"), GENERATED)
@@ -134,8 +146,9 @@ def test_rate_and_spike_inputs_are_binary(
     bundle = build(cls, T=T, **given)
     xb, _ = next(bundle.train_batches(32, torch.Generator().manual_seed(0)))
     xt, _ = next(bundle.test_batches(32))
+    xv, _ = next(bundle.val_batches(32))
     if bundle.encoding == "rate" or cls is ds.Randman:
-        for x in (xb, xt):
+        for x in (xb, xt, xv):
             assert set(torch.unique(x).tolist()) <= {0.0, 1.0}
         assert bundle.x_train.min() >= 0 and bundle.x_train.max() <= 1
     elif bundle.encoding == "direct":
@@ -148,13 +161,18 @@ def test_digits_split_is_a_stratified_partition() -> None:
     raw = load_digits()
     full = torch.tensor(raw.data / 16.0, dtype=torch.float32)
     bundle = build(ds.Digits, seed=5, test_fraction=0.3)
-    assert rows(torch.cat([bundle.x_train, bundle.x_test])) == rows(full)  # every sample once
+    assert rows(torch.cat([bundle.x_train, bundle.x_val, bundle.x_test])) == rows(full)  # every sample once
     counts = np.bincount(raw.target, minlength=10)
     test_counts = np.bincount(bundle.y_test.numpy(), minlength=10)
     assert np.array_equal(test_counts, np.round(counts * 0.3).astype(int))
+    # the validation split is 10% of the training part, stratified: within one sample of each class's share
+    train_counts = counts - test_counts
+    val_counts = np.bincount(bundle.y_val.numpy(), minlength=10)
+    assert val_counts.sum() == round(0.1 * train_counts.sum())
+    assert np.all(np.abs(val_counts - 0.1 * train_counts) < 1)
     # labels follow their images
     label_of = {row.tobytes(): int(t) for row, t in zip(full.numpy(), raw.target, strict=True)}
-    for x, y in ((bundle.x_train, bundle.y_train), (bundle.x_test, bundle.y_test)):
+    for x, y in ((bundle.x_train, bundle.y_train), (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)):
         for row, t in zip(x.numpy(), y.tolist(), strict=True):
             assert label_of[row.tobytes()] == t
     assert build(ds.Digits, seed=6, test_fraction=0.3).y_test.tolist() != bundle.y_test.tolist()
@@ -198,15 +216,23 @@ def test_mnist1d_matches_the_package_generator_and_leaves_global_rng_alone() -> 
 def test_mnist1d_split_and_normalisation() -> None:
     _, y = generate(1000, 2)
     direct = build(ds.MNIST1D, seed=2, num_samples=1000, test_fraction=0.2)
-    assert direct.info.n_train == 800 and direct.info.n_test == 200
-    assert direct.y_train.tolist() == y[:800].tolist()
+    assert (direct.info.n_train, direct.info.n_val, direct.info.n_test) == (720, 80, 200)
+    # train and validation are the package's (shuffled) first 800 samples, split by validation_split
+    train, val = validation_split(torch.from_numpy(y[:800].copy()), 0.1, 2)
+    assert direct.y_train.tolist() == y[:800][train.numpy()].tolist()
+    assert direct.y_val.tolist() == y[:800][val.numpy()].tolist()
     assert direct.y_test.tolist() == y[800:].tolist()
+    # standardised with the statistics of the training part alone
     assert abs(float(direct.x_train.mean())) < 1e-4 and abs(float(direct.x_train.std(unbiased=False)) - 1) < 1e-4
+    assert abs(float(direct.x_val.mean())) > 1e-4
     rate = build(ds.MNIST1D, seed=2, num_samples=1000, encoding="rate")
     assert float(rate.x_train.min()) == 0.0 and float(rate.x_train.max()) == pytest.approx(1.0)
-    assert rate.x_test.min() >= 0 and rate.x_test.max() <= 1
-    # the train part is the package's (shuffled) first samples: disjoint from the test part
-    assert not set(rows(direct.x_train)) & set(rows(direct.x_test))
+    for x in (rate.x_val, rate.x_test):
+        assert x.min() >= 0 and x.max() <= 1
+    splits = (direct.x_train, direct.x_val, direct.x_test)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            assert not set(rows(a)) & set(rows(b))
 
 
 def test_mnist1d_sequence_resamples_the_signal_over_time() -> None:
@@ -232,15 +258,15 @@ def test_randman_one_spike_per_unit_and_partition() -> None:
     bundle = build(ds.Randman, T=T, seed=seed, test_fraction=0.2, **params)
     x_all, _ = make_randman(nb_spikes=1, T=T, seed=seed, **params)
     assert x_all.shape == (90, T, 12)
-    assert bundle.info.n_train == 72 and bundle.info.n_test == 18
+    assert (bundle.info.n_train, bundle.info.n_val, bundle.info.n_test) == (65, 7, 18)
     assert np.bincount(bundle.y_test.numpy()).tolist() == [6, 6, 6]
-    both = torch.cat([bundle.x_train, bundle.x_test])
+    assert sorted(np.bincount(bundle.y_val.numpy()).tolist()) == [2, 2, 3]  # 7 of 3 x 24, stratified
+    both = torch.cat([bundle.x_train, bundle.x_val, bundle.x_test])
     assert torch.all(both.sum(dim=1) == 1)  # exactly one spike per unit and sample
-    assert rows(both) == rows(torch.from_numpy(x_all))
-    assert not set(rows(bundle.x_train)) & set(rows(bundle.x_test))
+    assert rows(both) == rows(torch.from_numpy(x_all))  # every sample in exactly one split
     # per class and unit the spike times span the whole window (min-max scaled over the class)
     steps = both.argmax(dim=1)
-    labels = torch.cat([bundle.y_train, bundle.y_test])
+    labels = torch.cat([bundle.y_train, bundle.y_val, bundle.y_test])
     for c in range(3):
         assert torch.all(steps[labels == c].min(dim=0).values == 0)
         assert torch.all(steps[labels == c].max(dim=0).values == T - 1)
@@ -251,7 +277,7 @@ def test_randman_params_change_the_data() -> None:
     assert not same_bundle(base, build(ds.Randman, T=20, **{**SMALL_RANDMAN, "alpha": 3.0}))
     assert not same_bundle(base, build(ds.Randman, T=20, **SMALL_RANDMAN, dim_manifold=1))
     two = build(ds.Randman, T=20, **SMALL_RANDMAN, nb_spikes=2)
-    per_unit = torch.cat([two.x_train, two.x_test]).sum(dim=1)
+    per_unit = torch.cat([two.x_train, two.x_val, two.x_test]).sum(dim=1)
     assert per_unit.min() >= 1 and per_unit.max() <= 2 and (per_unit == 2).float().mean() > 0.5
     # the time axis is T: spikes land at floor(s * T)
     short = build(ds.Randman, T=5, **SMALL_RANDMAN)
@@ -343,10 +369,15 @@ def test_idx_reader_roundtrip(tmp_path: Path) -> None:
 def test_mnist_reads_torchvision_layout(tmp_path: Path, gz: bool) -> None:
     arrays = write_mnist(tmp_path / "MNIST" / "raw", gz=gz)
     bundle = build(ds.MNIST, T=5, seed=0, root=str(tmp_path), encoding="direct")
-    assert bundle.info.input_shape == (784,) and (bundle.info.n_train, bundle.info.n_test) == (30, 12)
+    info = bundle.info
+    assert info.input_shape == (784,) and (info.n_train, info.n_val, info.n_test) == (27, 3, 12)
     expected = torch.tensor(arrays["train-images-idx3-ubyte"].reshape(30, 784) / 255.0, dtype=torch.float32)
-    np.testing.assert_allclose(bundle.x_train.numpy(), expected.numpy(), rtol=1e-6)
-    assert bundle.y_train.tolist() == (np.arange(30) % 10).tolist()
+    labels = np.arange(30) % 10
+    train, val = (i.numpy() for i in validation_split(torch.from_numpy(labels), 0.1, 0))
+    np.testing.assert_allclose(bundle.x_train.numpy(), expected[train].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bundle.x_val.numpy(), expected[val].numpy(), rtol=1e-6)
+    assert bundle.y_train.tolist() == labels[train].tolist() and bundle.y_val.tolist() == labels[val].tolist()
+    assert len(set(bundle.y_val.tolist())) == 3  # stratified: three different classes
     assert bundle.y_test.tolist() == ((np.arange(12) * 3) % 10).tolist()
     xb, yb = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
     assert xb.shape == (5, 8, 784) and yb.shape == (8,)
@@ -359,9 +390,13 @@ def test_mnist_flat_folder_image_shape_rate_and_subsets(tmp_path: Path) -> None:
     xb, _ = next(image.train_batches(10, torch.Generator().manual_seed(0)))
     assert xb.shape == (3, 10, 1, 28, 28) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
     small = [build(ds.MNIST, seed=s, root=str(tmp_path), max_train=10, max_test=4) for s in (1, 1, 2)]
-    assert (small[0].info.n_train, small[0].info.n_test) == (10, 4)
+    assert (small[0].info.n_train, small[0].info.n_val, small[0].info.n_test) == (9, 1, 4)
     assert same_bundle(small[0], small[1]) and not same_bundle(small[0], small[2])
-    assert rows(small[0].x_train).keys() <= rows(image.x_train.reshape(30, 784)).keys()
+    every_train_image = rows(torch.cat([image.x_train, image.x_val]).reshape(30, 784)).keys()
+    assert rows(torch.cat([small[0].x_train, small[0].x_val])).keys() <= every_train_image
+    assert not rows(small[0].x_train).keys() & rows(small[0].x_val).keys()
+    wider = build(ds.MNIST, seed=1, root=str(tmp_path), max_train=10, max_test=4, val_fraction=0.5)
+    assert (wider.info.n_train, wider.info.n_val) == (5, 5)
 
 
 def test_mnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
@@ -426,19 +461,24 @@ def test_nmnist_event_decoding_and_binning(tmp_path: Path) -> None:
 def test_nmnist_loads_frames_from_the_folder_layout(tmp_path: Path) -> None:
     write_nmnist(tmp_path / "NMNIST", {"Train": 3, "Test": 1})
     bundle = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path))
-    assert bundle.info.input_shape == (2312,) and (bundle.info.n_train, bundle.info.n_test) == (30, 10)
-    assert bundle.y_train.tolist() == sorted(list(range(10)) * 3) and bundle.y_test.tolist() == list(range(10))
+    info = bundle.info
+    assert info.input_shape == (2312,) and (info.n_train, info.n_val, info.n_test) == (27, 3, 10)
+    labels = np.array(sorted(list(range(10)) * 3))
+    train, val = (i.numpy() for i in validation_split(torch.from_numpy(labels), 0.1, 0))
+    assert bundle.y_train.tolist() == labels[train].tolist() and bundle.y_val.tolist() == labels[val].tolist()
+    assert bundle.y_test.tolist() == list(range(10))
     xb, _ = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
     assert xb.shape == (6, 8, 2312) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
     image = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path / "NMNIST"), flatten=False, binary=False)
     assert image.info.input_shape == (2, 34, 34)
-    assert torch.equal(image.x_train.clamp(max=1).reshape(30, 6, -1), bundle.x_train)
-    assert float(image.x_train.sum()) == 30 * 40  # counts: every event lands in one frame
+    assert torch.equal(image.x_train.clamp(max=1).reshape(27, 6, -1), bundle.x_train)
+    assert torch.equal(image.x_val.clamp(max=1).reshape(3, 6, -1), bundle.x_val)
+    assert float(image.x_train.sum() + image.x_val.sum()) == 30 * 40  # counts: every event lands in one frame
     # the digit-dependent column carries the label
-    column = image.x_train.sum(dim=(1, 2, 3))  # [N, 34] events per x
-    assert torch.equal(column[:, :10].argmax(dim=1), image.y_train)
+    column = torch.cat([image.x_train, image.x_val]).sum(dim=(1, 2, 3))  # [N, 34] events per x
+    assert torch.equal(column[:, :10].argmax(dim=1), torch.cat([image.y_train, image.y_val]))
     sub = [build(ds.NMNIST, T=6, seed=s, root=str(tmp_path), max_train=7, max_test=3) for s in (0, 0, 1)]
-    assert (sub[0].info.n_train, sub[0].info.n_test) == (7, 3)
+    assert (sub[0].info.n_train, sub[0].info.n_val, sub[0].info.n_test) == (6, 1, 3)
     assert same_bundle(sub[0], sub[1]) and not same_bundle(sub[0], sub[2])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
 import re
@@ -61,6 +62,9 @@ def cell(
         memory = 1000.0 * T if method == "bptt" else 1000.0
         row.update(
             test_accuracy=0.5 + 0.01 * T + (0.05 if method == "bptt" else 0.0),
+            val_accuracy=0.6,
+            select="last",
+            selected_epoch=2,
             train_loss=1.0,
             step_time_ms=2.0 * T,
             forward_ms=1.0 * T,
@@ -85,7 +89,7 @@ def cell(
                 "epoch": e,
                 "step": 10 * e,
                 "train_loss": 2.0 / e,
-                "test_accuracy": 0.3 * e,
+                "val_accuracy": 0.3 * e,
                 "elapsed_s": float(e),
             }
             for e in (1, 2)
@@ -304,3 +308,39 @@ def test_a_metric_plugin_column_gets_its_declared_direction_unit_and_meaning(tmp
     best = re.findall(r'<tr><td>([^<]*)</td>(?:(?!</tr>).)*<td class="num best">(\d+)</td>', table)
     assert best == [("tbptt", "16"), ("tbptt", "32")]  # fewer operations is better, at each T
     assert "0.2500" in table  # a ratio column is shown as a share
+
+
+def test_the_report_says_which_weights_the_test_scores_are_of(tmp_path: Path) -> None:
+    best = [cell("bestRun", m, T, select="best_val", selected_epoch=1) for m in ("bptt", "tbptt") for T in (4, 8)]
+    index = build_report([write_run(tmp_path, "bestRun", best)], tmp_path / "out")
+    page = html.unescape(index.read_text(encoding="utf-8"))
+    sentence = (
+        "Test scores (read once per cell) follow train.select = 'best_val': the weights of the epoch with the "
+        "best validation accuracy, the earliest on ties."
+    )
+    overview = re.search(r'id="overview".*?</section>', page, flags=re.S)
+    assert overview is not None and sentence in overview.group(0)
+    assert "Learning curves and val accuracy are on the validation split." in overview.group(0)
+    caption = re.search(r'id="setting-1".*?<caption>(.*?)</caption>', page, flags=re.S)
+    assert caption is not None and caption.group(1) == sentence  # each results table says it too
+    assert "val accuracy (%)" in page and "training loss and validation accuracy per epoch" in page
+    markdown = (index.parent / "report.md").read_text(encoding="utf-8")
+    assert "train.select = 'best\\_val'" in markdown
+
+
+def test_runs_before_the_select_option_count_as_last_and_mixed_rules_are_counted(tmp_path: Path) -> None:
+    old = []
+    for T in (4, 8):
+        record = cell("oldRun", "bptt", T)
+        for key in ("select", "selected_epoch", "val_accuracy"):
+            del record.row[key]
+        old.append(record)
+    page = html.unescape(build_report([write_run(tmp_path, "oldRun", old)], tmp_path / "out").read_text("utf-8"))
+    assert "follow train.select = 'last': the weights after the last epoch." in page
+    assert "val accuracy (%)" not in page  # nothing recorded: no column
+    mixed = [cell("mixed", "bptt", 4, select="best_val"), cell("mixed", "bptt", 8), cell("mixed", "tbptt", 8)]
+    page = html.unescape(build_report([write_run(tmp_path, "mixed", mixed)], tmp_path / "out").read_text("utf-8"))
+    assert (
+        "follow train.select = 'last' in 2 cells (the weights after the last epoch) and 'best_val' in 1 cell "
+        "(the weights of the epoch with the best validation accuracy, the earliest on ties)."
+    ) in page

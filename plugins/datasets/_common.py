@@ -9,10 +9,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from snnarena.data import DEFAULT_VAL_FRACTION
 from snnarena.errors import DataFilesError
+from snnarena.params import Param
 
 #: Stream ids that keep the random draws of one build independent of each other.
 STREAM_DATA, STREAM_SPLIT, STREAM_TRAIN_SUBSET, STREAM_TEST_SUBSET = 0, 1, 2, 3
+
+#: The parameter every built-in dataset passes to ``DataBundle(val_fraction=...)``: none of their
+#: sources has a validation split, so one is carved from the training data.
+VAL_FRACTION = Param(
+    "val_fraction",
+    "float",
+    DEFAULT_VAL_FRACTION,
+    "share of the training data held out for validation (seeded, stratified by class)",
+    low=0.01,
+    high=0.9,
+)
 
 
 def rng(seed: int, stream: int) -> np.random.Generator:

@@ -4,7 +4,8 @@
 ``[0, 1]``. Samples are ``[64]`` (``flatten=true``) or ``[1, 8, 8]``; batches are
 ``[T, B, 64]`` or ``[T, B, 1, 8, 8]``, coded over ``T`` steps by ``direct`` (the pixel values at
 every step) or ``rate`` (Bernoulli spikes with the pixel value as probability). The train/test
-split is stratified by class and drawn from the seed.
+split is stratified by class and drawn from the seed; ``val_fraction`` of the training part is
+then held out for validation, also stratified.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from snnarena.data import ENCODINGS, DataBundle, Dataset
 from snnarena.params import Param
 
-from ._common import as_labels, as_tensor, stratified_split
+from ._common import VAL_FRACTION, as_labels, as_tensor, stratified_split
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +43,7 @@ class Digits(Dataset):
         Param("encoding", "str", "rate", "direct (pixels as current) or rate (Bernoulli spikes)", choices=ENCODINGS),
         Param("flatten", "bool", True, "samples [64] (true) or images [1, 8, 8] (false, for conv nets)"),
         Param("test_fraction", "float", 0.25, "share of each class held out for testing", low=0.01, high=0.99),
+        VAL_FRACTION,
     )
 
     @classmethod
@@ -62,4 +64,5 @@ class Digits(Dataset):
             n_classes=10,
             encoding=self.params["encoding"],
             seed=seed,
+            val_fraction=float(self.params["val_fraction"]),
         )

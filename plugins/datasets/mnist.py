@@ -5,7 +5,8 @@ The four original IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ub
 ``<root>/MNIST/raw`` (torchvision's layout) and then in ``<root>``. Pixels are scaled to
 ``[0, 1]``; samples are ``[784]`` (``flatten=true``) or ``[1, 28, 28]``, batches ``[T, B, 784]``
 or ``[T, B, 1, 28, 28]``, coded by ``direct`` or ``rate``. The official 60000/10000 split is kept;
-``max_train``/``max_test`` take a subset drawn from the seed.
+``max_train``/``max_test`` take a subset drawn from the seed, and ``val_fraction`` of the
+(subset of the) training split is held out for validation, stratified by class.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from snnarena.params import Param
 from ._common import (
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
+    VAL_FRACTION,
     DamagedDataFile,
     MissingDataFiles,
     as_labels,
@@ -184,6 +186,7 @@ class MNIST(Dataset):
         Param("flatten", "bool", True, "samples [784] (true) or images [1, 28, 28] (false, for conv nets)"),
         Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
         Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
+        VAL_FRACTION,
     )
 
     @classmethod
@@ -217,4 +220,11 @@ class MNIST(Dataset):
             idx = subset(len(labels), self.params[limit], seed, stream)
             x = images[idx].astype(np.float32).reshape(len(idx), *shape) / 255.0
             tensors += [as_tensor(x), as_labels(labels[idx].astype(np.int64))]
-        return DataBundle(*tensors, T=T, n_classes=10, encoding=self.params["encoding"], seed=seed)
+        return DataBundle(
+            *tensors,
+            T=T,
+            n_classes=10,
+            encoding=self.params["encoding"],
+            seed=seed,
+            val_fraction=float(self.params["val_fraction"]),
+        )

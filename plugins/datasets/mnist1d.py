@@ -6,13 +6,14 @@ correlated and i.i.d. noise, then subsampled to 40 values. These are the samples
 by a vectorised copy of the package's generator (see :func:`generate`). The generator shuffles the
 ``num_samples`` samples (``num_samples // 10`` per class); the last ``round(N * test_fraction)``
 are the test split (``seed=42, num_samples=5000, test_fraction=0.2`` is the published 4000/1000
-setup).
+setup). ``val_fraction`` of the remaining training samples is held out for validation (seeded,
+stratified by class: :func:`snnarena.data.validation_split`).
 
-Encodings, with statistics from the training split only:
+Encodings, with statistics from the training split only (validation and test are scaled by them):
 
 * ``direct``: the 40-vector standardised (scalar mean/std) is the input current at every step;
   samples ``[40]``, batches ``[T, B, 40]``;
-* ``rate``: the 40-vector min-max normalised to ``[0, 1]`` (test values clamped) gives Bernoulli
+* ``rate``: the 40-vector min-max normalised to ``[0, 1]`` (other splits clamped) gives Bernoulli
   spike probabilities; samples ``[40]``, batches ``[T, B, 40]`` in ``{0, 1}``;
 * ``sequence``: the standardised signal is resampled to ``T`` points by linear interpolation and
   fed one value per step; samples ``[T, 1]``, batches ``[T, B, 1]``.
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from snnarena.data import DataBundle, Dataset
+from snnarena.data import DataBundle, Dataset, validation_split
 from snnarena.params import Param
 
-from ._common import as_labels, as_tensor
+from ._common import VAL_FRACTION, as_labels, as_tensor
 
 
 @lru_cache(maxsize=4)
@@ -123,6 +124,7 @@ class MNIST1D(Dataset):
             "sequence (the signal resampled to T steps, one value per step)",
             choices=("direct", "rate", "sequence"),
         ),
+        VAL_FRACTION,
     )
 
     @classmethod
@@ -133,26 +135,27 @@ class MNIST1D(Dataset):
         x, y = generate(int(self.params["num_samples"]), seed)
         n_test = min(max(round(len(y) * float(self.params["test_fraction"])), 1), len(y) - 1)
         split = len(y) - n_test
-        x_train, x_test = x[:split], x[split:]
+        train, val = (
+            i.numpy() for i in validation_split(as_labels(y[:split]), float(self.params["val_fraction"]), seed)
+        )
+        parts = {"train": x[train], "val": x[val], "test": x[split:]}
         encoding = self.params["encoding"]
         if encoding == "rate":
-            lo, hi = float(x_train.min()), float(x_train.max())
-            x_train = (x_train - lo) / (hi - lo)
-            x_test = np.clip((x_test - lo) / (hi - lo), 0.0, 1.0)
+            lo, hi = float(parts["train"].min()), float(parts["train"].max())
+            parts = {k: np.clip((v - lo) / (hi - lo), 0.0, 1.0) for k, v in parts.items()}
         else:
-            mean, std = float(x_train.mean()), float(x_train.std())
-            x_train = (x_train - mean) / std
-            x_test = (x_test - mean) / std
+            mean, std = float(parts["train"].mean()), float(parts["train"].std())
+            parts = {k: (v - mean) / std for k, v in parts.items()}
         if encoding == "sequence":
-            x_train = resample(x_train, T)[..., None]
-            x_test = resample(x_test, T)[..., None]
+            parts = {k: resample(v, T)[..., None] for k, v in parts.items()}
         return DataBundle(
-            as_tensor(x_train),
-            as_labels(y[:split]),
-            as_tensor(x_test),
+            as_tensor(parts["train"]),
+            as_labels(y[train]),
+            as_tensor(parts["test"]),
             as_labels(y[split:]),
             T=T,
             n_classes=10,
             encoding="none" if encoding == "sequence" else encoding,
             seed=seed,
+            val=(as_tensor(parts["val"]), as_labels(y[val])),
         )

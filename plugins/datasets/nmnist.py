@@ -15,6 +15,8 @@ A frame holds 1 where a pixel had an event of that polarity (``binary=true``) or
 Samples are ``[T, 2312]`` (``flatten=true``) or ``[T, 2, 34, 34]``; batches ``[T, B, 2312]`` or
 ``[T, B, 2, 34, 34]`` (``encoding="none"``). All of it is held in memory as float32
 (``N * T * 2312 * 4`` bytes): use ``max_train``/``max_test`` for a subset drawn from the seed.
+``val_fraction`` of the (subset of the) training split is held out for validation, stratified
+by class.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from snnarena.params import Param
 from ._common import (
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
+    VAL_FRACTION,
     MissingDataFiles,
     as_labels,
     damaged_file_error,
@@ -138,6 +141,7 @@ class NMNIST(Dataset):
         ),
         Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
         Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
+        VAL_FRACTION,
     )
 
     @classmethod
@@ -175,4 +179,6 @@ class NMNIST(Dataset):
                 x[i] = events_to_frames(read_events(path), T, duration_us, self.params["binary"]).reshape(T, *shape)
             labels = np.array([digit for _, digit in chosen], dtype=np.int64)
             tensors += [torch.from_numpy(x), as_labels(labels)]
-        return DataBundle(*tensors, T=T, n_classes=10, encoding="none", seed=seed)
+        return DataBundle(
+            *tensors, T=T, n_classes=10, encoding="none", seed=seed, val_fraction=float(self.params["val_fraction"])
+        )

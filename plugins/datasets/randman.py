@@ -12,8 +12,9 @@ dropped), as in the reference implementation. A sample of class ``k`` is a laten
 ``s ∈ [0, 1)`` and the spike goes to step ``floor(s · T)``. Larger ``alpha`` gives smoother maps.
 
 Samples are rasters ``[T, nb_units]`` in ``{0, 1}`` (``encoding="none"``), batches
-``[T, B, nb_units]``; the split is stratified by class. Parameters, latent points and split are
-all drawn from the seed, so different seeds give different manifolds.
+``[T, B, nb_units]``; the train/test split and the validation split carved from the training part
+(``val_fraction``) are stratified by class. Parameters, latent points and splits are all drawn
+from the seed, so different seeds give different manifolds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from snnarena.data import DataBundle, Dataset
 from snnarena.params import Param
 
-from ._common import STREAM_DATA, as_labels, rng, stratified_split
+from ._common import STREAM_DATA, VAL_FRACTION, as_labels, rng, stratified_split
 
 PRECISION = 1e-3
 MAX_FREQUENCIES = 1000
@@ -118,6 +119,7 @@ class Randman(Dataset):
         Param("alpha", "float", 1.0, "smoothness: decay exponent of the Fourier amplitudes", low=0.1, high=100.0),
         Param("nb_spikes", "int", 1, "spikes per unit (one independent manifold each)", low=1, high=100),
         Param("test_fraction", "float", 0.25, "share of each class held out for testing", low=0.01, high=0.99),
+        VAL_FRACTION,
     )
 
     @classmethod
@@ -146,4 +148,5 @@ class Randman(Dataset):
             n_classes=int(p["nb_classes"]),
             encoding="none",
             seed=seed,
+            val_fraction=float(p["val_fraction"]),
         )

@@ -49,6 +49,7 @@ from snnarena.report.tables import (
     text,
 )
 from snnarena.results import atomic_write_text
+from snnarena.summary import selection_sentence
 
 UP, DOWN = "↑", "↓"
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -131,21 +132,26 @@ def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.nd
 #: (header, core column, format, best-eligible excludes BPTT); directions are the columns'.
 MAIN_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("accuracy (%)", "test_accuracy", "pct", False),
+    ("val accuracy (%)", "val_accuracy", "pct", False),
     ("step time (ms)", "step_time_ms", "ms", False),
     ("activation memory", "peak_activation_bytes", "bytes", False),
     ("device memory", "peak_device_bytes", "bytes", False),
     ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", True),
 )
+#: Main columns shown only when some cell has a value (CPU runs have no device memory; runs made
+#: before the validation split have no val accuracy).
+OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = ("peak_device_bytes", "val_accuracy")
 
 
-def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column]) -> Table:
-    """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT."""
+def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], caption: str = "") -> Table:
+    """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT;
+    ``caption`` says which weights the test accuracy is of."""
     columns = ["method", "T", "seeds", "memory class"]
     arrows = ["", "", "", ""]
     shown = [
         c
         for c in MAIN_COLUMNS
-        if c[1] != "peak_device_bytes" or np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any()
+        if c[1] not in OPTIONAL_MAIN_COLUMNS or np.isfinite(summary[f"{c[1]}_mean"].to_numpy(float)).any()
     ]
     for header, metric, _, _ in shown:
         columns.append(header)
@@ -180,7 +186,7 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column]) -> Ta
         row.append(Cell(_fmt("ratio", r["mem_ratio"]), flags["mem_ratio"][i], True))
         row.append(Cell(_fmt("ratio", r["time_ratio"]), flags["time_ratio"][i], True))
         rows.append(row)
-    return Table(columns, rows, arrows)
+    return Table(columns, rows, arrows, caption)
 
 
 #: Metric-plugin columns per efficiency table (more are split over several tables).
@@ -278,7 +284,8 @@ def setting_section(
         section.blocks.append(Text("No cell of this setting finished; see skipped and failed cells.", "note"))
         return section
     Ts = data.Ts(setting)
-    section.blocks.append(results_table(summary, data.columns))
+    rows = data.results[data.results["setting"] == setting]
+    section.blocks.append(results_table(summary, data.columns, selection_sentence(rows)))
     params = summary.drop_duplicates("method_label")
     labels_and_params = zip(params["method_label"], params["params_text"], strict=True)
     section.blocks.append(KeyValues([(f"{v} parameters", p or "(none)") for v, p in labels_and_params]))
@@ -365,7 +372,8 @@ def setting_section(
         plot = plots.add(
             F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours, data.variants),
             f"learning-curves-{tag}",
-            f"Learning curves at T = {T_pick}, {setting}; band: ± one standard deviation over seeds",
+            f"Learning curves at T = {T_pick}, {setting}: training loss and validation accuracy per epoch; "
+            "band: ± one standard deviation over seeds",
         )
         curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))
     section.children.append(curves_section)
@@ -518,6 +526,7 @@ def overview_section(data: ReportData) -> Section:
         ]
         for run in counts.index
     ]
+    selection = selection_sentence(data.results)
     blocks: list[Any] = [
         Table(["run", "run id", *statuses], rows, caption="Cells per run"),
         KeyValues(
@@ -532,7 +541,8 @@ def overview_section(data: ReportData) -> Section:
             "(BPTT, the reference, is not ranked on gradient cosine). Activation memory is the peak of bytes "
             "autograd saves for the backward pass; device memory is CUDA's peak allocation (CPU runs: empty). "
             "× memory/× time: ratio to BPTT's activation memory/step time at the same T"
-            + (" and run." if data.multi_run else "."),
+            + (" and run." if data.multi_run else ".")
+            + (f" {selection} Learning curves and val accuracy are on the validation split." if selection else ""),
             "note",
         ),
     ]

@@ -285,12 +285,12 @@ def learning_curves(
     colours: dict[str, tuple[float, float, float]],
     order: Sequence[str],
 ) -> Figure | None:
-    """Training loss and test accuracy per epoch; the band is ± one standard deviation over seeds."""
+    """Training loss and validation accuracy per epoch; the band is ± one standard deviation over seeds."""
     if curves.empty:
         return None
     data = curves.copy()
     data["method"] = data["variant"].map(mpl_text)
-    data["test accuracy (%)"] = 100 * data["test_accuracy"]
+    data["validation accuracy (%)"] = 100 * data["val_accuracy"]
     data["training loss"] = data["train_loss"]
     present = set(data["variant"])
     hues = [v for v in order if v in present] + sorted(present - set(order))
@@ -298,7 +298,7 @@ def learning_curves(
     with mpl.rc_context(_RC), _styled():
         fig = _figure(9.0, 3.6)
         axes = fig.subplots(1, 2)
-        for ax, column in zip(axes, ("training loss", "test accuracy (%)"), strict=True):
+        for ax, column in zip(axes, ("training loss", "validation accuracy (%)"), strict=True):
             rows = data[np.isfinite(data[column].to_numpy(dtype=float))]
             if rows.empty:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)

@@ -357,8 +357,9 @@ def load(run_dirs: Sequence[str | Path]) -> ReportData:
         labels = results[["run", "cell_id", "variant", "setting"]].drop_duplicates(["run", "cell_id"])
         curves = curves.drop(columns=[c for c in ("variant", "setting") if c in curves.columns])
         curves = curves.merge(labels, on=["run", "cell_id"], how="inner")
-        for column in ("epoch", "train_loss", "test_accuracy", "T", "seed"):
-            curves[column] = pd.to_numeric(curves[column], errors="coerce")
+        for column in ("epoch", "train_loss", "val_accuracy", "T", "seed"):
+            # runs made before the validation split have no val_accuracy in their curves
+            curves[column] = pd.to_numeric(curves[column], errors="coerce") if column in curves else np.nan
     settings = list(dict.fromkeys(sorted(results["setting"].unique())))
     method_of = results.groupby("variant")["method"].first()
     variants = sorted(method_of.index, key=lambda v: (_method_order(method_of[v]), v))
