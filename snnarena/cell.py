@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 import snnarena
-from snnarena.data import DataBundle
+from snnarena.data import DataBundle, DataInfo
 from snnarena.errors import ConfigurationError
 from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory, no_neuron
 from snnarena.host import PluginHost
@@ -52,7 +52,7 @@ from snnarena.params import params_of
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
 from snnarena.registry import Kind
 from snnarena.results import CellRecord
-from snnarena.suite import CellSpec
+from snnarena.suite import CellSpec, machine_memory_bytes
 
 #: How many parameter names a failure reason lists before "... (N in all)".
 NAMES_SHOWN = 5
@@ -308,11 +308,27 @@ def _checked_reason(reason: object, who: str) -> str | None:
     return reason or None
 
 
+def check_batch_fits(spec: CellSpec, info: DataInfo) -> None:
+    """Refuse a cell whose input batch ``[T, B, *input_shape]`` (float32) cannot fit in this machine's
+    memory: suite validation checks this for datasets that declare ``input_size``; this catches the
+    others once their data is built, before a batch is allocated."""
+    memory = machine_memory_bytes()
+    batch = max(spec.train["batch_size"], spec.train["eval_batch_size"])
+    need = spec.T * batch * math.prod(info.input_shape) * 4
+    if memory is not None and need > memory:
+        raise ConfigurationError(
+            f"T={spec.T} needs about {need / 2**30:.1f} GiB for one input batch of {spec.dataset} (T x batch "
+            f"{batch} x {math.prod(info.input_shape)} inputs x 4 bytes), more than this machine's memory "
+            f"({memory / 2**30:.1f} GiB); lower T, batch_size or eval_batch_size"
+        )
+
+
 def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell:
     """Seed, then build everything a cell trains with; raises :class:`CellSkipped` with the
     model's or method's reason when it does not apply."""
     seed_everything(spec.seed)
     data = build_dataset(host, spec.dataset, spec.T, spec.seed, spec.dataset_params)
+    check_batch_fits(spec, data.info)
     model_cls = cast(type[SpikingModel], host.get("model", spec.model).obj)
     reason = _checked_reason(model_cls.skip(data.info), spec.model)
     if reason:

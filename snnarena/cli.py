@@ -40,6 +40,12 @@ def _plugins_dirs(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
+    """The plugin host; a ``--plugins-dir`` folder that is not there is an error (the user named it),
+    while one from ``SNNARENA_PLUGINS_DIR`` is reported like any plugin failure."""
+    for folder in _plugins_dirs(args):
+        if not Path(folder).is_dir():
+            what = "is a file, not a folder of plugin files" if Path(folder).exists() else "the folder does not exist"
+            raise ConfigurationError(f"--plugins-dir {folder}: {what}")
     return PluginHost.load(HostConfig.from_env(_plugins_dirs(args)))
 
 
@@ -130,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snnarena.suite import load_suite
     from snnarena.summary import failure_report, summary_table
 
+    if args.force and not args.resume:
+        raise ConfigurationError("--force only applies to --resume RUN_DIR (it resumes a run whose suite changed)")
     host = _host(args)
     _warn_about_plugins(host)
     suite = load_suite(args.suite, host)

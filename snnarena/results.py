@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -36,6 +37,8 @@ from types import TracebackType
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from snnarena.errors import OutputLocationError, RunDirectoryError
 
@@ -190,11 +193,24 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _atomic_frame(frame: pd.DataFrame, path: Path, kind: str) -> None:
+#: Parquet schema-metadata key holding the digest of the cell files a table was built from.
+CELLS_DIGEST_KEY = b"snnarena.cells_digest"
+
+
+def _atomic_frame(frame: pd.DataFrame, path: Path, kind: str, cells_digest: str = "") -> None:
     if kind == "parquet":
-        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        metadata = {**(table.schema.metadata or {}), CELLS_DIGEST_KEY: cells_digest.encode()}
+        _atomic_write(path, lambda tmp: pq.write_table(table.replace_schema_metadata(metadata), tmp))
     else:
         _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def cells_digest(stamps: Iterable[tuple[str, tuple[int, int]]]) -> str:
+    """A digest of cell files' names, modification times and sizes: tables record the digest of
+    the files they were built from, so any change to the cell files shows them out of date."""
+    text = "\n".join(f"{cell_id} {mtime} {size}" for cell_id, (mtime, size) in sorted(stamps))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_writable(path: Path) -> None:
@@ -481,9 +497,16 @@ class RunDirectory:
         return rows_frame(r.row for r in records), curves_frame(records)
 
     def write_frames(self, results: pd.DataFrame, curves: pd.DataFrame) -> None:
-        _atomic_frame(results, self.path / "results.parquet", "parquet")
+        """Write the tables, recording the digest of the cell files on disk now (call it with the
+        directory locked, with frames just built from those files)."""
+        digest = self.cells_digest()
+        _atomic_frame(results, self.path / "results.parquet", "parquet", digest)
         _atomic_frame(results, self.path / "results.csv", "csv")
-        _atomic_frame(curves, self.path / "curves.parquet", "parquet")
+        _atomic_frame(curves, self.path / "curves.parquet", "parquet", digest)
+
+    def cells_digest(self) -> str:
+        """:func:`cells_digest` of the cell files on disk now."""
+        return cells_digest((cell_id, stamp) for cell_id, (_, stamp) in self._cell_files().items())
 
     def aggregate(self) -> pd.DataFrame:
         """Rebuild ``results.parquet``/``.csv`` and ``curves.parquet`` from the cell files."""
@@ -492,20 +515,21 @@ class RunDirectory:
         return results
 
     def stale_tables(self) -> str | None:
-        """Why ``results.parquet``/``curves.parquet`` do not reflect the cell files, or ``None``."""
-        files = self._cell_files()
-        newest = max((stamp[0] for _, stamp in files.values()), default=0)
+        """Why ``results.parquet``/``curves.parquet`` do not reflect the cell files, or ``None``.
+
+        Each table records the digest of the cell files it was built from (names, modification
+        times, sizes); a table without it, or with another, was not built from these files.
+        """
+        digest = self.cells_digest()
         for path in (self.results_path, self.curves_path):
             if not path.is_file():
                 return f"{path.name} is missing"
-            if path.stat().st_mtime_ns < newest:
-                return f"{path.name} is older than the newest cell file"
-        try:  # pyarrow's errors for a damaged file are ValueError (ArrowInvalid) or OSError
-            rows = len(pd.read_parquet(self.results_path, columns=["cell_id"]))
-        except (OSError, ValueError) as err:
-            return f"results.parquet cannot be read ({err})"
-        if rows != len(files):
-            return f"results.parquet has {rows} rows for {len(files)} cell files"
+            try:  # pyarrow's errors for a damaged file are ValueError (ArrowInvalid) or OSError
+                metadata = pq.read_schema(path).metadata or {}
+            except (OSError, ValueError) as err:
+                return f"{path.name} cannot be read ({err})"
+            if metadata.get(CELLS_DIGEST_KEY, b"").decode() != digest:
+                return f"{path.name} was not built from the cell files now in {self.cells_dir}"
         return None
 
 
@@ -541,6 +565,8 @@ def load_run(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     run = RunDirectory(path)
     run.manifest()
+    if not run.cells_dir.is_dir():
+        return _without_cell_files(run)
     problem = run.stale_tables()
     if problem is None:
         try:
@@ -548,6 +574,25 @@ def load_run(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         except (OSError, ValueError) as err:
             problem = f"the tables cannot be read ({err})"
     return _rebuild(run, problem)
+
+
+def _without_cell_files(run: RunDirectory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run directory that lost its ``cells/`` folder: its tables are the only copy of its results,
+    so they are read as they are (with a warning), never rebuilt into empty ones."""
+    try:
+        tables = pd.read_parquet(run.results_path), pd.read_parquet(run.curves_path)
+    except (OSError, ValueError) as err:
+        raise RunDirectoryError(
+            f"{run.cells_dir}: missing, and the tables cannot be read either ({err}); "
+            "this run directory has lost its results"
+        ) from None
+    warnings.warn(
+        f"{run.path}: the cells/ folder is missing; the tables are read as they are and cannot be "
+        "checked against the cell files (they are not rebuilt, which would empty them)",
+        RebuiltTablesWarning,
+        stacklevel=3,
+    )
+    return tables
 
 
 def _rebuild(run: RunDirectory, problem: str) -> tuple[pd.DataFrame, pd.DataFrame]:

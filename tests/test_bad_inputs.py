@@ -542,6 +542,7 @@ def test_an_unreadable_suite(tmp_path: Path, plugins: Path, cli: Callable[..., R
         pytest.param(["--device", "cpu:x"], ["--device 'cpu:x'"], id="device-bad-index"),
         pytest.param(["--max-cells", "0", "--yes"], ["--max-cells"], id="max-cells-zero-with-yes"),
         pytest.param(["--unknown-option"], ["unrecognized arguments: --unknown-option"], id="unknown-option"),
+        pytest.param(["--force"], ["--force only applies to --resume"], id="force-without-resume"),
     ],
 )
 def test_bad_run_options(
@@ -573,11 +574,11 @@ def test_a_million_cell_grid_is_refused_at_once(tmp_path: Path, plugins: Path, c
 
 
 def test_a_missing_plugins_folder_is_named(tmp_path: Path, cli: Callable[..., Result]) -> None:
-    """The suite needs a plugin from the folder: refused, and the warning names the folder."""
+    """A folder named on the command line that is not there is refused before the suite is read."""
     suite = write_suite(tmp_path)
     nowhere = tmp_path / "no-such-plugins"
     result = cli(*run_args(tmp_path, nowhere, suite))
-    assert_refused(result, tmp_path, str(nowhere), "does not exist", "datasets[0].name", "tiny_blobs")
+    assert_refused(result, tmp_path, f"--plugins-dir {nowhere}: the folder does not exist")
 
 
 def test_a_file_as_plugins_folder_is_named(tmp_path: Path, cli: Callable[..., Result]) -> None:
@@ -585,14 +586,9 @@ def test_a_file_as_plugins_folder_is_named(tmp_path: Path, cli: Callable[..., Re
     not_a_folder = tmp_path / "plugin.py"
     not_a_folder.write_text(PLUGIN)
     result = cli(*run_args(tmp_path, not_a_folder, suite))
-    assert_refused(result, tmp_path, str(not_a_folder), "datasets[0].name")
+    assert_refused(result, tmp_path, f"--plugins-dir {not_a_folder}: is a file, not a folder")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a --plugins-dir folder that does not exist is only a warning; a suite that needs none of its "
-    "plugins then trains (exit 0) although the user named a folder that is not there",
-)
 def test_a_missing_plugins_folder_refuses_even_a_builtin_suite(
     tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -697,11 +693,6 @@ def test_resume_with_an_unchanged_suite_is_accepted(tmp_path: Path, plugins: Pat
             ["report", "{tmp}/run", "--out", "{tmp}/file"],
             ["{tmp}/file"],
             id="report-out-is-a-file",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: `snnarena report RUN --out FILE` ends in a NotADirectoryError traceback from "
-                "build_report's figures_dir.mkdir; it should check the folder (results.check_writable) and exit 2",
-            ),
         ),
         pytest.param(["report"], ["run_dirs"], id="report-no-dir"),
         pytest.param(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from plugin_fixtures import TINY_SUITE
 
@@ -137,7 +139,7 @@ def test_curve_points_are_identified_by_their_cell(tmp_path):
     assert list(curves["cell_id"]) == ["aaa"] and list(curves["run_id"]) == ["r"]
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupted", "a row short", "older"])
+@pytest.mark.parametrize("damage", ["missing", "corrupted", "a row short", "older", "edited"])
 def test_load_run_rebuilds_damaged_tables(tmp_path, damage):
     run_dir = new_run_dir(tmp_path)
     run_dir.write_cell(fake_record("aaa"))
@@ -148,7 +150,11 @@ def test_load_run_rebuilds_damaged_tables(tmp_path, damage):
         run_dir.results_path.write_bytes(b"not parquet at all")
     elif damage == "a row short":
         RunDirectory(run_dir.path).write_cell(fake_record("bbb"))
-        os.utime(run_dir.cells_dir / "bbb.json", ns=(0, 0))  # not newer: only the count tells
+        os.utime(run_dir.cells_dir / "bbb.json", ns=(0, 0))  # not newer: only the digest tells
+    elif damage == "edited":  # same cells, a number changed by another tool: the digest is gone
+        table = pd.read_parquet(run_dir.results_path)
+        table["status"] = "failed"
+        table.to_parquet(run_dir.results_path, index=False)
     else:
         record = fake_record("aaa", status="failed")
         atomic_write_text(run_dir.cells_dir / "aaa.json", record.to_json())
@@ -156,11 +162,24 @@ def test_load_run_rebuilds_damaged_tables(tmp_path, damage):
         results, curves = load_run(run_dir.path)
     expected = ["aaa", "bbb"] if damage == "a row short" else ["aaa"]
     assert list(results["cell_id"]) == expected and len(curves) == len(expected)
-    if damage == "older":
-        assert list(results["status"]) == ["failed"]
+    assert list(results["status"]) == (["failed"] if damage == "older" else ["done"] * len(expected))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert list(load_run(run_dir.path)[0]["cell_id"]) == expected  # healed: read as is now
+
+
+def test_tables_are_never_emptied_when_the_cell_files_are_gone(tmp_path):
+    run_dir = new_run_dir(tmp_path)
+    run_dir.write_cell(fake_record("aaa"))
+    run_dir.aggregate()
+    shutil.rmtree(run_dir.cells_dir)
+    with pytest.warns(RebuiltTablesWarning, match="cells/ folder is missing; the tables are read as they are"):
+        results, _ = load_run(run_dir.path)
+    assert list(results["cell_id"]) == ["aaa"]
+    assert list(pd.read_parquet(run_dir.results_path)["cell_id"]) == ["aaa"]  # not overwritten
+    run_dir.results_path.unlink()
+    with pytest.raises(RunDirectoryError, match="missing, and the tables cannot be read either"):
+        load_run(run_dir.path)
 
 
 def test_load_run_of_a_locked_directory_reads_without_writing(tmp_path):

@@ -48,7 +48,7 @@ from snnarena.report.tables import (
     rankings,
     text,
 )
-from snnarena.results import atomic_write_text
+from snnarena.results import atomic_write_text, check_writable
 from snnarena.summary import selection_sentence
 
 UP, DOWN = "↑", "↓"
@@ -578,9 +578,10 @@ def output_dir(runs: list[Run], out_root: Path) -> Path:
 def build_report(run_dirs: Sequence[str | Path], out_root: str | Path = "report") -> Path:
     """Write the report of ``run_dirs`` (one or several run directories) and return its index.html."""
     data = load(list(run_dirs))
+    check_writable(Path(out_root))  # a file or read-only folder fails here, naming it
     out_dir = output_dir(data.runs, Path(out_root))
     figures_dir = out_dir / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(figures_dir)
     for stale in [*figures_dir.glob("*.png"), *figures_dir.glob("*.svg")]:
         stale.unlink()
 
