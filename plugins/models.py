@@ -43,7 +43,7 @@ class SpikingMLP(SpikingModel):
         bias = self.params["bias"]
         for i, out in enumerate(self.params["hidden"]):
             linear = nn.Linear(width, out, bias=bias)
-            synapse = nn.Sequential(nn.Flatten(), linear) if i == 0 and len(info.input_shape) > 1 else linear
+            synapse = _flat_input(info, linear) if i == 0 else linear
             self.stages.append(Stage(synapse, make_neuron()))
             width = out
         self.readout = nn.Linear(width, info.n_classes, bias=bias)
