@@ -20,6 +20,7 @@ from snnarena.model import SpikingModel
 from snnarena.params import Param
 from snnarena.reference import bptt_accumulate
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 
 class BPTT(GradientMethod[SpikingModel]):
@@ -28,6 +29,7 @@ class BPTT(GradientMethod[SpikingModel]):
     name = "bptt"
     memory_class = "O(T)"
     families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
+    tasks = frozenset(TASK_KINDS)
     PARAMS = (
         Param(
             "step_mode",

@@ -74,6 +74,7 @@ from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 POLICIES: tuple[str, ...] = ("hsm", "ism", "msm", "sqrt")
 #: Most slot rows the dynamic program computes (budgets above are capped to it).
@@ -354,12 +355,12 @@ class _Executor:
         if self.grad_logits is None and self.loss.form == "rate":
             self._rate_gradient()
         terms = []
-        for o in graph.logits:
+        for i, o in enumerate(graph.logits):
             if self.loss.form == "rate":
                 assert self.grad_logits is not None
                 terms.append((o * self.grad_logits).sum())
             else:
-                term = self.loss.step(o, self.y, self.T)
+                term = self.loss.step(o, self.y, self.T, graph.t0 + i)
                 self.value += float(term.detach())
                 terms.append(term)
         objective = torch.stack(terms).sum() if len(terms) > 1 else terms[0]
@@ -473,6 +474,7 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
     name = "checkpointed_bptt"
     memory_class = "budget"
     families = frozenset({"feedforward", "recurrent"})
+    tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
     PARAMS = (
         Param(
             "policy",

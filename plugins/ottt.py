@@ -47,6 +47,7 @@ from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 
 def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float) -> Tensor:
@@ -71,6 +72,7 @@ class OTTT(GradientMethod[SpikingModel]):
     name = "ottt"
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
+    tasks = frozenset(TASK_KINDS)  # passes t to the loss: per-step targets split exactly
     PARAMS = (
         Param(
             "mode",
@@ -179,7 +181,7 @@ class OTTT(GradientMethod[SpikingModel]):
                     current = synapse(l, h)
                     st = stage.neuron.init_state(current) if state[l] is None else detach_state(state[l])
                     h, state[l] = stage.neuron.step(current, st)
-                value = loss.step(synapse(n, h), y, T)
+                value = loss.step(synapse(n, h), y, T, t)
             with clock.phase("backward"):
                 value.backward()
             update()

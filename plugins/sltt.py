@@ -30,6 +30,7 @@ from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 
 class SLTT(GradientMethod[SpikingModel]):
@@ -38,6 +39,7 @@ class SLTT(GradientMethod[SpikingModel]):
     name = "sltt"
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
+    tasks = frozenset(TASK_KINDS)  # passes t to the loss: per-step targets split exactly
     PARAMS = (
         Param(
             "k",
@@ -66,7 +68,7 @@ class SLTT(GradientMethod[SpikingModel]):
         for t in range(T):
             with clock.phase("forward"), torch.set_grad_enabled(t in chosen):
                 out = model.step(x[t], detach_state(state))
-                value = loss.step(out.logits, y, T)
+                value = loss.step(out.logits, y, T, t)
             if t in chosen:
                 with clock.phase("backward"):
                     value.backward()

@@ -21,6 +21,7 @@ from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 
 class TBPTT(GradientMethod[SpikingModel]):
@@ -29,6 +30,7 @@ class TBPTT(GradientMethod[SpikingModel]):
     name = "tbptt"
     memory_class = "O(K)"
     families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
+    tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param(
@@ -53,7 +55,7 @@ class TBPTT(GradientMethod[SpikingModel]):
         for start in range(0, T, K):
             with clock.phase("forward"):
                 out = model.forward_seq(x[start : start + K], state)
-                value = loss.segment(out.logits, y, T)
+                value = loss.segment(out.logits, y, T, start)
             with clock.phase("backward"):
                 value.backward()
             update()

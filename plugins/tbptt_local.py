@@ -38,6 +38,7 @@ from snnarena.model import SeqOutput, SpikingModel, StepOutput
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 
 class AuxHead(nn.Module):
@@ -131,6 +132,7 @@ class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
 
     name = "tbptt_local"
     memory_class = "O(K)"
+    tasks = frozenset(TASK_KINDS)  # passes start to the loss: per-step targets split exactly
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param("block_size", "int", 1, "stages per local training block (Lb)", low=1),
@@ -176,7 +178,7 @@ class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
                         logits = net.readout(h.flatten(0, 1)).unflatten(0, h.shape[:2])
                     else:
                         logits = heads[b](h)
-                    value = loss.segment(logits, y, T)
+                    value = loss.segment(logits, y, T, start)
                 with clock.phase("backward"):
                     value.backward()
                 for l in range(lo, hi):

@@ -5,12 +5,12 @@ The flow is one way, each stage returning what the next one needs:
 * :func:`build_cell` seeds and builds a :class:`BuiltCell`, or raises :class:`CellSkipped` with the
   model's or method's reason;
 * :func:`train` runs the training loop and returns a :class:`TrainingLog` (each finished epoch's
-  :class:`CurvePoint`, with its validation accuracy, also goes to an ``on_epoch`` callback, so a
+  :class:`CurvePoint`, with its validation score, also goes to an ``on_epoch`` callback, so a
   cell that fails or is interrupted keeps its learning curve); after the first step it checks that
   every trainable parameter got a gradient, and after every epoch that the parameters are finite;
   under ``train.select = "best_val"`` it keeps a CPU copy of the best validation epoch's weights;
 * :func:`select_weights` puts the weights the rule picks in place (:class:`Selection`);
-* :func:`measure` evaluates the selected weights and returns the measured columns (test accuracy,
+* :func:`measure` evaluates the selected weights and returns the measured columns (the task's test score,
   read once per cell, spike rate, gradient fidelity, metric plugins);
 * :func:`run_cell` builds the row once from the cell's identity and these pieces.
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 import snnarena
-from snnarena.data import DataBundle, DataInfo
+from snnarena.data import DataBundle, DataInfo, Dataset
 from snnarena.errors import ConfigurationError
 from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory, no_neuron
 from snnarena.host import PluginHost
@@ -53,6 +53,7 @@ from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradi
 from snnarena.registry import Kind
 from snnarena.results import CellRecord
 from snnarena.suite import CellSpec, machine_memory_bytes
+from snnarena.task import SCORE_NAMES, ScoreSums, Task, task_of
 
 #: How many parameter names a failure reason lists before "... (N in all)".
 NAMES_SHOWN = 5
@@ -201,14 +202,16 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One finished epoch: the step count so far, wall time, mean training loss, validation
-    accuracy (NaN unless ``train.eval_every_epoch``)."""
+    """One finished epoch: the step count so far, wall time, mean training loss, and the validation
+    score of the task (accuracy, or MSE for regression tasks; the other is NaN, and both are NaN
+    unless ``train.eval_every_epoch``)."""
 
     epoch: int
     step: int
     elapsed_s: float
     train_loss: float
     val_accuracy: float
+    val_mse: float = math.nan
 
 
 EpochCallback = Callable[[CurvePoint], None]
@@ -323,6 +326,18 @@ def check_batch_fits(spec: CellSpec, info: DataInfo) -> None:
         )
 
 
+def cell_loss(spec: CellSpec, info: DataInfo, host: PluginHost) -> SequenceLoss:
+    """The cell's loss: the suite's loss form for the task of the built data, which must be the
+    task the dataset plugin declares (``Dataset.task``, what suite validation checked)."""
+    declared = cast(type[Dataset], host.get("dataset", spec.dataset).obj).task
+    if info.task != declared:
+        raise ValueError(
+            f"dataset {spec.dataset!r} declares task {declared!r} (Dataset.task) but built data of task "
+            f"{info.task!r} (DataInfo.task); the plugin must set both to the same task"
+        )
+    return SequenceLoss(cast(LossForm, spec.loss), info.task)
+
+
 def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltCell:
     """Seed, then build everything a cell trains with; raises :class:`CellSkipped` with the
     model's or method's reason when it does not apply."""
@@ -340,7 +355,7 @@ def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltC
     )
     model = build_model(host, spec.model, data.info, make_neuron, spec.model_params).to(device)
     method = build_method(host, spec.method, spec.method_params)
-    loss = SequenceLoss(cast(LossForm, spec.loss))
+    loss = cell_loss(spec, data.info, host)
     reason = _checked_reason(method.skip(model, data.info, loss), spec.method)
     if reason:
         raise CellSkipped(reason)
@@ -353,8 +368,20 @@ def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltC
 
 @dataclass(frozen=True)
 class Evaluation:
-    accuracy: float
+    """The task's score (``score`` names it: ``accuracy`` or ``mse``) and the mean spike rate."""
+
+    task: Task
+    score: float
     spike_rate: float
+
+    def columns(self, split: str) -> dict[str, float]:
+        """``{split}_{score}`` for every score a task can have: this task's value, NaN for the others."""
+        return {f"{split}_{name}": (self.score if name == self.task.score else math.nan) for name in SCORE_NAMES}
+
+    @property
+    def accuracy(self) -> float:
+        """The accuracy (NaN for a task scored otherwise)."""
+        return self.score if self.task.score == "accuracy" else math.nan
 
 
 #: A CPU copy of the state of the modules a cell trains: ``{module key: state_dict}``.
@@ -363,10 +390,11 @@ WeightsCopy = dict[str, dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class BestEpoch:
-    """The epoch with the best validation accuracy so far and a CPU copy of its weights."""
+    """The epoch with the best validation score so far (its task's direction) and a CPU copy of
+    its weights."""
 
     epoch: int
-    val_accuracy: float
+    validation: Evaluation
     weights: WeightsCopy
 
 
@@ -401,8 +429,8 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
     the bytes saved for backward; ``on_epoch`` receives each finished epoch's point.
 
     With ``eval_every_epoch`` each epoch ends with a validation pass; with ``select = "best_val"``
-    the weights of the epoch with the highest validation accuracy (the earliest on ties) are copied
-    to the CPU (the log's ``best``).
+    the weights of the epoch with the best validation score of the cell's task (highest accuracy,
+    lowest MSE; the earliest on ties) are copied to the CPU (the log's ``best``).
     """
     settings = spec.train
     keep_best = settings["select"] == "best_val"
@@ -423,6 +451,8 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         epoch_losses: list[float] = []
         for x, y in built.data.train_batches(settings["batch_size"], generator):
             x, y = x.to(device), y.to(device)
+            if step == 0:
+                check_targets(built, spec, y)
             with SavedTensorMeter(exclude + [x, y]) as meter, _gradient_receipts(built.prepared, step == 0) as got:
                 value = built.method.train_step(built.prepared, x, y, built.loss, built.optimizer, clock)
             clock.end_step()
@@ -439,15 +469,17 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         last_losses = epoch_losses or last_losses
         check_finite(built.prepared, f"epoch {epoch}, step {step}")
         last_val = validate(built, settings["eval_batch_size"], device) if settings["eval_every_epoch"] else None
-        if keep_best and last_val is not None and (best is None or last_val.accuracy > best.val_accuracy):
-            best = BestEpoch(epoch, last_val.accuracy, copy_weights(built))
+        if keep_best and last_val is not None and (best is None or _improves(last_val, best.validation)):
+            best = BestEpoch(epoch, last_val, copy_weights(built))
+        scores = last_val.columns("val") if last_val else {}
         on_epoch(
             CurvePoint(
                 epoch,
                 step,
                 time.perf_counter() - t0,
                 float(np.mean(epoch_losses)) if epoch_losses else math.nan,
-                last_val.accuracy if last_val else math.nan,
+                scores.get("val_accuracy", math.nan),
+                scores.get("val_mse", math.nan),
             )
         )
         if not epoch_losses:
@@ -461,6 +493,13 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         tuple(last_losses),
         last_val,
         best,
+    )
+
+
+def _improves(candidate: Evaluation, best: Evaluation) -> bool:
+    """Whether ``candidate``'s score beats ``best``'s in the task's direction (NaN never does)."""
+    return candidate.task.better(candidate.score, best.score) or (
+        math.isnan(best.score) and not math.isnan(candidate.score)
     )
 
 
@@ -490,14 +529,19 @@ def restore_weights(built: BuiltCell, weights: WeightsCopy) -> None:
 @dataclass(frozen=True)
 class Selection:
     """The weights a cell is measured on: the rule, the epoch they come from, their validation
-    accuracy."""
+    score."""
 
     rule: str
     epoch: int
-    val_accuracy: float
+    validation: Evaluation
 
     def columns(self) -> dict[str, Any]:
-        return {"select": self.rule, "selected_epoch": self.epoch, "val_accuracy": self.val_accuracy}
+        return {"select": self.rule, "selected_epoch": self.epoch, **self.validation.columns("val")}
+
+    @property
+    def val_accuracy(self) -> float:
+        """The validation accuracy of the selected weights (NaN for a task scored otherwise)."""
+        return self.validation.accuracy
 
 
 def select_weights(built: BuiltCell, spec: CellSpec, log: TrainingLog, device: torch.device) -> Selection:
@@ -511,9 +555,9 @@ def select_weights(built: BuiltCell, spec: CellSpec, log: TrainingLog, device: t
                 "set train.eval_every_epoch = true or select = 'last'"
             )
         restore_weights(built, log.best.weights)
-        return Selection(rule, log.best.epoch, log.best.val_accuracy)
+        return Selection(rule, log.best.epoch, log.best.validation)
     final = log.last_validation or validate(built, spec.train["eval_batch_size"], device)
-    return Selection(rule, log.epochs, final.accuracy)
+    return Selection(rule, log.epochs, final)
 
 
 @contextmanager
@@ -531,6 +575,14 @@ def _gradient_receipts(module: nn.Module, watch: bool) -> Iterator[set[str]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def check_targets(built: BuiltCell, spec: CellSpec, y: torch.Tensor) -> None:
+    """The first training batch's targets have the shape and type of the cell's task, or a
+    ``ValueError`` names the dataset and what its targets should be (see :mod:`snnarena.task`)."""
+    reason = built.loss.task_spec.check_targets(y, spec.T)
+    if reason:
+        raise ValueError(f"dataset {spec.dataset!r} (task {built.loss.task}) gave targets that do not fit: {reason}")
 
 
 def check_all_trained(built: BuiltCell, received: set[str]) -> None:
@@ -564,43 +616,48 @@ def check_finite(module: nn.Module, when: str) -> None:
 
 
 def validate(built: BuiltCell, batch_size: int, device: torch.device) -> Evaluation:
-    """Accuracy and spike rate of the cell's model on the validation split."""
-    return evaluate(built.model, built.data.val_batches(batch_size), device)
+    """The task's score and the spike rate of the cell's model on the validation split."""
+    return evaluate(built.model, built.data.val_batches(batch_size), device, built.loss.task_spec)
 
 
 @torch.no_grad()
 def evaluate(
-    model: SpikingModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+    model: SpikingModel,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    task: Task | None = None,
 ) -> Evaluation:
-    """Accuracy and mean spike rate of the plain forward pass (the same for every method) over
-    ``batches`` (``data.val_batches(...)`` or ``data.test_batches(...)``)."""
+    """The task's score (default: sequence classification, accuracy) and the mean spike rate of
+    the plain forward pass (the same for every method) over ``batches`` (``data.val_batches(...)``
+    or ``data.test_batches(...)``)."""
+    task = task or task_of("classification")
     was_training = model.training
     model.eval()
-    correct = total = 0
+    sums = ScoreSums()
     spikes = neurons = 0.0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         out = model.forward_seq(x)
-        correct += int((SequenceLoss.predict(out.logits) == y).sum())
-        total += len(y)
+        sums = sums + task.score_sums(out.logits, y)
         for stage, s in zip(model.stages, out.spikes, strict=True):
             if stage.neuron.spiking:
                 spikes += float(s.sum())
                 neurons += s.numel()
     model.train(was_training)
-    return Evaluation(correct / max(total, 1), spikes / neurons if neurons else math.nan)
+    return Evaluation(task, sums.value, spikes / neurons if neurons else math.nan)
 
 
 # -- measure ---------------------------------------------------------------------------------
 
 
 def measure(spec: CellSpec, host: PluginHost, built: BuiltCell, device: torch.device) -> dict[str, Any]:
-    """The measured columns of a trained cell's selected weights: test accuracy and spike rate
-    (the one pass over the test split), gradient fidelity vs BPTT on a fixed probe batch (if
-    ``train.fidelity``), and the metric plugins'."""
+    """The measured columns of a trained cell's selected weights: the task's test score and the
+    spike rate (the one pass over the test split), gradient fidelity vs BPTT on a fixed probe batch
+    (if ``train.fidelity``), and the metric plugins'."""
     settings = spec.train
-    final = evaluate(built.model, built.data.test_batches(settings["eval_batch_size"]), device)
-    columns: dict[str, Any] = {"test_accuracy": final.accuracy, "spike_rate": final.spike_rate}
+    test_batches = built.data.test_batches(settings["eval_batch_size"])
+    final = evaluate(built.model, test_batches, device, built.loss.task_spec)
+    columns: dict[str, Any] = {**final.columns("test"), "spike_rate": final.spike_rate}
     probe_size = min(settings["batch_size"], built.data.info.n_train)
     px, py = next(built.data.train_batches(probe_size, torch.Generator().manual_seed(spec.seed + 1)))
     px, py = px.to(device), py.to(device)

@@ -78,6 +78,15 @@ CORE_COLUMNS: tuple[Column, ...] = (
         "test accuracy of the plain forward pass with the weights train.select picks, read once per cell",
     ),
     Column("val_accuracy", True, "", "score", "validation accuracy of the weights train.select picks"),
+    Column(
+        "test_mse",
+        False,
+        "",
+        "score",
+        "test mean squared error over the scored steps (regression tasks; NaN for classification), "
+        "with the weights train.select picks, read once per cell",
+    ),
+    Column("val_mse", False, "", "score", "validation mean squared error of the weights train.select picks"),
     Column("train_loss", False, "", "score", "mean training loss of the last epoch"),
     Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up", "step_time_iqr_ms"),
     Column("step_time_iqr_ms", None, "ms", "time", "interquartile range of the step time"),

@@ -40,8 +40,9 @@ _SPLIT_SEED, _VAL_SEED, _TEST_SEED = 7877, 7907, 7919
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about the data: per-step input shape, classes and ``T``; the
-    sizes of the train, test and validation splits."""
+    """What a model needs to know about the data: per-step input shape, classes (for a regression
+    task: output values per step) and ``T``; the sizes of the train, test and validation splits;
+    the task (one of :data:`snnarena.task.TASK_KINDS`), which fixes the targets' shape."""
 
     input_shape: tuple[int, ...]
     n_classes: int
@@ -92,6 +93,16 @@ def _stratified_pick(y: Tensor, order: Tensor, n_val: int, generator: torch.Gene
     return torch.cat([order[shuffled == c][: int(k)] for c, k in zip(classes, take, strict=True)])
 
 
+def _targets(y: Tensor) -> Tensor:
+    """Stored targets: class indices as ``int64``, regression targets (floating point) unchanged."""
+    return y if y.is_floating_point() else y.long()
+
+
+def _time_first(y: Tensor) -> Tensor:
+    """A batch of targets: ``[B]`` unchanged; per-step targets ``[B, T, ...]`` → ``[T, B, ...]``."""
+    return y if y.dim() == 1 else y.transpose(0, 1).contiguous()
+
+
 class DataBundle:
     """Train/validation/test tensors held in memory, encoded over time batch by batch.
 
@@ -115,6 +126,7 @@ class DataBundle:
         seed: int,
         val: tuple[Tensor, Tensor] | None = None,
         val_fraction: float = DEFAULT_VAL_FRACTION,
+        task: str = "classification",
     ) -> None:
         if val is None:
             train, held = validation_split(y_train, val_fraction, seed)
@@ -124,13 +136,13 @@ class DataBundle:
             if encoding == "none" and x.shape[1] != T:
                 raise ValueError(f"temporal {name} data has {x.shape[1]} steps, expected T={T}")
         # inputs keep their storage dtype (uint8/bool event frames stay small); batches are float
-        self.x_train, self.y_train = x_train, y_train.long()
-        self.x_val, self.y_val = val[0], val[1].long()
-        self.x_test, self.y_test = x_test, y_test.long()
+        self.x_train, self.y_train = x_train, _targets(y_train)
+        self.x_val, self.y_val = val[0], _targets(val[1])
+        self.x_test, self.y_test = x_test, _targets(y_test)
         self.encoding = encoding
         self.seed = seed
         shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
-        self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test), n_val=len(self.x_val))
+        self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test), task=task, n_val=len(self.x_val))
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """``[B, ...]`` (or ``[B, T, ...]``) → float ``[T, B, ...]``."""
@@ -151,7 +163,7 @@ class DataBundle:
         stop = n - n % batch_size if n >= batch_size else n
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
-            yield self._encode(self.x_train[idx], generator), self.y_train[idx]
+            yield self._encode(self.x_train[idx], generator), _time_first(self.y_train[idx])
 
     def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Validation batches in order, encoded with a generator fixed by the bundle's seed."""
@@ -164,7 +176,7 @@ class DataBundle:
     def _fixed_batches(self, x: Tensor, y: Tensor, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            yield self._encode(x[start : start + batch_size], generator), y[start : start + batch_size]
+            yield self._encode(x[start : start + batch_size], generator), _time_first(y[start : start + batch_size])
 
 
 class Dataset:
@@ -172,6 +184,9 @@ class Dataset:
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
+    #: The task of the data (:data:`snnarena.task.TASK_KINDS`), known before building so suite
+    #: validation can refuse a loss form it does not support; ``build`` must give ``DataInfo.task`` the same.
+    task: ClassVar[str] = "classification"
 
     def __init__(self, **params: Any) -> None:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""

@@ -1,22 +1,28 @@
 """The training objective shared by every method of a cell.
 
-Two forms, chosen per suite (``train.loss``) so that all methods of a comparison optimise the
-same objective, and gradient fidelity compares against BPTT of that very objective:
+The cell's task (:mod:`snnarena.task`) owns the loss; the loss form is chosen per suite
+(``train.loss``) so that all methods of a comparison optimise the same objective, and gradient
+fidelity compares against BPTT of that very objective. For sequence classification (``y [B]``):
 
 * ``per_step`` (TET-style): ``L = (1/T) Σ_t CE(o[t], y)``; it splits exactly over time steps,
   which online methods (OTTT, SLTT) need;
 * ``rate``: ``L = CE((1/T) Σ_t o[t], y)``, the loss on the time-averaged logits.
 
-``o`` are logits ``[T, B, C]``, ``y`` class indices ``[B]``.
+Per-step tasks (``y [T, B]`` or ``y [T, B, D]``) have only the ``per_step`` form: the sum of the
+scored steps' losses over the number of scored entries of the whole sequence.
+
+``o`` are logits ``[T, B, C]``. ``y`` is always the target of the whole sequence: a segment or a
+step says where it starts (``start``/``t``) and takes its share of ``y`` itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-import torch.nn.functional as F
 from torch import Tensor
+
+from snnarena.task import Task, task_of
 
 LossForm = Literal["per_step", "rate"]
 #: Every loss form, in the order of :data:`LossForm` (``per_step`` first: the default).
@@ -25,36 +31,50 @@ LOSS_FORMS: tuple[LossForm, ...] = get_args(LossForm)
 
 @dataclass(frozen=True)
 class SequenceLoss:
-    """Cross-entropy over a sequence of logits in one of the two forms above."""
+    """The loss of task ``task`` (a :data:`~snnarena.task.TaskKind`) in form ``form``.
+
+    Raises ``ValueError`` when the task does not support the form (per-step tasks: ``per_step`` only).
+    """
 
     form: LossForm = "per_step"
+    task: str = "classification"
+    _task: Task = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        task = task_of(self.task)
+        if self.form not in task.loss_forms:
+            raise ValueError(
+                f"the {self.task} task supports train.loss in {sorted(task.loss_forms)}, not {self.form!r}"
+            )
+        object.__setattr__(self, "_task", task)
+
+    @property
+    def task_spec(self) -> Task:
+        """The :class:`~snnarena.task.Task` object (scores, directions)."""
+        return self._task
 
     def full(self, logits: Tensor, y: Tensor) -> Tensor:
         """The loss of a whole sequence ``[T, B, C]``."""
-        if self.form == "rate":
-            return F.cross_entropy(logits.mean(0), y)
-        steps = logits.shape[0]
-        return F.cross_entropy(logits.flatten(0, 1), y.repeat(steps))
+        return self._task.loss(self.form, logits, y, logits.shape[0])
 
-    def segment(self, logits: Tensor, y: Tensor, T: int) -> Tensor:
-        """The share of the loss owed to a segment ``[k, B, C]`` of a ``T``-step sequence.
+    def segment(self, logits: Tensor, y: Tensor, T: int, start: int = 0) -> Tensor:
+        """The share of the loss owed to steps ``start .. start+k−1`` (``logits [k, B, C]``) of a
+        ``T``-step sequence whose targets are ``y``.
 
-        ``per_step``: ``(1/T) Σ_{t in segment} CE(o[t], y)`` — the segments' shares sum to
-        :meth:`full`. ``rate``: ``(k/T) CE(mean over the segment)`` — equal to :meth:`full` when
-        the segment is the whole sequence, a truncated surrogate otherwise.
+        ``per_step``: the segments' shares sum to :meth:`full`. ``rate`` (sequence classification):
+        ``(k/T) CE(mean over the segment)`` — equal to :meth:`full` when the segment is the whole
+        sequence, a truncated surrogate otherwise. Sequence classification ignores ``start``.
         """
-        k = logits.shape[0]
-        if self.form == "rate":
-            return F.cross_entropy(logits.mean(0), y) * (k / T)
-        return F.cross_entropy(logits.flatten(0, 1), y.repeat(k)) * (k / T)
+        return self._task.loss(self.form, logits, y, T, start)
 
-    def step(self, logits_t: Tensor, y: Tensor, T: int) -> Tensor:
-        """The share of step ``t`` (``[B, C]``); only defined for the ``per_step`` form."""
+    def step(self, logits_t: Tensor, y: Tensor, T: int, t: int = 0) -> Tensor:
+        """The share of step ``t`` (``logits_t [B, C]``); only defined for the ``per_step`` form."""
         if self.form != "per_step":
             raise ValueError("the rate loss does not split over time steps; use train.loss = 'per_step'")
-        return F.cross_entropy(logits_t, y) / T
+        return self._task.loss(self.form, logits_t.unsqueeze(0), y, T, t)
 
     @staticmethod
     def predict(logits: Tensor) -> Tensor:
-        """Predicted classes ``[B]`` from logits ``[T, B, C]`` (argmax of the time average)."""
+        """Predicted classes ``[B]`` from logits ``[T, B, C]`` (argmax of the time average) for
+        sequence classification; the task's :meth:`~snnarena.task.Task.score_sums` scores any task."""
         return logits.mean(0).argmax(-1)

@@ -4,7 +4,8 @@ A method controls *time*: it decides how the model's steps are unrolled, what is
 traced or recomputed, and when the optimizer steps. It never edits a model's source; it drives
 ``model.forward_seq`` or ``model.stages[l].step`` itself, or wraps the model in :meth:`prepare`.
 
-Contract (``x`` is ``[T, B, ...]``, ``y`` is ``[B]``):
+Contract (``x`` is ``[T, B, ...]``, ``y`` the task's targets: ``[B]`` for sequence classification,
+``[T, B]`` or ``[T, B, D]`` for per-step tasks, see :mod:`snnarena.task`):
 
 * :meth:`skip` returns ``None`` or a human-readable reason the method does not apply;
 * :meth:`prepare` may wrap the model (extra heads, ...); the wrapper must share the model's
@@ -67,6 +68,9 @@ class GradientMethod(Generic[PreparedT]):
     families: ClassVar[frozenset[str]] = frozenset({"feedforward"})
     #: Loss forms the method can optimise (see :mod:`snnarena.loss`).
     loss_forms: ClassVar[frozenset[str]] = frozenset({"per_step", "rate"})
+    #: Tasks the method can train (see :mod:`snnarena.task`); a method that passes ``start``/``t``
+    #: to ``SequenceLoss.segment``/``step`` and is tested on per-step targets may add the per-step ones.
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
 
     def __init__(self, **params: Any) -> None:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
@@ -76,6 +80,8 @@ class GradientMethod(Generic[PreparedT]):
         """A reason not to run on this (model, data, loss), or ``None`` to run."""
         if model.family not in self.families:
             return f"{self.name} trains {', '.join(sorted(self.families))} models; {model.name!r} is {model.family}"
+        if loss.task not in self.tasks:
+            return f"{self.name} trains {', '.join(sorted(self.tasks))} tasks; the dataset's task is {loss.task}"
         if loss.form not in self.loss_forms:
             return f"{self.name} needs train.loss in {sorted(self.loss_forms)}; the suite uses {loss.form!r}"
         return None

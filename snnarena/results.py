@@ -64,6 +64,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "reason",
     "test_accuracy",
     "val_accuracy",
+    "test_mse",
+    "val_mse",
     "train_loss",
     "step_time_ms",
     "step_time_iqr_ms",
@@ -116,6 +118,7 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "step",
     "train_loss",
     "val_accuracy",
+    "val_mse",
     "elapsed_s",
 )
 #: Curve columns that identify the cell; always taken from the cell's row.
@@ -553,7 +556,11 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def curves_frame(records: Iterable[CellRecord]) -> pd.DataFrame:
     """Every record's curve points, each identified by its cell's row (even when the point is not)."""
     points = [{**point, **{k: r.row.get(k) for k in _CURVE_IDENTITY}} for r in records for point in r.curves]
-    return pd.DataFrame(points, columns=list(CURVE_COLUMNS))
+    frame = pd.DataFrame(points, columns=list(CURVE_COLUMNS))
+    for column in CURVE_COLUMNS:  # measured values: a NaN read back from JSON (None) stays a float NaN
+        if column not in _CURVE_IDENTITY or column in ("T", "seed"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
 
 
 def load_run(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

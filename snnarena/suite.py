@@ -33,12 +33,14 @@ from snnarena.host import PluginHost
 from snnarena.loss import LOSS_FORMS
 from snnarena.params import Param, ParamError, ParamSet, params_of
 from snnarena.registry import Kind, UnknownPluginError
+from snnarena.task import task_of
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "adamax", "sgd")
 #: ``train.select``: which weights a cell's test score (and fidelity, metrics) is measured on.
 SELECT_RULES: dict[str, str] = {
     "last": "the weights after the last epoch",
-    "best_val": "the weights of the epoch with the best validation accuracy, the earliest on ties",
+    "best_val": "the weights of the epoch with the best validation score (the highest accuracy, or the "
+    "lowest MSE on regression tasks), the earliest on ties",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -57,7 +59,7 @@ TRAIN_PARAMS = ParamSet(
             "str",
             "last",
             "weights the test score is read from: last (after the last epoch) or best_val "
-            "(the epoch with the best validation accuracy; needs eval_every_epoch)",
+            "(the epoch with the best validation score: accuracy, or MSE on regression tasks; needs eval_every_epoch)",
             choices=tuple(SELECT_RULES),
         ),
     )
@@ -369,6 +371,7 @@ class _Validator:
         self.repeated_datasets(datasets, Ts)
         for dataset in datasets:
             self.dataset_checks(dataset, dataset.Ts or Ts, train)
+            self.task_checks(dataset, methods, train["loss"])
         if self.problems:
             raise SuiteError(self.source, self.problems)
         grid = CellGrid(
@@ -398,7 +401,7 @@ class _Validator:
         if train["select"] == "best_val" and not train["eval_every_epoch"]:
             self.problem(
                 "train.select",
-                "'best_val' picks the epoch with the best validation accuracy, which needs per-epoch "
+                "'best_val' picks the epoch with the best validation score, which needs per-epoch "
                 "validation; set eval_every_epoch = true or select = 'last'",
             )
         if isinstance(optimizer_raw, str):
@@ -681,6 +684,29 @@ class _Validator:
                 self.problem(f"{dataset.where}.T" if dataset.Ts else "grid.T", reason)
         for message in dataset.cls.check_files(dataset.resolved):
             self.problem(dataset.where, message)
+
+    def task_checks(self, dataset: _Variant, methods: list[_Variant], train_loss: str) -> None:
+        """Refuse a loss form the dataset's task does not support (per-step tasks: ``per_step``
+        only), naming the dataset and the key that sets the loss."""
+        assert dataset.cls is not None and issubclass(dataset.cls, Dataset)
+        kind = dataset.cls.task
+        try:
+            task = task_of(kind)
+        except ValueError as err:
+            self.problem(dataset.where, f"dataset {dataset.label!r} declares Dataset.task: {err}")
+            return
+        seen: set[str] = set()
+        for method in methods:
+            loss = method.fields["loss"]
+            where = "train.loss" if loss == train_loss else f"{method.where}.loss"
+            if loss in task.loss_forms or where in seen:
+                continue
+            seen.add(where)
+            self.problem(
+                where,
+                f"loss {loss!r} does not fit dataset {dataset.label!r} ({dataset.where}), a {kind} task, "
+                f"which supports {', '.join(map(repr, sorted(task.loss_forms)))}; use one of those",
+            )
 
 
 def _who(group: list[_Variant]) -> str:

@@ -37,9 +37,36 @@ def selection_sentence(results: pd.DataFrame) -> str:
     return f"Test scores (read once per cell) follow train.select = {', '.join(parts[:-1])} and {parts[-1]}."
 
 
+#: Decimals per column of :func:`summary_table`.
+SUMMARY_DECIMALS = {
+    "test_acc": 3,
+    "val_acc": 3,
+    "test_mse↓": 4,
+    "val_mse↓": 4,
+    "step_ms": 1,
+    "peak_saved_MB": 2,
+    "cos_bptt": 3,
+}
+
+
+def _has_values(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and bool(pd.to_numeric(frame[column], errors="coerce").notna().any())
+
+
+def _score_columns(done: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The score columns of :func:`summary_table`: accuracy, and the MSE (lower is better) when a
+    cell has a regression task; a run of regression tasks alone has no accuracy columns."""
+    accuracy = {"test_acc": ("test_accuracy", "mean"), "val_acc": ("val_accuracy", "mean")}
+    if not _has_values(done, "test_mse"):
+        return accuracy
+    mse = {"test_mse↓": ("test_mse", "mean"), "val_mse↓": ("val_mse", "mean")}
+    return {**accuracy, **mse} if _has_values(done, "test_accuracy") else mse
+
+
 def summary_table(results: pd.DataFrame) -> str:
     """Cell counts per status; mean over seeds per (dataset, T, method) of test and validation
-    accuracy, step time, peak saved memory and fidelity; which weights the test scores are of; then
+    accuracy (and MSE, lower is better, when some cell has a regression task), step time, peak
+    saved memory and fidelity; which weights the test scores are of; then
     each skipped cell with its reason (failures: :func:`failure_report`)."""
     if results.empty:
         return "no cells ran"
@@ -50,17 +77,17 @@ def summary_table(results: pd.DataFrame) -> str:
     lines.append("cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     done = frame[frame["status"] == "done"]
     if not done.empty:
+        scores = _score_columns(done)
         table = (
             done.groupby(["dataset", "model", "T", "method"], sort=True)
             .agg(
                 seeds=("seed", "nunique"),
-                test_acc=("test_accuracy", "mean"),
-                val_acc=("val_accuracy", "mean"),
+                **scores,
                 step_ms=("step_time_ms", "mean"),
                 peak_saved_MB=("peak_activation_bytes", lambda b: b.mean() / 2**20),
                 cos_bptt=("grad_cosine_bptt", "mean"),
             )
-            .round({"test_acc": 3, "val_acc": 3, "step_ms": 1, "peak_saved_MB": 2, "cos_bptt": 3})
+            .round(SUMMARY_DECIMALS)
         )
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines.append(table.to_string())

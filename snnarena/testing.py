@@ -40,7 +40,10 @@ What is checked:
 * :func:`check_no_state_leak` — the gradient of batch 2 is the same whether or not batch 1 was
   processed first (no state carried across batches);
 * :func:`check_skip_reason` — ``skip`` returns ``None`` or a non-empty string, and a reason
-  for every loss form outside ``loss_forms``;
+  for every loss form outside ``loss_forms`` and every task outside ``tasks``;
+* :func:`check_per_step_tasks` — for every per-step task in ``tasks`` (:mod:`snnarena.task`), the
+  loss ``accumulate_gradients`` returns is the task's loss of the plain forward pass (each segment
+  or step took its share of the targets at its own steps) and every parameter gets a gradient;
 * :func:`check_memory_class` — the peak bytes saved for backward (:class:`SavedTensorMeter`)
   over several ``T`` match ``memory_class``: ``O(T)`` grows about linearly, ``O(1)`` is flat
   (max/min ≤ 1.15), ``O(K)`` is flat over ``T ≥ K`` (``K`` from the method's params),
@@ -76,6 +79,7 @@ from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
 from snnarena.model import RecurrentStage, SpikingModel
 from snnarena.neuron import detach_state
+from snnarena.task import IGNORE_INDEX, TASK_KINDS
 
 MethodFactory = Callable[[], GradientMethod]
 ModelFactory = Callable[[], SpikingModel]
@@ -245,7 +249,8 @@ def check_no_state_leak(
 
 
 def check_skip_reason(method: GradientMethod, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> None:
-    """``skip`` returns ``None`` or a non-empty string; a loss form outside ``loss_forms`` gets one."""
+    """``skip`` returns ``None`` or a non-empty string; a loss form outside ``loss_forms`` and a task
+    outside ``tasks`` get one."""
     name = _name(method)
     reason = method.skip(model, info, loss)
     assert reason is None or (isinstance(reason, str) and reason.strip()), (
@@ -258,6 +263,54 @@ def check_skip_reason(method: GradientMethod, model: SpikingModel, info: DataInf
                 f"{name}: loss form {form!r} is not in loss_forms {sorted(method.loss_forms)} but "
                 f"skip() returned {other!r} instead of a reason"
             )
+    for task in TASK_KINDS:
+        if task not in method.tasks:
+            other = method.skip(model, info, SequenceLoss("per_step", task))
+            assert isinstance(other, str) and other.strip(), (
+                f"{name}: task {task!r} is not in tasks {sorted(method.tasks)} but "
+                f"skip() returned {other!r} instead of a reason"
+            )
+
+
+def make_targets(task: str, T: int, batch: int, n_out: int, seed: int = 1) -> Tensor:
+    """Targets of a per-step ``task`` (:mod:`snnarena.task`) for ``n_out`` model outputs: every
+    other step scored from step 1 on, the rest ``IGNORE_INDEX`` (classes) or NaN (regression)."""
+    g = torch.Generator().manual_seed(seed)
+    if task == "per_step_classification":
+        y = torch.randint(0, n_out, (T, batch), generator=g)
+        y[::2] = IGNORE_INDEX
+        return y
+    if task == "per_step_regression":
+        z = torch.randn(T, batch, n_out, generator=g, dtype=torch.float64)
+        z[::2] = math.nan
+        return z
+    raise ValueError(f"make_targets: {task!r} is not a per-step task")
+
+
+def check_per_step_tasks(method_factory: MethodFactory, model_factory: ModelFactory, x: Tensor, seed: int = 0) -> None:
+    """For every per-step task the method declares: the loss ``accumulate_gradients`` returns on
+    ``x`` is the task's loss of the model's plain forward pass (a method that forgets to pass
+    ``start``/``t`` to ``SequenceLoss.segment``/``step`` scores the wrong steps), and every trainable
+    parameter gets a gradient."""
+    for task in sorted(set(method_factory().tasks) - {"classification"}):
+        method = method_factory()
+        torch.manual_seed(seed)
+        model = model_factory()
+        loss = SequenceLoss("per_step", task)
+        reason = method.skip(model, model.info, loss)
+        assert reason is None, f"{_name(method)} declares task {task!r} but skips the model: {reason}"
+        y = make_targets(task, x.shape[0], x.shape[1], model.info.n_classes, seed + 1).to(x.device)
+        if y.is_floating_point():
+            y = y.to(x.dtype)
+        with torch.no_grad():
+            expected = float(loss.full(model.forward_seq(x).logits, y))
+        check_gradients_reach_parameters(method, model, x, y, loss)
+        _zero(model)
+        value = method.accumulate_gradients(method.prepare(model), x, y, loss, _clock())
+        assert math.isclose(value, expected, rel_tol=1e-5, abs_tol=1e-7), (
+            f"{_name(method)}: on {task} targets accumulate_gradients returned loss {value!r}, but the loss of "
+            f"the forward pass is {expected!r}; pass start/t to SequenceLoss.segment/step"
+        )
 
 
 def saved_bytes_over_T(
@@ -354,6 +407,7 @@ def run_conformance(
     batch1 = make_batch(model, T, batch, seed=seed + 1)
     batch2 = make_batch(model, T, batch, seed=seed + 2)
     check_gradients_reach_parameters(method, model, *batch1, loss)
+    check_per_step_tasks(method_factory, model_factory, batch1[0], seed)
     torch.manual_seed(seed)
     check_accumulates(method_factory(), model_factory(), *batch1, loss, seed=seed)
     check_reproducible(method_factory, model_factory, batch1, loss, seed=seed)

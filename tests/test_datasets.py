@@ -77,7 +77,17 @@ GENERATED = [
 def test_hook_registers_every_dataset() -> None:
     got: list[type[Dataset]] = []
     ds.register_datasets(lambda cls, name=None: got.append(cls))
-    assert sorted(c.name for c in got) == ["digits", "mnist", "mnist1d", "nmnist", "randman", "seq_digits"]
+    assert sorted(c.name for c in got) == [
+        "adding",
+        "copy",
+        "digits",
+        "mnist",
+        "mnist1d",
+        "nmnist",
+        "randman",
+        "seq_digits",
+        "store_recall",
+    ]
     for cls in got:
         assert issubclass(cls, Dataset) and cls.__doc__
         params_of(cls).resolve({})  # every default validates

@@ -316,7 +316,7 @@ def test_the_report_says_which_weights_the_test_scores_are_of(tmp_path: Path) ->
     page = html.unescape(index.read_text(encoding="utf-8"))
     sentence = (
         "Test scores (read once per cell) follow train.select = 'best_val': the weights of the epoch with the "
-        "best validation accuracy, the earliest on ties."
+        "best validation score (the highest accuracy, or the lowest MSE on regression tasks), the earliest on ties."
     )
     overview = re.search(r'id="overview".*?</section>', page, flags=re.S)
     assert overview is not None and sentence in overview.group(0)
@@ -342,5 +342,6 @@ def test_runs_before_the_select_option_count_as_last_and_mixed_rules_are_counted
     page = html.unescape(build_report([write_run(tmp_path, "mixed", mixed)], tmp_path / "out").read_text("utf-8"))
     assert (
         "follow train.select = 'last' in 2 cells (the weights after the last epoch) and 'best_val' in 1 cell "
-        "(the weights of the epoch with the best validation accuracy, the earliest on ties)."
+        "(the weights of the epoch with the best validation score (the highest accuracy, or the lowest MSE on "
+        "regression tasks), the earliest on ties)."
     ) in page

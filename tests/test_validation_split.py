@@ -237,7 +237,7 @@ def test_best_val_without_per_epoch_validation_is_refused_by_the_suite(wiper_hos
     with pytest.raises(SuiteError) as caught:
         parse_suite(text, wiper_host, "sel.toml")
     (problem,) = caught.value.problems
-    assert problem.startswith("train.select: 'best_val' picks the epoch with the best validation accuracy")
+    assert problem.startswith("train.select: 'best_val' picks the epoch with the best validation score")
     assert "set eval_every_epoch = true or select = 'last'" in problem
     with pytest.raises(SuiteError, match="train.select: expected one of 'last', 'best_val'"):
         parse_suite(
@@ -253,4 +253,4 @@ def test_the_run_summary_says_which_weights_the_test_scores_are_of() -> None:
     row |= {"seed": 0, "test_accuracy": 0.8, "val_accuracy": 0.85, "select": "best_val", "step_time_ms": 1.0}
     text = summary_table(rows_frame([row]))
     assert "val_acc" in text and "0.85" in text
-    assert "follow train.select = 'best_val': the weights of the epoch with the best validation accuracy" in text
+    assert "follow train.select = 'best_val': the weights of the epoch with the best validation score" in text

@@ -1,9 +1,14 @@
 """Built-in datasets, registered through the ``register_datasets`` hook.
 
-CPU datasets generated or bundled locally: ``digits`` (scikit-learn 8x8 digits), ``mnist1d``
-(MNIST-1D), ``randman`` (random-manifold spike timing), ``seq_digits`` (the 8x8 digits row by
-row). Real datasets read from local files only, failing fast with instructions when they are
-missing: ``mnist`` (IDX files) and ``nmnist`` (N-MNIST ``.bin`` event files). Every build is deterministic for a seed.
+CPU datasets generated or bundled locally, every build deterministic for a seed:
+
+* sequence classification: ``digits`` (scikit-learn 8x8 digits), ``mnist1d`` (MNIST-1D),
+  ``randman`` (random-manifold spike timing), ``seq_digits`` (the 8x8 digits row by row);
+* per-step targets (memory benchmarks of recurrent networks): ``copy`` (SAB's copy task),
+  ``adding`` (the adding problem, a regression) and ``store_recall`` (LSNN's binary store-recall).
+
+Real datasets read from local files only, failing fast with instructions when they are missing:
+``mnist`` (IDX files) and ``nmnist`` (N-MNIST ``.bin`` event files).
 """
 
 from __future__ import annotations
@@ -11,17 +16,20 @@ from __future__ import annotations
 import snnarena
 from snnarena.registry import Register
 
+from .adding import Adding
+from .copy_task import Copy
 from .digits import Digits
 from .mnist import MNIST
 from .mnist1d import MNIST1D
 from .nmnist import NMNIST
 from .randman import Randman
 from .seq_digits import SequentialDigits
+from .store_recall import StoreRecall
 
-__all__ = ["MNIST", "MNIST1D", "NMNIST", "Digits", "Randman", "SequentialDigits"]
+__all__ = ["MNIST", "MNIST1D", "NMNIST", "Adding", "Copy", "Digits", "Randman", "SequentialDigits", "StoreRecall"]
 
 
 @snnarena.hookimpl
 def register_datasets(register: Register) -> None:
-    for cls in (Digits, MNIST1D, Randman, MNIST, NMNIST, SequentialDigits):
+    for cls in (Digits, MNIST1D, Randman, MNIST, NMNIST, SequentialDigits, Copy, Adding, StoreRecall):
         register(cls)

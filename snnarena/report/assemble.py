@@ -133,14 +133,32 @@ def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.nd
 MAIN_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("accuracy (%)", "test_accuracy", "pct", False),
     ("val accuracy (%)", "val_accuracy", "pct", False),
+    ("test MSE", "test_mse", "mse", False),
+    ("val MSE", "val_mse", "mse", False),
     ("step time (ms)", "step_time_ms", "ms", False),
     ("activation memory", "peak_activation_bytes", "bytes", False),
     ("device memory", "peak_device_bytes", "bytes", False),
     ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", True),
 )
 #: Main columns shown only when some cell has a value (CPU runs have no device memory; runs made
-#: before the validation split have no val accuracy).
-OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = ("peak_device_bytes", "val_accuracy")
+#: before the validation split have no val accuracy; only regression tasks have an MSE).
+OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = ("peak_device_bytes", "val_accuracy", "test_mse", "val_mse")
+
+
+def _has_values(summary: pd.DataFrame, column: str) -> bool:
+    return bool(np.isfinite(summary[f"{column}_mean"].to_numpy(float)).any())
+
+
+def _shown_main_columns(summary: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
+    """The main columns with a value in some row: each task shows its own score (a run of
+    regression tasks alone has no accuracy column)."""
+    regression_only = _has_values(summary, "test_mse") and not _has_values(summary, "test_accuracy")
+    return [
+        c
+        for c in MAIN_COLUMNS
+        if (c[1] not in OPTIONAL_MAIN_COLUMNS or _has_values(summary, c[1]))
+        and not (regression_only and c[1] == "test_accuracy")
+    ]
 
 
 def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], caption: str = "") -> Table:
@@ -148,11 +166,7 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], capti
     ``caption`` says which weights the test accuracy is of."""
     columns = ["method", "T", "seeds", "memory class"]
     arrows = ["", "", "", ""]
-    shown = [
-        c
-        for c in MAIN_COLUMNS
-        if c[1] not in OPTIONAL_MAIN_COLUMNS or np.isfinite(summary[f"{c[1]}_mean"].to_numpy(float)).any()
-    ]
+    shown = _shown_main_columns(summary)
     for header, metric, _, _ in shown:
         columns.append(header)
         arrows.append(_arrow(columns_of[metric]))

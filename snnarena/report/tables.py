@@ -170,7 +170,7 @@ def _label_by(frame: pd.DataFrame, name_col: str, params_col: str) -> pd.Series:
 
 def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for column in RESULT_COLUMNS:
+    for column in (*RESULT_COLUMNS, *CORE_METRICS):  # runs made before a core column was added lack it
         if column not in frame.columns:
             frame[column] = np.nan
     for column in (
