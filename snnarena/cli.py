@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -116,6 +117,15 @@ def _confirm_size(n_cells: int, source: str, max_cells: int, confirmed: bool) ->
         )
 
 
+def _score_text(row: dict[str, Any]) -> str:
+    """The task's test score of a finished cell, e.g. ``acc=0.953`` or ``mse=0.0123``."""
+    for column, short in (("test_accuracy", "acc"), ("test_mse", "mse")):
+        value = row.get(column)
+        if isinstance(value, float) and math.isfinite(value):
+            return f"{short}={value:.4g}"
+    return ""
+
+
 def _budget_text(suite: Any) -> str:
     """The suite's training budget per cell, and in all, in words (the work the run will do)."""
     first = next(iter(suite.iter_cells()), None)
@@ -154,8 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_record(record: Any) -> None:
         row = record.row
-        acc = row.get("test_accuracy")
-        tail = f"acc={acc:.3f}" if isinstance(acc, float) else str(row.get("reason", ""))[:60]
+        tail = _score_text(row) if row.get("status") == "done" else str(row.get("reason", ""))[:60]
         bar.set_postfix_str(f"{row['label']} -> {row['status']} {tail}")
         bar.update(1)
 

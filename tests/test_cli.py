@@ -306,3 +306,11 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_progress_shows_each_tasks_own_score():
+    from snnarena.cli import _score_text
+
+    assert _score_text({"test_accuracy": 0.95312, "test_mse": float("nan")}) == "acc=0.9531"
+    assert _score_text({"test_accuracy": float("nan"), "test_mse": 0.16444}) == "mse=0.1644"
+    assert _score_text({"test_accuracy": None}) == ""

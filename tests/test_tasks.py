@@ -33,7 +33,7 @@ from snnarena.params import Param
 from snnarena.reference import collect_gradients
 from snnarena.report import build_report
 from snnarena.runner import run_suite
-from snnarena.suite import SuiteError, parse_suite
+from snnarena.suite import SuiteError, load_suite, parse_suite
 from snnarena.summary import summary_table
 from snnarena.task import IGNORE_INDEX, ScoreSums, task_of
 from snnarena_plugins.tbptt import TBPTT
@@ -405,3 +405,24 @@ def test_conformance_catches_a_method_that_scores_the_wrong_steps(host: PluginHo
     testing.check_per_step_tasks(lambda: TBPTT(K=3), model, inputs())
     with pytest.raises(AssertionError, match="forgets_start: on per_step_classification targets .* pass start/t"):
         testing.check_per_step_tasks(lambda: ForgetsStart(K=3), model, inputs())
+
+
+@pytest.mark.slow
+def test_the_shipped_tasks_suite_runs_every_model_on_every_task(host: PluginHost, tmp_path: Path) -> None:
+    """Feedforward and recurrent models, sequence and per-step targets, in one run and one report."""
+    full = load_suite("tasks", host)
+    assert full.n_cells == 3 * 3 * 4 * 2
+    text = (
+        full.text.replace("steps = 150", "steps = 2\nfidelity = false\neval_every_epoch = false")
+        .replace("T = [16, 32]", "T = [16]")
+        .replace("n_train = 2048, n_test = 512", "n_train = 40, n_test = 16")
+    )
+    suite = parse_suite(text, host, "tasks (trimmed)")
+    outcome = run_suite(suite, host, results_root=tmp_path, only="method=tbptt")
+    rows = outcome.results.set_index(["dataset", "model"])
+    assert len(rows) == 12 and set(rows["status"]) == {"done"}, rows[["status", "reason"]]
+    assert rows.loc[("adding", "rsnn"), "test_mse"] >= 0 and math.isnan(rows.loc[("adding", "rsnn"), "test_accuracy"])
+    for dataset in ("copy", "store_recall", "seq_digits"):
+        assert 0 <= rows.loc[(dataset, "lstm"), "test_accuracy"] <= 1
+    page = build_report([outcome.run_dir], tmp_path / "report").read_text(encoding="utf-8")
+    assert "test MSE" in page and "adding · lstm" in page

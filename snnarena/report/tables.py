@@ -208,10 +208,11 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     out["variant"] = out["method_label"] + ((" @ " + out["run"]) if multi_run else "")
     model = _label_by(out, "model", "model_params")
     neuron = _label_by(out, "neuron", "neuron_params")
+    has_neuron = out["neuron"].fillna("") != ""  # models without neurons (lstm) name none
     if neuron.nunique() > 1:
-        model = model + "/" + neuron
+        model = model.where(~has_neuron, model + "/" + neuron)
     if out["surrogate"].nunique() > 1:
-        model = model + "/" + out["surrogate"]
+        model = model.where(~has_neuron, model + "/" + out["surrogate"])
     out["setting"] = _label_by(out, "dataset", "dataset_params") + " · " + model
     out["params_text"] = out["method_params"].map(lambda v: format_params(parse_params(v), sep=", "))
     return out
