@@ -29,6 +29,7 @@ from snnarena.reference import bptt_accumulate
 from snnarena.registry import Kind
 from snnarena.runner import run_suite
 from snnarena.suite import SuiteError, load_suite, parse_suite
+from snnarena.task import IGNORE_INDEX
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -41,13 +42,15 @@ EXAMPLE_PLUGINS: dict[str, tuple[Kind, str]] = {
     "model_plugin": ("model", "conv1d"),
     "recurrent_model_plugin": ("model", "sparse_rsnn"),
     "dataset_plugin": ("dataset", "sines"),
+    "per_step_dataset_plugin": ("dataset", "delayed_echo"),
     "method_plugin": ("method", "tail_bptt"),
     "online_method_plugin": ("method", "readout_online"),
     "metric_plugin": ("metric", "calibration"),
 }
 
-#: Examples that examples.toml leaves out: its example methods train feedforward models only.
-NOT_IN_EXAMPLE_SUITE = frozenset({"recurrent_model_plugin"})
+#: Examples that examples.toml leaves out: its example methods train feedforward models only, and
+#: its metric (calibration) scores sequence classification only.
+NOT_IN_EXAMPLE_SUITE = frozenset({"recurrent_model_plugin", "per_step_dataset_plugin"})
 
 #: A one-cell suite of built-ins; each test swaps in one example plugin.
 BASE_CELL: dict[str, str] = {
@@ -65,6 +68,11 @@ EXAMPLE_CELL: dict[str, dict[str, str]] = {
     "model_plugin": {"model": 'name = "conv1d"\nparams = { channels = [4], fc = 8 }'},
     "recurrent_model_plugin": {"model": 'name = "sparse_rsnn"\nparams = { hidden = [8], connectivity = 0.5 }'},
     "dataset_plugin": {"dataset": 'name = "sines"\nparams = { n_train = 64, n_test = 32 }'},
+    "per_step_dataset_plugin": {
+        "method": 'name = "tbptt"\nparams = { K = 2 }',
+        "model": 'name = "rsnn"\nparams = { hidden = [8] }',
+        "dataset": 'name = "delayed_echo"\nparams = { delay = 2, n_train = 64, n_test = 32 }',
+    },
     "method_plugin": {"method": 'name = "tail_bptt"\nparams = { K = 2 }'},
     "online_method_plugin": {"method": 'name = "readout_online"\nparams = { update = "step" }'},
     "metric_plugin": {"metrics": '["calibration"]'},
@@ -161,6 +169,8 @@ def test_example_runs_in_a_one_cell_suite(examples_host, tmp_path, stem):
     if stem == "metric_plugin":
         assert row["metric_errors"] == ""
         assert 0.0 <= row["ece"] <= 1.0 and 0.0 < row["mean_confidence"] <= 1.0
+    if stem == "per_step_dataset_plugin":  # scored by accuracy over the scored steps
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and math.isnan(row["test_mse"])
 
 
 def test_example_suite_of_the_guide_runs(examples_host, tmp_path):
@@ -193,6 +203,37 @@ def test_method_examples_pass_their_conformance_tests(examples_host):
     tests.test_tail_bptt_declines_the_rate_loss(examples_host)
     for update in ("batch", "step"):
         tests.test_readout_online_conforms(examples_host, update)
+
+
+class DropsStart(SequenceLoss):
+    """A loss that forgets where a segment or step starts: the mistake the guide warns method authors of."""
+
+    def segment(self, logits: torch.Tensor, y: torch.Tensor, T: int, start: int = 0) -> torch.Tensor:
+        return super().segment(logits, y, T)
+
+    def step(self, logits_t: torch.Tensor, y: torch.Tensor, T: int, t: int = 0) -> torch.Tensor:
+        return super().step(logits_t, y, T)
+
+
+def test_conformance_catches_a_method_that_forgets_start_on_per_step_tasks(examples_host):
+    """The guide: ``run_conformance`` checks the per-step tasks a method declares in ``tasks``."""
+    from snnarena.testing import run_conformance
+
+    TailBPTT = examples_host.get("method", "tail_bptt").obj
+    assert {"per_step_classification", "per_step_regression"} <= TailBPTT.tasks
+
+    def forgetful() -> Any:
+        method = TailBPTT(K=4)
+        right = method.accumulate_gradients
+        method.accumulate_gradients = lambda model, x, y, loss, clock: right(
+            model, x, y, DropsStart(loss.form, loss.task), clock
+        )
+        return method
+
+    tests = load_example_test_module()
+    run_conformance(lambda: TailBPTT(K=4), lambda: tests.small_model(examples_host))  # passing start: conforms
+    with pytest.raises(AssertionError, match="pass start/t to SequenceLoss.segment/step"):
+        run_conformance(forgetful, lambda: tests.small_model(examples_host))
 
 
 def test_neuron_example_threshold_adapts_after_a_spike(examples_host):
@@ -247,6 +288,28 @@ def test_dataset_example_input_size_feeds_the_memory_check(examples_host, monkey
     monkeypatch.setattr("snnarena.suite.machine_memory_bytes", lambda: 1000)
     with pytest.raises(SuiteError, match=r"grid\.T: T=4 needs about .* more than this machine's memory"):
         parse_suite(one_cell_suite("dataset_plugin"), examples_host, "big.toml")
+
+
+def test_per_step_dataset_example_echoes_the_input_delay_steps_later(examples_host):
+    delay, T = 3, 7
+    params = {"delay": delay, "n_train": 20, "n_test": 10}
+    bundle: DataBundle = build_dataset(examples_host, "delayed_echo", T, 5, params)
+    assert (bundle.info.task, bundle.info.n_classes, bundle.info.input_shape) == ("per_step_classification", 2, (2,))
+    assert examples_host.get("dataset", "delayed_echo").obj.task == bundle.info.task
+    x, y = next(bundle.test_batches(4))  # x [T, B, 2] one-hot bits, y [T, B]
+    assert x.shape == (T, 4, 2) and y.shape == (T, 4) and y.dtype == torch.long
+    bits = x.argmax(-1)  # [T, B]
+    assert (y[:delay] == IGNORE_INDEX).all()
+    assert torch.equal(y[delay:], bits[: T - delay])
+    assert bundle.y_train.shape == (bundle.info.n_train, T)  # stored [N, T]; batches are time-first
+
+
+def test_per_step_dataset_example_refuses_T_up_to_the_delay(examples_host):
+    text = one_cell_suite("per_step_dataset_plugin")
+    parse_suite(text.replace("T = [4]", "T = [3]"), examples_host, "ok.toml")  # T = delay + 1: one scored step
+    for T in (1, 2):
+        with pytest.raises(SuiteError, match=rf"short\.toml: .*delayed_echo: T={T} leaves no step to score"):
+            parse_suite(text.replace("T = [4]", f"T = [{T}]"), examples_host, "short.toml")
 
 
 @pytest.mark.parametrize(("update", "steps"), [("batch", 1), ("step", 5)])

@@ -24,6 +24,7 @@ from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 __version__ = "1.0"
 
@@ -35,28 +36,29 @@ class TailBPTT(GradientMethod[SpikingModel]):
     memory_class = "O(K)"
     families = frozenset({"feedforward", "recurrent"})  # it only drives model.step
     loss_forms = frozenset({"per_step"})
+    tasks = frozenset(TASK_KINDS)  # it passes t/start to the loss, so per-step targets split exactly
     PARAMS = (Param("K", "int", 8, "time steps back-propagated (the last K of each sequence)", low=1),)
 
     def accumulate_gradients(
         self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
-        # x: [T, B, ...] inputs, y: [B] labels. Adds to p.grad, steps no optimizer, returns the loss.
+        # x: [T, B, ...] inputs, y: the whole sequence's targets. Adds to p.grad, steps no optimizer.
         T = x.shape[0]
         warmup = max(T - self.params["K"], 0)
         state = model.init_state()  # a fresh state for every batch: nothing leaks across batches
         with clock.phase("forward"):
             head_loss = 0.0
             with torch.no_grad():
-                for x_t in x[:warmup].unbind(0):
+                for t, x_t in enumerate(x[:warmup].unbind(0)):
                     out = model.step(x_t, state)
                     state = out.state
-                    head_loss += float(loss.step(out.logits, y, T))
+                    head_loss += float(loss.step(out.logits, y, T, t=t))
             logits = []
             for x_t in x[warmup:].unbind(0):
                 out = model.step(x_t, state)
                 state = out.state
                 logits.append(out.logits)
-            tail_loss = loss.segment(torch.stack(logits), y, T)  # [K, B, C] → this segment's share
+            tail_loss = loss.segment(torch.stack(logits), y, T, start=warmup)  # steps warmup .. T−1
         with clock.phase("backward"):
             tail_loss.backward()
         return head_loss + float(tail_loss.detach())

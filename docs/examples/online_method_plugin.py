@@ -29,6 +29,7 @@ from snnarena.method import GradientMethod, Update
 from snnarena.model import SpikingModel
 from snnarena.params import Param
 from snnarena.registry import Register
+from snnarena.task import TASK_KINDS
 
 __version__ = "1.0"
 
@@ -39,6 +40,7 @@ class ReadoutOnline(GradientMethod[SpikingModel]):
     name = "readout_online"
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})  # L[t] needs a loss that splits over steps
+    tasks = frozenset(TASK_KINDS)  # it passes t to loss.step, so per-step targets split exactly
     PARAMS = (
         Param("update", "str", "batch", "optimizer step once per batch or after every step", choices=("batch", "step")),
     )
@@ -54,17 +56,17 @@ class ReadoutOnline(GradientMethod[SpikingModel]):
     def unroll(
         self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock, update: Update
     ) -> float:
-        # x: [T, B, ...] inputs, y: [B] labels. A backward and an update() after every step.
+        # x: [T, B, ...] inputs, y: the whole sequence's targets. A backward and an update() per step.
         T = x.shape[0]
         state: list[Any] = model.init_state()  # a fresh state for every batch
         total = 0.0
-        for x_t in x.unbind(0):
+        for t, x_t in enumerate(x.unbind(0)):
             with clock.phase("forward"):
                 with torch.no_grad():  # the fixed network: no graph, nothing saved for backward
                     h = x_t
                     for l, stage in enumerate(model.stages):
                         h, state[l] = stage.step(h, state[l])  # h: spikes S_l[t] [B, ...]
-                value = loss.step(model.readout(h), y, T)  # L[t] = CE(o[t], y) / T
+                value = loss.step(model.readout(h), y, T, t=t)  # step t's share, e.g. CE(o[t], y) / T
             with clock.phase("backward"):
                 value.backward()
             update()  # steps the optimizer here if updates_within_batch, else does nothing
