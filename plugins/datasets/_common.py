@@ -26,6 +26,11 @@ VAL_FRACTION = Param(
     low=0.01,
     high=0.9,
 )
+#: Sizes of the generated sequence datasets (``copy``, ``adding``, ``store_recall``).
+N_TRAIN_SEQUENCES = Param(
+    "n_train", "int", 4096, "training sequences (validation is carved from them)", low=2, high=10_000_000
+)
+N_TEST_SEQUENCES = Param("n_test", "int", 1024, "test sequences", low=1, high=10_000_000)
 
 
 def rng(seed: int, stream: int) -> np.random.Generator:

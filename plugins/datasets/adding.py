@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from snnarena.data import DataBundle, Dataset
-from snnarena.params import Param
 
-from ._common import STREAM_DATA, VAL_FRACTION, rng
+from ._common import N_TEST_SEQUENCES, N_TRAIN_SEQUENCES, STREAM_DATA, VAL_FRACTION, rng
 from .seq_digits import SequenceLengthError
 
 #: MSE of the constant prediction 1.0 (the mean of the target): the variance of a sum of two U(0, 1).
@@ -60,8 +59,8 @@ class Adding(Dataset):
     name = "adding"
     task = "per_step_regression"
     PARAMS = (
-        Param("n_train", "int", 4096, "training sequences (validation is carved from them)", low=2, high=10_000_000),
-        Param("n_test", "int", 1024, "test sequences", low=1, high=10_000_000),
+        N_TRAIN_SEQUENCES,
+        N_TEST_SEQUENCES,
         VAL_FRACTION,
     )
 

@@ -33,7 +33,7 @@ from snnarena.data import DataBundle, Dataset
 from snnarena.params import Param
 from snnarena.task import IGNORE_INDEX
 
-from ._common import STREAM_DATA, VAL_FRACTION, rng
+from ._common import N_TEST_SEQUENCES, N_TRAIN_SEQUENCES, STREAM_DATA, VAL_FRACTION, rng
 from .seq_digits import SequenceLengthError
 
 BLANK = 0
@@ -70,8 +70,8 @@ class Copy(Dataset):
     PARAMS = (
         Param("length", "int", 10, "symbols to remember (and recall)", low=1, high=10_000),
         Param("n_symbols", "int", 8, "alphabet size: symbols are 1 .. n_symbols", low=2, high=1000),
-        Param("n_train", "int", 4096, "training sequences (validation is carved from them)", low=2, high=10_000_000),
-        Param("n_test", "int", 1024, "test sequences", low=1, high=10_000_000),
+        N_TRAIN_SEQUENCES,
+        N_TEST_SEQUENCES,
         VAL_FRACTION,
     )
 

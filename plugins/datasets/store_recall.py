@@ -31,7 +31,7 @@ from snnarena.data import DataBundle, Dataset
 from snnarena.params import Param
 from snnarena.task import IGNORE_INDEX
 
-from ._common import STREAM_DATA, VAL_FRACTION, rng
+from ._common import N_TEST_SEQUENCES, N_TRAIN_SEQUENCES, STREAM_DATA, VAL_FRACTION, rng
 from .seq_digits import SequenceLengthError
 
 #: Input channels, each ``population`` neurons wide, in this order.
@@ -116,8 +116,8 @@ class StoreRecall(Dataset):
         Param(
             "rate", "float", 0.2, "spike probability per step of an active neuron (coding='spikes')", low=0.0, high=1.0
         ),
-        Param("n_train", "int", 4096, "training sequences (validation is carved from them)", low=2, high=10_000_000),
-        Param("n_test", "int", 1024, "test sequences", low=1, high=10_000_000),
+        N_TRAIN_SEQUENCES,
+        N_TEST_SEQUENCES,
         VAL_FRACTION,
     )
 
