@@ -345,3 +345,27 @@ def test_runs_before_the_select_option_count_as_last_and_mixed_rules_are_counted
         "(the weights of the epoch with the best validation score (the highest accuracy, or the lowest MSE on "
         "regression tasks), the earliest on ties)."
     ) in page
+
+
+def test_regression_cells_are_ranked_by_their_test_mse() -> None:
+    import pandas as pd
+
+    from snnarena.report.tables import rankings
+
+    nan = math.nan
+    summary = pd.DataFrame(
+        {
+            "setting": ["digits · mlp", "digits · mlp", "adding · rsnn", "adding · rsnn"],
+            "T": [8, 8, 16, 16],
+            "method": ["bptt", "tbptt", "bptt", "tbptt"],
+            "variant": ["bptt", "tbptt", "bptt", "tbptt"],
+            "test_accuracy_mean": [0.9, 0.8, nan, nan],
+            "test_mse_mean": [nan, nan, 0.30, 0.10],  # tbptt is better on the regression task
+            "step_time_ms_mean": [1.0, 2.0, 1.0, 2.0],
+            "peak_activation_bytes_mean": [2.0, 1.0, 2.0, 1.0],
+            "grad_cosine_bptt_mean": [1.0, 0.9, 1.0, 0.9],
+        }
+    )
+    ranks = rankings(summary).set_index("variant")
+    assert ranks.loc["bptt", "accuracy"] == 1.5 and ranks.loc["tbptt", "accuracy"] == 1.5  # 1 and 2 per block
+    assert list(ranks["blocks"]) == [2, 2]

@@ -296,7 +296,7 @@ def loglog_slope(T: ArrayLike, values: ArrayLike) -> float:
 
 #: Criteria of the ranking summary: (core metric, label); the direction is the column's.
 RANK_CRITERIA: tuple[tuple[str, str], ...] = (
-    ("test_accuracy", "accuracy"),
+    ("test_accuracy", "accuracy"),  # test MSE (lower is better) for regression tasks
     ("step_time_ms", "step time"),
     ("peak_activation_bytes", "activation memory"),
     ("grad_cosine_bptt", "gradient cosine"),
@@ -313,12 +313,16 @@ def rankings(summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["variant", *[c[1] for c in RANK_CRITERIA], "blocks"])
     ranks: dict[str, pd.Series] = {}
     core = columns_by_name(CORE_COLUMNS)
+    blocks_of = [summary["setting"], summary["T"]]
     for metric, label in RANK_CRITERIA:
         values = summary[f"{metric}_mean"]
         higher = bool(core[metric].higher_is_better)
         if metric == "grad_cosine_bptt":
             values = values.where(summary["method"] != BASELINE)  # the reference itself is not ranked
-        rank = values.groupby([summary["setting"], summary["T"]]).rank(ascending=not higher, method="min")
+        rank = values.groupby(blocks_of).rank(ascending=not higher, method="min")
+        if metric == "test_accuracy" and "test_mse_mean" in summary:
+            # a regression task has no accuracy: its task score is the test MSE (lower is better)
+            rank = rank.fillna(summary["test_mse_mean"].groupby(blocks_of).rank(ascending=True, method="min"))
         ranks[label] = rank.groupby(summary["variant"]).mean()
     blocks = summary.groupby("variant").size().rename("blocks")
     out = pd.DataFrame(ranks).join(blocks).reset_index().rename(columns={"index": "variant"})
