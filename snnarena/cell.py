@@ -50,9 +50,8 @@ from snnarena.metric import CellContext, Metric
 from snnarena.model import SpikingModel
 from snnarena.params import params_of
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
-from snnarena.registry import Kind
 from snnarena.results import CellRecord
-from snnarena.suite import CellSpec, machine_memory_bytes
+from snnarena.suite import CellSpec, input_batch_problem
 from snnarena.task import SCORE_NAMES, ScoreSums, Task, task_of
 
 #: How many parameter names a failure reason lists before "... (N in all)".
@@ -124,18 +123,8 @@ def _names(names: list[str]) -> str:
 
 
 def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | None]]:
-    components: list[tuple[Kind, str]] = [
-        ("method", spec.method),
-        ("model", spec.model),
-        ("dataset", spec.dataset),
-        ("neuron", spec.neuron),
-        ("surrogate", spec.surrogate),
-        *(("metric", m) for m in spec.metrics),
-    ]
     out = {}
-    for kind, name in components:
-        if not name:  # a model without a neuron (uses_neuron = False) has no neuron or surrogate
-            continue
+    for kind, name in spec.components:
         entry = host.get(kind, name)
         out[f"{kind}:{name}"] = {
             "plugin": entry.plugin,
@@ -315,15 +304,9 @@ def check_batch_fits(spec: CellSpec, info: DataInfo) -> None:
     """Refuse a cell whose input batch ``[T, B, *input_shape]`` (float32) cannot fit in this machine's
     memory: suite validation checks this for datasets that declare ``input_size``; this catches the
     others once their data is built, before a batch is allocated."""
-    memory = machine_memory_bytes()
-    batch = max(spec.train["batch_size"], spec.train["eval_batch_size"])
-    need = spec.T * batch * math.prod(info.input_shape) * 4
-    if memory is not None and need > memory:
-        raise ConfigurationError(
-            f"T={spec.T} needs about {need / 2**30:.1f} GiB for one input batch of {spec.dataset} (T x batch "
-            f"{batch} x {math.prod(info.input_shape)} inputs x 4 bytes), more than this machine's memory "
-            f"({memory / 2**30:.1f} GiB); lower T, batch_size or eval_batch_size"
-        )
+    too_large = input_batch_problem(spec.T, spec.train, math.prod(info.input_shape), spec.dataset)
+    if too_large:
+        raise ConfigurationError(too_large)
 
 
 def cell_loss(spec: CellSpec, info: DataInfo, host: PluginHost) -> SequenceLoss:

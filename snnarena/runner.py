@@ -134,19 +134,7 @@ def plugins_manifest(host: PluginHost) -> dict[str, Any]:
 # -- the fingerprint of a run -----------------------------------------------------------------
 def _components(cells: Iterable[CellSpec]) -> set[tuple[Kind, str]]:
     """Every ``(kind, name)`` plugin class the cells use."""
-    out: set[tuple[Kind, str]] = set()
-    for c in cells:
-        out.update(
-            (
-                ("method", c.method),
-                ("model", c.model),
-                ("dataset", c.dataset),
-                ("neuron", c.neuron),
-                ("surrogate", c.surrogate),
-            )
-        )
-        out.update(("metric", m) for m in c.metrics)
-    return {(kind, name) for kind, name in out if name}  # models without a neuron name none
+    return {component for c in cells for component in c.components}
 
 
 def _plugin_versions(host: PluginHost, components: set[tuple[Kind, str]]) -> dict[str, str | None]:

@@ -141,6 +141,20 @@ class CellSpec:
             )
         )
 
+    @property
+    def components(self) -> tuple[tuple[Kind, str], ...]:
+        """Every ``(kind, name)`` plugin class the cell uses; a model without a neuron
+        (``uses_neuron = False``) names no neuron and no surrogate."""
+        named: tuple[tuple[Kind, str], ...] = (
+            ("method", self.method),
+            ("model", self.model),
+            ("dataset", self.dataset),
+            ("neuron", self.neuron),
+            ("surrogate", self.surrogate),
+            *(("metric", m) for m in self.metrics),
+        )
+        return tuple((kind, name) for kind, name in named if name)
+
     def field_value(self, key: str) -> str:
         """The value a selector key (``method``, ``dataset``, ``T`` ...) is matched against."""
         return str(getattr(self, key))
@@ -302,6 +316,21 @@ def machine_memory_bytes() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def input_batch_problem(T: int, train: Mapping[str, Any], features: int, what: str) -> str | None:
+    """Why an input batch ``[T, B, features]`` (float32, ``B`` the larger of the training and the
+    evaluation batch size) of ``what`` cannot fit in this machine's memory, or ``None``."""
+    memory = machine_memory_bytes()
+    batch = max(train["batch_size"], train["eval_batch_size"])
+    need = T * batch * features * 4
+    if memory is None or need <= memory:
+        return None
+    return (
+        f"T={T} needs about {_bytes(need)} for one input batch of {what} (T x batch {batch} x {features} "
+        f"inputs x 4 bytes), more than this machine's memory ({_bytes(memory)}); lower T, batch_size or "
+        "eval_batch_size"
+    )
 
 
 def _bytes(n: float) -> str:
@@ -666,18 +695,9 @@ class _Validator:
         """Refuse an input batch larger than this machine's memory, and missing/damaged data files."""
         assert dataset.cls is not None and issubclass(dataset.cls, Dataset)
         features = dataset.cls.input_size(dataset.resolved)
-        memory = machine_memory_bytes()
-        if features is not None and memory is not None:
-            T = max(Ts)
-            batch = max(train["batch_size"], train["eval_batch_size"])
-            need = T * batch * features * 4
-            if need > memory:
-                self.problem(
-                    f"{dataset.where}.T" if dataset.Ts else "grid.T",
-                    f"T={T} needs about {_bytes(need)} for one input batch of {dataset.label} "
-                    f"(T x batch {batch} x {features} inputs x 4 bytes), more than this machine's memory "
-                    f"({_bytes(memory)}); lower T, batch_size or eval_batch_size",
-                )
+        too_large = None if features is None else input_batch_problem(max(Ts), train, features, dataset.label)
+        if too_large:
+            self.problem(f"{dataset.where}.T" if dataset.Ts else "grid.T", too_large)
         for T in Ts:
             reason = dataset.cls.check_T(dataset.resolved, T)
             if reason:

@@ -302,9 +302,8 @@ name = "digits"
 
 
 def test_a_batch_larger_than_memory_fails_the_cell_before_training(cell_host: PluginHost, monkeypatch) -> None:
-    import snnarena.cell
 
-    monkeypatch.setattr(snnarena.cell, "machine_memory_bytes", lambda: 1000)  # tiny_blobs declares no input_size
+    monkeypatch.setattr("snnarena.suite.machine_memory_bytes", lambda: 1000)  # tiny_blobs declares no input_size
     record = run_cell(one_cell(cell_host), cell_host, "r", "cpu")
     assert record.row["status"] == "failed"
     assert "needs about" in record.row["reason"] and "more than this machine's memory" in record.row["reason"]
