@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 import snnarena
-from snnarena.loss import SequenceLoss
+from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
@@ -28,7 +28,8 @@ class BPTT(GradientMethod[SpikingModel]):
 
     name = "bptt"
     memory_class = "O(T)"
-    families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
+    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})  # only step/forward_seq and the state
+    loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)
     PARAMS = (
         Param(

@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 import snnarena
 from snnarena.data import DataInfo
-from snnarena.loss import SequenceLoss
+from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter, report_held_bytes
 from snnarena.method import GradientMethod
 from snnarena.model import SpikingModel
@@ -473,7 +473,8 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
 
     name = "checkpointed_bptt"
     memory_class = "budget"
-    families = frozenset({"feedforward", "recurrent"})
+    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})
+    loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
     PARAMS = (
         Param(

@@ -11,7 +11,12 @@ atan           (α/2) / (1 + (π α x / 2)²)                  α = 2 (peak 1)
 fast_sigmoid   1 / (1 + k |x|)²  (SuperSpike)              k = 25 (peak 1)
 triangle       max(0, α − α² |x|)                          α = 1 (peak α)
 rectangle      (1/a) · 1[|x| < a/2]                        a = 1 (height 1/a)
+bellec         (γ/w) max(0, 1 − |x|/w)                     γ = 0.3, w = 1 (peak γ/w)
 =============  ==========================================  =========================
+
+``bellec`` is the pseudo-derivative of LSNNs and e-prop (Bellec et al. 2018, 2020),
+``dS/dv_s = γ max(0, 1 − |v_s|)`` with ``v_s = x / V_th``: set ``width`` to the neuron's
+``v_threshold``. ``triangle`` with ``α = 1/V_th`` is the same shape with ``γ = 1``.
 """
 
 from __future__ import annotations
@@ -102,7 +107,25 @@ class Rectangle(Surrogate):
         return (x / a + 0.5).clamp(0, 1)
 
 
+class Bellec(Surrogate):
+    """LSNN/e-prop pseudo-derivative: dS/dx = (γ/w) max(0, 1 − |x|/w), with ``w = V_th``."""
+
+    name = "bellec"
+    PARAMS = (
+        Param("gamma", "float", 0.3, "dampening factor γ (Bellec et al.: 0.3)", low=1e-6),
+        Param("width", "float", 1.0, "half-width w; the neuron's v_threshold normalises as in the paper", low=1e-9),
+    )
+
+    def derivative(self, x: Tensor) -> Tensor:
+        gamma, w = self.params["gamma"], self.params["width"]
+        return (gamma / w) * (1 - x.abs() / w).clamp_min(0)
+
+    def primitive(self, x: Tensor) -> Tensor:
+        z = (x / self.params["width"]).clamp(-1, 1)
+        return self.params["gamma"] * torch.where(z < 0, (z + 1) ** 2 / 2, 1 - (1 - z) ** 2 / 2)
+
+
 @snnarena.hookimpl
 def register_surrogates(register: Register) -> None:
-    for cls in (Sigmoid, ATan, FastSigmoid, Triangle, Rectangle):
+    for cls in (Sigmoid, ATan, FastSigmoid, Triangle, Rectangle, Bellec):
         register(cls)

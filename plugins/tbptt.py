@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 import snnarena
-from snnarena.loss import SequenceLoss
+from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod, Update
 from snnarena.model import SpikingModel
@@ -29,7 +29,8 @@ class TBPTT(GradientMethod[SpikingModel]):
 
     name = "tbptt"
     memory_class = "O(K)"
-    families = frozenset({"feedforward", "recurrent"})  # only step/forward_seq and the state
+    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})  # only step/forward_seq and the state
+    loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),

@@ -192,8 +192,9 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
 @dataclass(frozen=True)
 class CurvePoint:
     """One finished epoch: the step count so far, wall time, mean training loss, and the validation
-    score of the task (accuracy, or MSE for regression tasks; the other is NaN, and both are NaN
-    unless ``train.eval_every_epoch``)."""
+    scores of the task (accuracy; MSE for regression tasks; ROC-AUC and average precision for link
+    prediction); the scores the task does not have are NaN, and all are NaN unless
+    ``train.eval_every_epoch``."""
 
     epoch: int
     step: int
@@ -201,6 +202,8 @@ class CurvePoint:
     train_loss: float
     val_accuracy: float
     val_mse: float = math.nan
+    val_roc_auc: float = math.nan
+    val_average_precision: float = math.nan
 
 
 EpochCallback = Callable[[CurvePoint], None]
@@ -311,12 +314,13 @@ def check_batch_fits(spec: CellSpec, info: DataInfo) -> None:
 
 def cell_loss(spec: CellSpec, info: DataInfo, host: PluginHost) -> SequenceLoss:
     """The cell's loss: the suite's loss form for the task of the built data, which must be the
-    task the dataset plugin declares (``Dataset.task``, what suite validation checked)."""
-    declared = cast(type[Dataset], host.get("dataset", spec.dataset).obj).task
+    task the dataset plugin declares (``Dataset.task_for``, what suite validation checked)."""
+    dataset_cls = cast(type[Dataset], host.get("dataset", spec.dataset).obj)
+    declared = dataset_cls.task_for(params_of(dataset_cls).resolve(spec.dataset_params))
     if info.task != declared:
         raise ValueError(
-            f"dataset {spec.dataset!r} declares task {declared!r} (Dataset.task) but built data of task "
-            f"{info.task!r} (DataInfo.task); the plugin must set both to the same task"
+            f"dataset {spec.dataset!r} declares task {declared!r} (Dataset.task_for) but built data of task "
+            f"{info.task!r} (DataInfo.task); the plugin must give both the same task"
         )
     return SequenceLoss(cast(LossForm, spec.loss), info.task)
 
@@ -351,20 +355,26 @@ def build_cell(spec: CellSpec, host: PluginHost, device: torch.device) -> BuiltC
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The task's score (``score`` names it: ``accuracy`` or ``mse``) and the mean spike rate."""
+    """The task's scores (``scores``: ``{name: value}`` for each of ``task.scores``) and the mean
+    spike rate."""
 
     task: Task
-    score: float
+    scores: Mapping[str, float]
     spike_rate: float
 
+    @property
+    def score(self) -> float:
+        """The task's primary score (what train.select compares)."""
+        return self.scores[self.task.score]
+
     def columns(self, split: str) -> dict[str, float]:
-        """``{split}_{score}`` for every score a task can have: this task's value, NaN for the others."""
-        return {f"{split}_{name}": (self.score if name == self.task.score else math.nan) for name in SCORE_NAMES}
+        """``{split}_{score}`` for every score a task can have: this task's values, NaN for the others."""
+        return {f"{split}_{name}": self.scores.get(name, math.nan) for name in SCORE_NAMES}
 
     @property
     def accuracy(self) -> float:
         """The accuracy (NaN for a task scored otherwise)."""
-        return self.score if self.task.score == "accuracy" else math.nan
+        return self.scores.get("accuracy", math.nan)
 
 
 #: A CPU copy of the state of the modules a cell trains: ``{module key: state_dict}``.
@@ -463,6 +473,8 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
                 float(np.mean(epoch_losses)) if epoch_losses else math.nan,
                 scores.get("val_accuracy", math.nan),
                 scores.get("val_mse", math.nan),
+                scores.get("val_roc_auc", math.nan),
+                scores.get("val_average_precision", math.nan),
             )
         )
         if not epoch_losses:
@@ -616,18 +628,21 @@ def evaluate(
     task = task or task_of("classification")
     was_training = model.training
     model.eval()
-    sums = ScoreSums()
+    sums = {name: ScoreSums() for name in task.scores}
     spikes = neurons = 0.0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         out = model.forward_seq(x)
-        sums = sums + task.score_sums(out.logits, y)
+        for name, part in task.score_sums(out.logits, y).items():
+            sums[name] = sums[name] + part
         for stage, s in zip(model.stages, out.spikes, strict=True):
             if stage.neuron.spiking:
                 spikes += float(s.sum())
                 neurons += s.numel()
     model.train(was_training)
-    return Evaluation(task, sums.value, spikes / neurons if neurons else math.nan)
+    return Evaluation(
+        task, {name: total.value for name, total in sums.items()}, spikes / neurons if neurons else math.nan
+    )
 
 
 # -- measure ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import KINDS
+from snnarena.task import SCORES
 
 #: Exit status when stdout was closed early (``snnarena list | head``): 128 + SIGPIPE, as Unix tools.
 EXIT_BROKEN_PIPE = 141
@@ -118,9 +119,9 @@ def _confirm_size(n_cells: int, source: str, max_cells: int, confirmed: bool) ->
 
 
 def _score_text(row: dict[str, Any]) -> str:
-    """The task's test score of a finished cell, e.g. ``acc=0.953`` or ``mse=0.0123``."""
-    for column, short in (("test_accuracy", "acc"), ("test_mse", "mse")):
-        value = row.get(column)
+    """The task's test score of a finished cell, e.g. ``acc=0.953``, ``mse=0.0123`` or ``auc=0.91``."""
+    for score in SCORES:
+        short, value = score.short, row.get(f"test_{score.name}")
         if isinstance(value, float) and math.isfinite(value):
             return f"{short}={value:.4g}"
     return ""

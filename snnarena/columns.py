@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from snnarena.task import SCORES, TASK_KINDS, Score, task_of
+
 ColumnKind = Literal["score", "time", "memory", "count", "ratio"]
 COLUMN_KINDS: tuple[str, ...] = ("score", "time", "memory", "count", "ratio")
 
@@ -68,25 +70,20 @@ class Column:
 COLUMN_FIELDS: tuple[str, ...] = ("name", "higher_is_better", "unit", "kind", "doc", "spread")
 
 
+def score_columns(score: Score) -> tuple[Column, Column]:
+    """``test_<score>`` and ``val_<score>`` of a task score (NaN on cells of tasks without it)."""
+    what = f"{score.label} of the plain forward pass with the weights train.select picks"
+    tasks = ", ".join(sorted(kind for kind in TASK_KINDS if score.name in task_of(kind).scores))
+    scope = f" (tasks: {tasks}; NaN for the others)"
+    return (
+        Column(f"test_{score.name}", score.higher_is_better, "", "score", f"test {what}, read once per cell{scope}"),
+        Column(f"val_{score.name}", score.higher_is_better, "", "score", f"validation {what}{scope}"),
+    )
+
+
 #: Columns the host measures on every ``done`` cell.
 CORE_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "test_accuracy",
-        True,
-        "",
-        "score",
-        "test accuracy of the plain forward pass with the weights train.select picks, read once per cell",
-    ),
-    Column("val_accuracy", True, "", "score", "validation accuracy of the weights train.select picks"),
-    Column(
-        "test_mse",
-        False,
-        "",
-        "score",
-        "test mean squared error over the scored steps (regression tasks; NaN for classification), "
-        "with the weights train.select picks, read once per cell",
-    ),
-    Column("val_mse", False, "", "score", "validation mean squared error of the weights train.select picks"),
+    *(column for score in SCORES for column in score_columns(score)),
     Column("train_loss", False, "", "score", "mean training loss of the last epoch"),
     Column("step_time_ms", False, "ms", "time", "median training-step time after the warm-up", "step_time_iqr_ms"),
     Column("step_time_iqr_ms", None, "ms", "time", "interquartile range of the step time"),

@@ -17,21 +17,33 @@ Static samples (images, vectors) are turned into ``T`` steps by an encoding:
   validation and test batches use fixed generators so evaluation is deterministic.
 
 Temporal samples (already ``[N, T, ...]``) are passed through unchanged (``encoding="none"``).
+
+``static``: the sample is the constant input of a network that relaxes to a fixed point (the
+``static_classification`` task, :mod:`snnarena.task`): ``x[t] = u`` like ``direct``, but batches
+are a broadcast view of ``u [B, ...]`` (no copy per step) and ``T`` is the relaxation length; the
+network is judged on its last step.
+
+Graph data (one graph, full batch) is a :class:`snnarena.graph.GraphBundle`, a ``DataBundle``
+whose batches are the whole graph; its ``DataInfo.graph`` carries the edges models read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from snnarena.params import Param, params_of
 
-Encoding = Literal["direct", "rate", "none"]
-ENCODINGS: tuple[str, ...] = ("direct", "rate")
+if TYPE_CHECKING:
+    from snnarena.graph import Graph
+
+Encoding = Literal["direct", "rate", "none", "static"]
+#: The encodings a dataset of static samples offers its users (``static`` changes the task too).
+ENCODINGS: tuple[str, ...] = ("direct", "rate", "static")
 #: Share of the training data carved out for validation when the source has no validation split.
 DEFAULT_VAL_FRACTION = 0.1
 #: Offsets of the seeds of the fixed generators (validation split, validation and test encoding).
@@ -42,7 +54,8 @@ _SPLIT_SEED, _VAL_SEED, _TEST_SEED = 7877, 7907, 7919
 class DataInfo:
     """What a model needs to know about the data: per-step input shape, classes (for a regression
     task: output values per step) and ``T``; the sizes of the train, test and validation splits;
-    the task (one of :data:`snnarena.task.TASK_KINDS`), which fixes the targets' shape."""
+    the task (one of :data:`snnarena.task.TASK_KINDS`), which fixes the targets' shape; for graph
+    tasks, the graph whose nodes are the batch (``input_shape`` is then the node features')."""
 
     input_shape: tuple[int, ...]
     n_classes: int
@@ -51,6 +64,13 @@ class DataInfo:
     n_test: int
     task: str = "classification"
     n_val: int = 0
+    graph: Graph | None = None
+
+
+def encoded_task(task: str, encoding: str) -> str:
+    """The task of data of ``task`` presented with ``encoding``: the ``static`` encoding makes
+    (sequence) classification data ``static_classification``; anything else keeps its task."""
+    return "static_classification" if encoding == "static" and task == "classification" else task
 
 
 def validation_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -142,6 +162,7 @@ class DataBundle:
         self.encoding = encoding
         self.seed = seed
         shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
+        task = encoded_task(task, encoding)
         self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test), task=task, n_val=len(self.x_val))
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -152,6 +173,8 @@ class DataBundle:
             return x.transpose(0, 1).contiguous()
         if self.encoding == "direct":
             return x.unsqueeze(0).expand(T, *x.shape).contiguous()
+        if self.encoding == "static":
+            return x.unsqueeze(0).expand(T, *x.shape)
         p = x.clamp(0.0, 1.0).unsqueeze(0).expand(T, *x.shape)
         return torch.bernoulli(p, generator=generator)
 
@@ -184,8 +207,8 @@ class Dataset:
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
-    #: The task of the data (:data:`snnarena.task.TASK_KINDS`), known before building so suite
-    #: validation can refuse a loss form it does not support; ``build`` must give ``DataInfo.task`` the same.
+    #: The task of the data (:data:`snnarena.task.TASK_KINDS`) when it does not depend on the
+    #: parameters; see :meth:`task_for`.
     task: ClassVar[str] = "classification"
 
     def __init__(self, **params: Any) -> None:
@@ -194,6 +217,15 @@ class Dataset:
 
     def build(self, T: int, seed: int) -> DataBundle:
         raise NotImplementedError
+
+    @classmethod
+    def task_for(cls, params: Mapping[str, Any]) -> str:
+        """The task of the data built with resolved ``params`` (default: :attr:`task`), known
+        before building so suite validation can refuse a loss form, model, method or metric that
+        does not fit it; ``build`` must give ``DataInfo.task`` the same. Override it when a
+        parameter changes the task; the default already maps ``encoding = "static"`` to
+        ``static_classification`` (:func:`encoded_task`)."""
+        return encoded_task(cls.task, str(params.get("encoding", "")))
 
     @classmethod
     def input_size(cls, params: Mapping[str, Any]) -> int | None:

@@ -9,7 +9,10 @@ fidelity compares against BPTT of that very objective. For sequence classificati
 * ``rate``: ``L = CE((1/T) Σ_t o[t], y)``, the loss on the time-averaged logits.
 
 Per-step tasks (``y [T, B]`` or ``y [T, B, D]``) have only the ``per_step`` form: the sum of the
-scored steps' losses over the number of scored entries of the whole sequence.
+scored steps' losses over the number of scored entries of the whole sequence. Static-input
+classification (networks relaxing to a fixed point) is judged on the last step only: ``final``
+(cross-entropy of ``o[T−1]``) and ``final_mse`` (``½‖o[T−1] − onehot(y)‖²``, batch mean). The graph
+tasks use ``per_step`` and ``rate`` over node outputs (see :mod:`snnarena.task`).
 
 ``o`` are logits ``[T, B, C]``. ``y`` is always the target of the whole sequence: a segment or a
 step says where it starts (``start``/``t``) and takes its share of ``y`` itself.
@@ -24,7 +27,7 @@ from torch import Tensor
 
 from snnarena.task import Task, task_of
 
-LossForm = Literal["per_step", "rate"]
+LossForm = Literal["per_step", "rate", "final", "final_mse"]
 #: Every loss form, in the order of :data:`LossForm` (``per_step`` first: the default).
 LOSS_FORMS: tuple[LossForm, ...] = get_args(LossForm)
 
@@ -68,8 +71,8 @@ class SequenceLoss:
         return self._task.loss(self.form, logits, y, T, start)
 
     def step(self, logits_t: Tensor, y: Tensor, T: int, t: int = 0) -> Tensor:
-        """The share of step ``t`` (``logits_t [B, C]``); only defined for the ``per_step`` form."""
-        if self.form != "per_step":
+        """The share of step ``t`` (``logits_t [B, C]``); defined for every form but ``rate``."""
+        if self.form == "rate":
             raise ValueError("the rate loss does not split over time steps; use train.loss = 'per_step'")
         return self._task.loss(self.form, logits_t.unsqueeze(0), y, T, t)
 

@@ -31,7 +31,7 @@ Every phase is timed through ``clock.phase("forward"|"backward"|"optimizer")``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from torch import Tensor, nn
@@ -75,6 +75,13 @@ class GradientMethod(Generic[PreparedT]):
     def __init__(self, **params: Any) -> None:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
         self.params = params_of(type(self)).resolve(params)
+
+    @classmethod
+    def check_T(cls, params: Mapping[str, Any], T: int) -> str | None:
+        """Why this method cannot run ``T`` steps with resolved ``params`` (a window longer than
+        the sequence ...), or ``None`` (the default). Suite validation calls it for every method
+        variant and ``T`` and refuses the suite with the reason, naming the parameter."""
+        return None
 
     def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
         """A reason not to run on this (model, data, loss), or ``None`` to run."""

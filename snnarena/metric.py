@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from snnarena.columns import Column
 from snnarena.params import Param, params_of
+from snnarena.task import TASK_KINDS
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +46,9 @@ class Metric:
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     #: The columns :meth:`compute` returns, with direction, unit and kind (recorded in the manifest).
     columns: ClassVar[tuple[Column, ...]] = ()
+    #: Tasks (:mod:`snnarena.task`) the metric can measure; suite validation refuses a dataset of
+    #: another task, naming both plugins (e.g. a metric of class probabilities on a regression task).
+    tasks: ClassVar[frozenset[str]] = frozenset(TASK_KINDS)
 
     def __init__(self, **params: Any) -> None:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""

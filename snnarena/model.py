@@ -16,7 +16,7 @@ its state is a :class:`RecurrentState` holding the neuron's state *and* ``S_l[t-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast, overload
 
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from snnarena.neuron import Neuron
 from snnarena.params import Param, params_of
+from snnarena.task import GRAPH_TASKS, SEQUENCE_TASKS
 
 if TYPE_CHECKING:
     from snnarena.data import DataInfo
@@ -154,12 +155,17 @@ class SpikingModel(nn.Module):
     ``family`` tells gradient methods what dynamics to expect: ``"feedforward"`` (stages depend on
     time only through their own neuron state), ``"recurrent"`` (stages are
     :class:`RecurrentStage`, or others whose state carries what their recurrence needs),
-    ``"convergent"`` or ``"graph"``. A method trains only the families in its ``families``.
+    ``"convergent"`` (:class:`ConvergentModel`) or ``"graph"`` (:class:`GraphModel`). A method
+    trains only the families in its ``families``; a model takes only the tasks in its ``tasks``
+    (suite validation refuses a dataset of another task, naming both plugins).
     """
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     family: ClassVar[str] = "feedforward"
+    #: Tasks (:mod:`snnarena.task`) whose data the model takes: sequences, and static samples
+    #: shown at every step (``static_classification``).
+    tasks: ClassVar[frozenset[str]] = SEQUENCE_TASKS | {"static_classification"}
     #: ``False`` for models that build no neuron from the suite's ``neuron`` entry (``lstm``): an
     #: explicit neuron for them is a suite error, and ``make_neuron`` is never called.
     uses_neuron: ClassVar[bool] = True
@@ -174,6 +180,13 @@ class SpikingModel(nn.Module):
     @classmethod
     def skip(cls, info: DataInfo) -> str | None:
         """A reason this model cannot take the data (wrong input rank ...), or ``None``."""
+        return None
+
+    @classmethod
+    def check_T(cls, params: Mapping[str, Any], T: int) -> str | None:
+        """Why this model cannot run ``T`` steps with resolved ``params`` (a memory interval longer
+        than the sequence ...), or ``None`` (the default). Suite validation calls it for every
+        model variant and ``T`` and refuses the suite with the reason, naming the parameter."""
         return None
 
     def init_state(self) -> list[Any]:
@@ -217,6 +230,124 @@ class SpikingModel(nn.Module):
             x = torch.zeros(1, *self.info.input_shape, device=next(self.parameters()).device)
             out = self.step(x, self.init_state())
         return sum(s[0].numel() for s in out.spikes)
+
+
+class ConvergentModel(SpikingModel):
+    """A network that relaxes to a fixed point under a static input (``family = "convergent"``).
+
+    The input ``x`` ``[B, ...]`` is the same at every step (static data arrive as ``[T, B, ...]``
+    broadcast views, so ``step(x[t], state)`` works as for any model, and ``T`` is the relaxation
+    length). The state is a list of layer states ``s = [s_1, ..., s_L]``, each ``[B, n_l]`` (hidden
+    layers from the input side, the output layer ``s_L`` last); ``None`` entries are at rest (zeros).
+
+    * :meth:`dynamics` is one relaxation step ``s[t+1] = F(x, s[t])``; the logits of a step are the
+      output layer's new state, ``o[t] = s_L[t+1]`` ``[B, C]``;
+    * :meth:`phi` is the primitive function ``Φ(x, s) [B]`` of the dynamics: in the prototypical
+      setting (Ernoult et al., 2019) ``F = ∂Φ/∂s`` up to the model's activation and leak, which the
+      subclass states. Equilibrium Propagation needs only ``Φ``: from the free fixed point ``s*``
+      and the nudged state ``s^β`` its update is ``Δθ = (1/β)(∂Φ/∂θ(x, s^β) − ∂Φ/∂θ(x, s*))``,
+      averaged over the batch;
+    * :meth:`relax` runs the dynamics for ``steps`` steps, adding ``nudge(s_L[t])`` ``[B, C]`` to the
+      output layer's update when given. With ``nudge(o) = −β ∂ℓ/∂o`` (``β(onehot(y) − o)`` for the
+      ``final_mse`` cost) it is EP's nudged phase.
+
+    Because :meth:`step` is one free step, ``bptt``, ``tbptt`` and ``checkpointed_bptt`` train
+    convergent models unchanged. Convergent models have no spiking stages (``stages`` is empty,
+    ``spikes`` lists nothing) and take only ``static_classification`` data.
+    """
+
+    family = "convergent"
+    uses_neuron = False
+    tasks = frozenset({"static_classification"})
+
+    @classmethod
+    def skip(cls, info: DataInfo) -> str | None:
+        if info.task != "static_classification":
+            return f"{cls.name or cls.__name__} relaxes under a static input; the data's task is {info.task}"
+        return None
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """``(n_1, ..., n_L)``: the width of every layer state, the output layer (``C``) last."""
+        raise NotImplementedError
+
+    def init_state(self) -> list[Any]:
+        """The state at rest: one ``None`` (zeros) per layer."""
+        return [None] * len(self.layer_sizes)
+
+    def rest(self, x: Tensor, state: list[Any]) -> list[Tensor]:
+        """``state`` with every ``None`` replaced by zeros ``[B, n_l]`` of ``x``'s dtype and device."""
+        return [x.new_zeros(x.shape[0], n) if s is None else s for s, n in zip(state, self.layer_sizes, strict=True)]
+
+    def dynamics(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
+        """One free relaxation step ``s[t+1] = F(x, s[t])`` from a state without ``None`` entries."""
+        raise NotImplementedError
+
+    def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        """The primitive function ``Φ(x, s)`` ``[B]`` (see the class docstring)."""
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: list[Any]) -> StepOutput:
+        new_state = self.dynamics(x, self.rest(x, state))
+        return StepOutput(new_state[-1], new_state, [])
+
+    def relax(
+        self,
+        x: Tensor,
+        steps: int,
+        state: list[Any] | None = None,
+        nudge: Callable[[Tensor], Tensor] | None = None,
+    ) -> list[Tensor]:
+        """The state after ``steps`` steps from ``state`` (default: at rest), ``x`` ``[B, ...]``;
+        ``nudge(s_L[t])`` is added to the output layer's update when given."""
+        s = self.rest(x, self.init_state() if state is None else state)
+        for _ in range(steps):
+            new = self.dynamics(x, s)
+            if nudge is not None:
+                new[-1] = new[-1] + nudge(s[-1])
+            s = new
+        return s
+
+    def forward_seq(self, x: Tensor, state: list[Any] | None = None) -> SeqOutput:
+        """``x`` ``[T, B, ...]`` → the output layer over the ``T`` steps ``[T, B, C]``."""
+        state = self.init_state() if state is None else state
+        logits = []
+        for x_t in x.unbind(0):
+            out = self.step(x_t, state)
+            logits.append(out.logits)
+            state = out.state
+        return SeqOutput(torch.stack(logits), state, [])
+
+    def neuron_count(self) -> int:
+        """Units per sample (every layer state), for the footprint metrics."""
+        return sum(self.layer_sizes)
+
+
+class GraphModel(SpikingModel):
+    """A network over the nodes of one graph (``family = "graph"``): the batch is the ``N`` nodes.
+
+    The graph is fixed for a cell and read from ``info.graph`` (:class:`snnarena.graph.Graph`:
+    ``edge_index [2, E]``, ``n_nodes``) when the model is built; a step takes the node features
+    (or spikes) ``x[t]`` ``[N, F]`` and gives node outputs ``[N, C]``. Synapses that mix nodes
+    (:class:`snnarena.graph.GraphConv`: ``Â h W``) are affine in their input, so the stages keep
+    the feedforward contract and ``bptt``, ``tbptt`` and ``checkpointed_bptt`` train graph models
+    unchanged. Graph models take only the graph tasks (``node_classification``, ``link_prediction``).
+    """
+
+    family = "graph"
+    tasks = GRAPH_TASKS
+
+    def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
+        super().__init__(info, make_neuron, **params)
+        if info.graph is None:
+            raise ValueError(f"{self.name or type(self).__name__} needs graph data (DataInfo.graph), got none")
+        self.graph = info.graph
+
+    @classmethod
+    def skip(cls, info: DataInfo) -> str | None:
+        if info.graph is None:
+            return f"{cls.name or cls.__name__} runs on graph data; the data's task is {info.task}"
+        return None
 
 
 #: Modules whose output is an affine function of their input (for fixed parameters).

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from snnarena.errors import OutputLocationError, RunDirectoryError
+from snnarena.task import SCORE_NAMES
 
 #: Columns every results table has, in this order (the public contract users script against).
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -62,10 +63,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "seed",
     "status",
     "reason",
-    "test_accuracy",
-    "val_accuracy",
-    "test_mse",
-    "val_mse",
+    *(f"{split}_{name}" for name in SCORE_NAMES for split in ("test", "val")),
     "train_loss",
     "step_time_ms",
     "step_time_iqr_ms",
@@ -117,8 +115,7 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "epoch",
     "step",
     "train_loss",
-    "val_accuracy",
-    "val_mse",
+    *(f"val_{name}" for name in SCORE_NAMES),
     "elapsed_s",
 )
 #: Curve columns that identify the cell; always taken from the cell's row.

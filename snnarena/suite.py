@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -400,7 +400,11 @@ class _Validator:
         self.repeated_datasets(datasets, Ts)
         for dataset in datasets:
             self.dataset_checks(dataset, dataset.Ts or Ts, train)
-            self.task_checks(dataset, methods, train["loss"])
+            task = self.task_checks(dataset, methods, train["loss"])
+            if task is not None:
+                self.combination_checks(dataset, task, methods, models, metrics)
+            for T in dataset.Ts or Ts:
+                self.length_checks(T, dataset, methods + models)
         if self.problems:
             raise SuiteError(self.source, self.problems)
         grid = CellGrid(
@@ -573,6 +577,8 @@ class _Validator:
                 {"method": entry["name"], "method_params": given, "loss": loss},
                 _identity(entry["name"], resolved, loss),
                 _label(entry["name"], given),
+                cls,
+                resolved,
             )
             for given, resolved in self.variants(cls, entry.get("params", {}), f"{where}.params")
         ]
@@ -631,6 +637,8 @@ class _Validator:
                 },
                 _identity(names[0], m_all, names[1], n_all, names[2], s_all),
                 " / ".join((_label(names[0], m), _label(names[1], n), _label(names[2], s))),
+                cls,
+                m_all,
             )
             for (m, m_all), (n, n_all), (s, s_all) in itertools.product(models, neurons, surrogates)
         ]
@@ -657,6 +665,8 @@ class _Validator:
                 },
                 _identity(entry["name"], m_all, "", {}, "", {}),
                 _label(entry["name"], m),
+                cls,
+                m_all,
             )
             for m, m_all in self.variants(cls, entry.get("params", {}), f"{where}.params")
         ]
@@ -705,16 +715,16 @@ class _Validator:
         for message in dataset.cls.check_files(dataset.resolved):
             self.problem(dataset.where, message)
 
-    def task_checks(self, dataset: _Variant, methods: list[_Variant], train_loss: str) -> None:
-        """Refuse a loss form the dataset's task does not support (per-step tasks: ``per_step``
-        only), naming the dataset and the key that sets the loss."""
+    def task_checks(self, dataset: _Variant, methods: list[_Variant], train_loss: str) -> str | None:
+        """The dataset's task (``Dataset.task_for``); refuse a loss form it does not support
+        (per-step tasks: ``per_step`` only), naming the dataset and the key that sets the loss."""
         assert dataset.cls is not None and issubclass(dataset.cls, Dataset)
-        kind = dataset.cls.task
+        kind = dataset.cls.task_for(dataset.resolved)
         try:
             task = task_of(kind)
         except ValueError as err:
-            self.problem(dataset.where, f"dataset {dataset.label!r} declares Dataset.task: {err}")
-            return
+            self.problem(dataset.where, f"dataset {dataset.label!r} declares its task: {err}")
+            return None
         seen: set[str] = set()
         for method in methods:
             loss = method.fields["loss"]
@@ -727,6 +737,47 @@ class _Validator:
                 f"loss {loss!r} does not fit dataset {dataset.label!r} ({dataset.where}), a {kind} task, "
                 f"which supports {', '.join(map(repr, sorted(task.loss_forms)))}; use one of those",
             )
+        return kind
+
+    def combination_checks(
+        self, dataset: _Variant, task: str, methods: list[_Variant], models: list[_Variant], metrics: list[str]
+    ) -> None:
+        """Refuse a model, method or metric that cannot take the dataset's task (a graph model with
+        sequence data, a static-input model with temporal data, an accuracy-only metric with a
+        regression task), naming both plugins: every cell pairing them would be wasted."""
+        fix = "a suite pairs every model, method and metric with every dataset; split it into suites"
+        for what, variants in (("model", models), ("method", methods)):
+            for variant in variants:
+                takes = getattr(variant.cls, "tasks", None)
+                if takes is not None and task not in takes:
+                    self.problem(
+                        f"{variant.where} × {dataset.where}",
+                        f"{what} {variant.label!r} takes {_tasks(takes)} data, but dataset {dataset.label!r} "
+                        f"is a {task} task; {fix}",
+                    )
+        for i, name in enumerate(metrics):
+            try:
+                takes = getattr(self.host.get("metric", name).obj, "tasks", None)
+            except UnknownPluginError:
+                continue  # reported by metrics()
+            if takes is not None and task not in takes:
+                self.problem(
+                    f"metrics[{i}] × {dataset.where}",
+                    f"metric {name!r} measures {_tasks(takes)} tasks, but dataset {dataset.label!r} is a "
+                    f"{task} task; {fix}",
+                )
+
+    def length_checks(self, T: int, dataset: _Variant, variants: list[_Variant]) -> None:
+        """Refuse a method or model variant that cannot run ``T`` steps (``check_T``), naming it."""
+        for variant in variants:
+            check = getattr(variant.cls, "check_T", None)
+            reason = check(variant.resolved, T) if check is not None else None
+            if reason:
+                self.problem(f"{variant.where}.params", f"{variant.label!r} cannot run T={T}: {reason}")
+
+
+def _tasks(kinds: Iterable[str]) -> str:
+    return " or ".join(sorted(kinds))
 
 
 def _who(group: list[_Variant]) -> str:

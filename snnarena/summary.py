@@ -8,6 +8,7 @@ import pandas as pd
 
 from snnarena.results import RunDirectory
 from snnarena.suite import SELECT_RULES
+from snnarena.task import SCORES, Score
 
 
 def method_label(label: str) -> str:
@@ -37,12 +38,14 @@ def selection_sentence(results: pd.DataFrame) -> str:
     return f"Test scores (read once per cell) follow train.select = {', '.join(parts[:-1])} and {parts[-1]}."
 
 
+def _header(score: Score, split: str) -> str:
+    """``test_acc``, ``val_mse↓`` ...: the arrow marks a score where lower is better."""
+    return f"{split}_{score.short}" + ("" if score.higher_is_better else "↓")
+
+
 #: Decimals per column of :func:`summary_table`.
 SUMMARY_DECIMALS = {
-    "test_acc": 3,
-    "val_acc": 3,
-    "test_mse↓": 4,
-    "val_mse↓": 4,
+    **{_header(score, split): 3 if score.higher_is_better else 4 for score in SCORES for split in ("test", "val")},
     "step_ms": 1,
     "peak_saved_MB": 2,
     "cos_bptt": 3,
@@ -54,13 +57,10 @@ def _has_values(frame: pd.DataFrame, column: str) -> bool:
 
 
 def _score_columns(done: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """The score columns of :func:`summary_table`: accuracy, and the MSE (lower is better) when a
-    cell has a regression task; a run of regression tasks alone has no accuracy columns."""
-    accuracy = {"test_acc": ("test_accuracy", "mean"), "val_acc": ("val_accuracy", "mean")}
-    if not _has_values(done, "test_mse"):
-        return accuracy
-    mse = {"test_mse↓": ("test_mse", "mean"), "val_mse↓": ("val_mse", "mean")}
-    return {**accuracy, **mse} if _has_values(done, "test_accuracy") else mse
+    """The score columns of :func:`summary_table`: the test and validation values of every task
+    score some cell has (accuracy when none has)."""
+    present = [score for score in SCORES if _has_values(done, f"test_{score.name}")] or [SCORES[0]]
+    return {_header(score, split): (f"{split}_{score.name}", "mean") for score in present for split in ("test", "val")}
 
 
 def summary_table(results: pd.DataFrame) -> str:

@@ -69,17 +69,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from snnarena.data import DataInfo
-from snnarena.loss import LOSS_FORMS, SequenceLoss
+from snnarena.loss import LOSS_FORMS, LossForm, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
 from snnarena.model import RecurrentStage, SpikingModel
 from snnarena.neuron import detach_state
-from snnarena.task import IGNORE_INDEX, TASK_KINDS
+from snnarena.task import IGNORE_INDEX, TASK_KINDS, task_of
 
 MethodFactory = Callable[[], GradientMethod]
 ModelFactory = Callable[[], SpikingModel]
@@ -258,18 +259,24 @@ def check_skip_reason(method: GradientMethod, model: SpikingModel, info: DataInf
     )
     for form in LOSS_FORMS:
         if form not in method.loss_forms:
-            other = method.skip(model, info, SequenceLoss(form))
+            task = next(kind for kind in TASK_KINDS if form in task_of(kind).loss_forms)
+            other = method.skip(model, info, SequenceLoss(form, task))
             assert isinstance(other, str) and other.strip(), (
                 f"{name}: loss form {form!r} is not in loss_forms {sorted(method.loss_forms)} but "
                 f"skip() returned {other!r} instead of a reason"
             )
     for task in TASK_KINDS:
         if task not in method.tasks:
-            other = method.skip(model, info, SequenceLoss("per_step", task))
+            form = cast(LossForm, sorted(task_of(task).loss_forms)[-1])
+            other = method.skip(model, info, SequenceLoss(form, task))
             assert isinstance(other, str) and other.strip(), (
                 f"{name}: task {task!r} is not in tasks {sorted(method.tasks)} but "
                 f"skip() returned {other!r} instead of a reason"
             )
+
+
+#: The tasks :func:`make_targets` makes targets for (:func:`check_per_step_tasks` checks them).
+PER_STEP_TASKS: frozenset[str] = frozenset({"per_step_classification", "per_step_regression"})
 
 
 def make_targets(task: str, T: int, batch: int, n_out: int, seed: int = 1) -> Tensor:
@@ -292,7 +299,7 @@ def check_per_step_tasks(method_factory: MethodFactory, model_factory: ModelFact
     ``x`` is the task's loss of the model's plain forward pass (a method that forgets to pass
     ``start``/``t`` to ``SequenceLoss.segment``/``step`` scores the wrong steps), and every trainable
     parameter gets a gradient."""
-    for task in sorted(set(method_factory().tasks) - {"classification"}):
+    for task in sorted(set(method_factory().tasks) & PER_STEP_TASKS):
         method = method_factory()
         torch.manual_seed(seed)
         model = model_factory()

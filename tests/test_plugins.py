@@ -13,11 +13,11 @@ from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import UnknownPluginError
 
 BUILTIN = {
-    "neuron": {"lif", "if"},
-    "surrogate": {"sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle"},
-    "model": {"mlp", "convnet"},
-    "dataset": {"digits", "mnist1d", "randman"},
-    "method": {"bptt", "tbptt"},
+    "neuron": {"lif", "if", "alif"},
+    "surrogate": {"sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle", "bellec"},
+    "model": {"mlp", "convnet", "rsnn", "lstm"},
+    "dataset": {"digits", "mnist1d", "randman", "copy", "adding", "store_recall", "seq_digits"},
+    "method": {"bptt", "tbptt", "checkpointed_bptt"},
 }
 
 

@@ -367,5 +367,5 @@ def test_regression_cells_are_ranked_by_their_test_mse() -> None:
         }
     )
     ranks = rankings(summary).set_index("variant")
-    assert ranks.loc["bptt", "accuracy"] == 1.5 and ranks.loc["tbptt", "accuracy"] == 1.5  # 1 and 2 per block
+    assert ranks.loc["bptt", "task score"] == 1.5 and ranks.loc["tbptt", "task score"] == 1.5  # 1 and 2 per block
     assert list(ranks["blocks"]) == [2, 2]

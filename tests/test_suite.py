@@ -92,7 +92,7 @@ def test_wrong_type_in_train(arena_host):
     expect_error(
         arena_host,
         VALID.replace("batch_size = 16", 'batch_size = 16\nloss = "mse"'),
-        "train.loss: expected one of 'per_step', 'rate', got 'mse'",
+        "train.loss: expected one of 'per_step', 'rate', 'final', 'final_mse', got 'mse'",
     )
     expect_error(
         arena_host,

@@ -33,7 +33,7 @@ def test_every_problem_of_every_table_is_listed(arena_host: PluginHost) -> None:
     for expected in (
         "train.warmup: unknown parameter; allowed: epochs, steps",
         "train.batch_size: expected an integer >= 1, got 0",
-        "train.loss: expected one of 'per_step', 'rate', got 'mse'",
+        "train.loss: expected one of 'per_step', 'rate', 'final', 'final_mse', got 'mse'",
         "methods[2].params.KK: unknown parameter; allowed: K, update",
         "methods[2].params.K: expected an integer >= 1, got 'eight'",
         "methods[2].params.update: expected one of",

@@ -8,7 +8,7 @@ import torch
 from snnarena.factory import build_surrogate
 
 GRID = torch.linspace(-3, 3, 2001, dtype=torch.float64)
-NAMES = ["sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle"]
+NAMES = ["sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle", "bellec"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -48,6 +48,7 @@ def test_no_nan_far_from_threshold(host, name):
         ("sigmoid", {"alpha": 4.0}, 1.0),
         ("atan", {"alpha": 2.0}, 1.0),
         ("fast_sigmoid", {}, 1.0),
+        ("bellec", {"gamma": 0.3, "width": 0.5}, 0.6),
         ("triangle", {"alpha": 2.0}, 2.0),
         ("rectangle", {"width": 0.5}, 2.0),
     ],

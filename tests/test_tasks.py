@@ -145,9 +145,9 @@ def test_scores_and_directions() -> None:
     y = per_step_targets("per_step_classification")
     sums = task_of("per_step_classification").score_sums(logits, y)
     scored = y != IGNORE_INDEX
-    assert sums == ScoreSums(float((y[scored] == 1).sum()), int(scored.sum()))
+    assert sums == {"accuracy": ScoreSums(float((y[scored] == 1).sum()), int(scored.sum()))}
     z = per_step_targets("per_step_regression")
-    mse = task_of("per_step_regression").score_sums(torch.zeros(T, B, D, dtype=torch.float64), z)
+    mse = task_of("per_step_regression").score_sums(torch.zeros(T, B, D, dtype=torch.float64), z)["mse"]
     assert mse.value == pytest.approx(float((z[~torch.isnan(z)] ** 2).mean()))
     assert task_of("per_step_regression").better(0.1, 0.2) and not task_of("per_step_regression").better(0.2, 0.1)
     assert task_of("classification").better(0.9, 0.8)
@@ -313,7 +313,7 @@ def test_regression_cell_records_mse_and_selects_the_lowest(
     scripted = iter([0.5, 0.2, 0.3])  # validation MSE after epochs 1, 2, 3: epoch 2 is the best
 
     def validate(built: BuiltCell, batch_size: int, device: torch.device) -> Evaluation:
-        return Evaluation(built.loss.task_spec, next(scripted), math.nan)
+        return Evaluation(built.loss.task_spec, {"mse": next(scripted)}, math.nan)
 
     monkeypatch.setattr(cell, "validate", validate)
     spec = parse_suite(suite_text("tiny_echo"), task_host).cells[0]
@@ -341,7 +341,7 @@ def test_a_dataset_whose_targets_do_not_fit_its_task_fails_the_cell(task_host: P
 def test_data_of_another_task_than_the_dataset_declares_fails_the_cell(task_host: PluginHost) -> None:
     row = run_cell(parse_suite(suite_text("tiny_undeclared"), task_host).cells[0], task_host, "r", "cpu").row
     assert row["status"] == "failed"
-    assert "dataset 'tiny_undeclared' declares task 'per_step_regression' (Dataset.task)" in row["reason"]
+    assert "dataset 'tiny_undeclared' declares task 'per_step_regression' (Dataset.task_for)" in row["reason"]
     assert "built data of task 'classification' (DataInfo.task)" in row["reason"]
 
 

@@ -121,8 +121,9 @@ class MNIST1D(Dataset):
             "str",
             "direct",
             "direct (standardised vector each step), rate (Bernoulli spikes), "
-            "sequence (the signal resampled to T steps, one value per step)",
-            choices=("direct", "rate", "sequence"),
+            "sequence (the signal resampled to T steps, one value per step), "
+            "static (the standardised vector as the constant input of a relaxing network)",
+            choices=("direct", "rate", "sequence", "static"),
         ),
         VAL_FRACTION,
     )

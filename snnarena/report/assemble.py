@@ -50,6 +50,7 @@ from snnarena.report.tables import (
 )
 from snnarena.results import atomic_write_text, check_writable
 from snnarena.summary import selection_sentence
+from snnarena.task import SCORES, Score
 
 UP, DOWN = "↑", "↓"
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -129,36 +130,47 @@ def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.nd
 
 
 # -- tables ---------------------------------------------------------------------------------------
+def _score_main_columns() -> tuple[tuple[str, str, str, bool], ...]:
+    """The test and validation columns of every task score (shown when some cell has a value)."""
+    out = []
+    for score in SCORES:
+        test, fmt = (f"{score.label} (%)", "pct") if score.percent else (f"test {score.label}", "mse")
+        out += [(test, f"test_{score.name}", fmt, False)]
+        out += [(f"val {score.label}" + (" (%)" if score.percent else ""), f"val_{score.name}", fmt, False)]
+    return tuple(out)
+
+
 #: (header, core column, format, best-eligible excludes BPTT); directions are the columns'.
 MAIN_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
-    ("accuracy (%)", "test_accuracy", "pct", False),
-    ("val accuracy (%)", "val_accuracy", "pct", False),
-    ("test MSE", "test_mse", "mse", False),
-    ("val MSE", "val_mse", "mse", False),
+    *_score_main_columns(),
     ("step time (ms)", "step_time_ms", "ms", False),
     ("activation memory", "peak_activation_bytes", "bytes", False),
     ("device memory", "peak_device_bytes", "bytes", False),
     ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", True),
 )
-#: Main columns shown only when some cell has a value (CPU runs have no device memory; runs made
-#: before the validation split have no val accuracy; only regression tasks have an MSE).
-OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = ("peak_device_bytes", "val_accuracy", "test_mse", "val_mse")
+#: Main columns shown only when some cell has a value: each task shows its own scores (a run of
+#: regression tasks alone has no accuracy column); CPU runs have no device memory.
+OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = (
+    "peak_device_bytes",
+    *(f"{split}_{score.name}" for score in SCORES for split in ("test", "val")),
+)
 
 
 def _has_values(summary: pd.DataFrame, column: str) -> bool:
     return bool(np.isfinite(summary[f"{column}_mean"].to_numpy(float)).any())
 
 
+def setting_score(summary: pd.DataFrame) -> Score:
+    """The primary score of a setting's task: the first score with a test value (accuracy when none has)."""
+    for score in SCORES:
+        if f"test_{score.name}_mean" in summary and _has_values(summary, f"test_{score.name}"):
+            return score
+    return SCORES[0]
+
+
 def _shown_main_columns(summary: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
-    """The main columns with a value in some row: each task shows its own score (a run of
-    regression tasks alone has no accuracy column)."""
-    regression_only = _has_values(summary, "test_mse") and not _has_values(summary, "test_accuracy")
-    return [
-        c
-        for c in MAIN_COLUMNS
-        if (c[1] not in OPTIONAL_MAIN_COLUMNS or _has_values(summary, c[1]))
-        and not (regression_only and c[1] == "test_accuracy")
-    ]
+    """The main columns with a value in some row."""
+    return [c for c in MAIN_COLUMNS if c[1] not in OPTIONAL_MAIN_COLUMNS or _has_values(summary, c[1])]
 
 
 def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], caption: str = "") -> Table:
@@ -308,33 +320,40 @@ def setting_section(
         section.children.append(Section("Efficiency metrics", list(efficiency)))
 
     bands = "dashed: Pareto front; bars: ± one std over seeds"
+    score = setting_score(summary)
+    name = score.label.capitalize()
     trade = [
         plots.add(
             F.tradeoff(
-                summary, "peak_activation_bytes", "peak activation memory (saved for backward)", setting, colours
+                summary,
+                "peak_activation_bytes",
+                "peak activation memory (saved for backward)",
+                setting,
+                colours,
+                score,
             ),
-            f"accuracy-vs-memory-{tag}",
-            f"Accuracy vs peak activation memory, {setting}; {bands}",
+            f"{score.name}-vs-memory-{tag}",
+            f"{name} vs peak activation memory, {setting}; {bands}",
         ),
         plots.add(
-            F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours),
-            f"accuracy-vs-time-{tag}",
-            f"Accuracy vs step time, {setting}; {bands}",
+            F.tradeoff(summary, "step_time_ms", "median step time (ms)", setting, colours, score),
+            f"{score.name}-vs-time-{tag}",
+            f"{name} vs step time, {setting}; {bands}",
         ),
     ]
     if np.isfinite(summary["peak_device_bytes_mean"].to_numpy(float)).any():
         trade.append(
             plots.add(
-                F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours),
-                f"accuracy-vs-device-memory-{tag}",
-                f"Accuracy vs peak device memory, {setting}",
+                F.tradeoff(summary, "peak_device_bytes", "peak device memory", setting, colours, score),
+                f"{score.name}-vs-device-memory-{tag}",
+                f"{name} vs peak device memory, {setting}",
             )
         )
     shown = [p for p in trade if p is not None]
     section.children.append(
         Section(
             "Trade-offs",
-            [Figures(shown)] if shown else [Text("No finite accuracy/memory/time values to plot.", "note")],
+            [Figures(shown)] if shown else [Text(f"No finite {score.label}/memory/time values to plot.", "note")],
         )
     )
 
@@ -384,9 +403,9 @@ def setting_section(
         methods_per_T = curves.groupby("T")["variant"].nunique()
         T_pick = int(max(zip(methods_per_T.to_numpy(), methods_per_T.index.to_numpy(float), strict=True))[1])
         plot = plots.add(
-            F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours, data.variants),
+            F.learning_curves(curves[curves["T"] == T_pick], f"{setting}, T = {T_pick}", colours, data.variants, score),
             f"learning-curves-{tag}",
-            f"Learning curves at T = {T_pick}, {setting}: training loss and validation accuracy per epoch; "
+            f"Learning curves at T = {T_pick}, {setting}: training loss and validation {score.label} per epoch; "
             "band: ± one standard deviation over seeds",
         )
         curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))

@@ -25,6 +25,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 from matplotlib.typing import RcKeyType
 
 from snnarena.report.tables import loglog_slope, pareto_mask
+from snnarena.task import Score, score_of
+
+ACCURACY = score_of("accuracy")
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _RC: dict[RcKeyType, Any] = {
@@ -119,16 +122,30 @@ def _log_errors(mean: float, std: float | None) -> list[list[float]] | None:
     return [[min(std, 0.5 * mean)], [std]]
 
 
+def _score_scale(score: Score) -> float:
+    return 100.0 if score.percent else 1.0
+
+
+def score_axis_label(score: Score, split: str = "test") -> str:
+    """``test accuracy (%)``, ``test MSE (lower is better)`` ..."""
+    unit = " (%)" if score.percent else ""
+    direction = "" if score.higher_is_better else ", lower is better"
+    return f"{split} {score.label}{unit}{direction}"
+
+
 def tradeoff(
     summary: pd.DataFrame,
     metric: str,
     xlabel: str,
     title: str,
     colours: dict[str, tuple[float, float, float]],
+    score: Score = ACCURACY,
 ) -> Figure | None:
-    """Accuracy (y, %) against a cost ``metric`` (x, log) per (variant, T), Pareto front dashed."""
+    """The task's test ``score`` (y; accuracy in %) against a cost ``metric`` (x, log) per
+    (variant, T), Pareto front dashed (in the score's direction)."""
+    scale = _score_scale(score)
     x = summary[f"{metric}_mean"].to_numpy(dtype=float)
-    y = 100 * summary["test_accuracy_mean"].to_numpy(dtype=float)
+    y = scale * summary[f"test_{score.name}_mean"].to_numpy(dtype=float)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
     if not ok.any():
         return None
@@ -142,7 +159,7 @@ def tradeoff(
         ax = fig.subplots()
         for (_, r), xi, yi in zip(rows.iterrows(), shown_x, y, strict=True):
             xerr = _log_errors(r[f"{metric}_mean"], r[f"{metric}_std"])
-            yerr = _finite(100 * r["test_accuracy_std"])
+            yerr = _finite(scale * r[f"test_{score.name}_std"])
             ax.errorbar(
                 xi,
                 yi,
@@ -156,7 +173,7 @@ def tradeoff(
                 alpha=0.9,
                 zorder=3,
             )
-        front = pareto_mask(x, y)
+        front = pareto_mask(x, y if score.higher_is_better else -y)
         order = np.argsort(x[front])
         fx, fy = shown_x[front][order], y[front][order]
         ax.step(fx, fy, where="post", linestyle="--", color="0.35", linewidth=1, zorder=2)
@@ -164,7 +181,7 @@ def tradeoff(
         ax.set_xscale("log")
         _log_axis(ax.xaxis, metric)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(score_axis_label(score))
         ax.set_title(mpl_text(title))
         handles = [
             Line2D([], [], color=colours[v], marker="o", linestyle="", label=mpl_text(v))
@@ -284,13 +301,16 @@ def learning_curves(
     title: str,
     colours: dict[str, tuple[float, float, float]],
     order: Sequence[str],
+    score: Score = ACCURACY,
 ) -> Figure | None:
-    """Training loss and validation accuracy per epoch; the band is ± one standard deviation over seeds."""
+    """Training loss and the task's validation ``score`` per epoch; the band is ± one standard
+    deviation over seeds."""
     if curves.empty:
         return None
     data = curves.copy()
     data["method"] = data["variant"].map(mpl_text)
-    data["validation accuracy (%)"] = 100 * data["val_accuracy"]
+    score_label = score_axis_label(score, "validation")
+    data[score_label] = _score_scale(score) * data[f"val_{score.name}"]
     data["training loss"] = data["train_loss"]
     present = set(data["variant"])
     hues = [v for v in order if v in present] + sorted(present - set(order))
@@ -298,7 +318,7 @@ def learning_curves(
     with mpl.rc_context(_RC), _styled():
         fig = _figure(9.0, 3.6)
         axes = fig.subplots(1, 2)
-        for ax, column in zip(axes, ("training loss", "validation accuracy (%)"), strict=True):
+        for ax, column in zip(axes, ("training loss", score_label), strict=True):
             rows = data[np.isfinite(data[column].to_numpy(dtype=float))]
             if rows.empty:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)

@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from snnarena.columns import CORE_COLUMNS, Column, columns_by_name, columns_from_manifest
 from snnarena.compare import metric_columns
 from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
+from snnarena.task import SCORES
 
 #: The host-measured metrics the main tables and figures are made of.
 CORE_METRICS: tuple[str, ...] = tuple(c.name for c in CORE_COLUMNS)
@@ -294,13 +295,27 @@ def loglog_slope(T: ArrayLike, values: ArrayLike) -> float:
     return float(np.polyfit(np.log(t[ok]), np.log(v[ok]), 1)[0])
 
 
-#: Criteria of the ranking summary: (core metric, label); the direction is the column's.
+#: Criteria of the ranking summary: (core metric, label); the direction is the column's. ``score``
+#: is each block's task score (accuracy; test MSE, lower is better, for regression; ROC-AUC for
+#: link prediction).
 RANK_CRITERIA: tuple[tuple[str, str], ...] = (
-    ("test_accuracy", "accuracy"),  # test MSE (lower is better) for regression tasks
+    ("score", "task score"),
     ("step_time_ms", "step time"),
     ("peak_activation_bytes", "activation memory"),
     ("grad_cosine_bptt", "gradient cosine"),
 )
+
+
+def _score_ranks(summary: pd.DataFrame, blocks_of: list[pd.Series]) -> pd.Series:
+    """Rank within each block by the block's task score: the first score of :data:`SCORES` with
+    values (a block is one setting, so one task)."""
+    rank = pd.Series(np.nan, index=summary.index)
+    for score in SCORES:
+        column = f"test_{score.name}_mean"
+        if column in summary:
+            ranked = summary[column].groupby(blocks_of).rank(ascending=not score.higher_is_better, method="min")
+            rank = rank.fillna(ranked)
+    return rank
 
 
 def rankings(summary: pd.DataFrame) -> pd.DataFrame:
@@ -315,18 +330,18 @@ def rankings(summary: pd.DataFrame) -> pd.DataFrame:
     core = columns_by_name(CORE_COLUMNS)
     blocks_of = [summary["setting"], summary["T"]]
     for metric, label in RANK_CRITERIA:
+        if metric == "score":
+            ranks[label] = _score_ranks(summary, blocks_of).groupby(summary["variant"]).mean()
+            continue
         values = summary[f"{metric}_mean"]
         higher = bool(core[metric].higher_is_better)
         if metric == "grad_cosine_bptt":
             values = values.where(summary["method"] != BASELINE)  # the reference itself is not ranked
         rank = values.groupby(blocks_of).rank(ascending=not higher, method="min")
-        if metric == "test_accuracy" and "test_mse_mean" in summary:
-            # a regression task has no accuracy: its task score is the test MSE (lower is better)
-            rank = rank.fillna(summary["test_mse_mean"].groupby(blocks_of).rank(ascending=True, method="min"))
         ranks[label] = rank.groupby(summary["variant"]).mean()
     blocks = summary.groupby("variant").size().rename("blocks")
     out = pd.DataFrame(ranks).join(blocks).reset_index().rename(columns={"index": "variant"})
-    return out.sort_values(["accuracy", "variant"], na_position="last").reset_index(drop=True)
+    return out.sort_values(["task score", "variant"], na_position="last").reset_index(drop=True)
 
 
 def load(run_dirs: Sequence[str | Path]) -> ReportData:
