@@ -62,7 +62,13 @@ A model plugin checks its own step/sequence contract with :func:`run_model_confo
 * ``recurrent`` also: :func:`check_recurrent_state` — every
   :class:`~snnarena.model.RecurrentStage` keeps its output ``S_l[t]`` in its state after step
   ``t``, and the model's output depends on the recurrence (zeroing the fed-back outputs changes
-  the logits of a later step) when any stage has a recurrent synapse.
+  the logits of a later step) when any stage has a recurrent synapse;
+* ``convergent`` also: :func:`check_convergent_contract` — layer states ``[B, n_l]``, logits =
+  output layer, ``relax`` (with a nudge) = repeated ``dynamics``, ``phi`` finite ``[B]`` and
+  depending on every parameter;
+* ``graph`` also: :func:`check_graph_contract` — outputs per node of ``info.graph``, and
+  messages pass along its edges. Every family's checks use :func:`make_batch`, whose batch is
+  the graph's nodes for a graph model.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ from snnarena.data import DataInfo
 from snnarena.loss import LOSS_FORMS, LossForm, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena.model import RecurrentStage, SpikingModel
+from snnarena.model import ConvergentModel, GraphModel, RecurrentStage, SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.task import IGNORE_INDEX, TASK_KINDS, task_of
 
@@ -125,10 +131,13 @@ def default_loss(method: GradientMethod) -> SequenceLoss:
 
 def make_batch(model: SpikingModel, T: int, batch: int = 4, seed: int = 1) -> Batch:
     """Inputs ``[T, B, *input_shape]`` uniform in ``[0, 2)`` (strong enough to make LIF layers
-    spike) in the model's dtype/device, and labels ``[B]``."""
+    spike) in the model's dtype/device, and labels ``[B]``; for a graph model ``B`` is its
+    graph's number of nodes."""
     param = next(model.parameters())
     g = torch.Generator().manual_seed(seed)
     info: DataInfo = model.info
+    if info.graph is not None:
+        batch = info.graph.n_nodes  # a graph model's batch is the nodes of its graph
     x = torch.rand(T, batch, *info.input_shape, generator=g, dtype=torch.float64) * 2.0
     y = torch.randint(0, info.n_classes, (batch,), generator=g)
     return x.to(dtype=param.dtype, device=param.device), y.to(param.device)
@@ -488,13 +497,13 @@ def check_resumes_from_state(model: SpikingModel, x: Tensor) -> None:
 
 
 def check_state_detaches(model: SpikingModel, x: Tensor) -> None:
-    """The state has one entry per stage, made of tensors and ``NamedTuple`` instances (or ``None``);
-    ``detach_state`` keeps its structure and values and cuts every tensor from the graph."""
+    """The state has one entry per entry of ``init_state()`` (a stage; a layer of a convergent
+    model), made of tensors and ``NamedTuple`` instances (or ``None``); ``detach_state`` keeps its
+    structure and values and cuts every tensor from the graph."""
     name = _model_name(model)
     state = model.forward_seq(x).state
-    assert len(state) == len(model.stages), (
-        f"{name}: the state has {len(state)} entries for {len(model.stages)} stages (one per stage)"
-    )
+    expected = len(model.init_state())
+    assert len(state) == expected, f"{name}: the state has {len(state)} entries; init_state() has {expected}"
     for l, entry in enumerate(state):
         assert entry is None or isinstance(entry, Tensor) or hasattr(entry, "_fields"), (
             f"{name}: the state of stage {l} is a {type(entry).__name__}; use a NamedTuple of tensors "
@@ -536,6 +545,67 @@ def check_recurrent_state(model: SpikingModel, x: Tensor) -> None:
     )
 
 
+def check_convergent_contract(model: SpikingModel, x: Tensor) -> None:
+    """A :class:`~snnarena.model.ConvergentModel`: the state has one ``[B, n_l]`` entry per layer
+    of ``layer_sizes`` (output last, ``n_L = n_classes``), a step's logits are the new output
+    state, ``relax`` equals repeated ``dynamics`` (with a nudge added to the output layer's update),
+    and ``phi`` is ``[B]``, finite, and depends on every trainable parameter."""
+    name = _model_name(model)
+    assert isinstance(model, ConvergentModel), f"{name}: family 'convergent' but not a ConvergentModel"
+    u = x[0]
+    sizes = model.layer_sizes
+    assert sizes and sizes[-1] == model.info.n_classes, f"{name}: layer_sizes {sizes} must end with n_classes"
+    with torch.no_grad():
+        out = model.step(u, model.init_state())
+        assert [tuple(s.shape) for s in out.state] == [(u.shape[0], n) for n in sizes], (
+            f"{name}: the state after a step has shapes {[tuple(s.shape) for s in out.state]}, expected [B, n_l]"
+        )
+        assert torch.equal(out.logits, out.state[-1]), f"{name}: a step's logits are not the output layer's state"
+        steps = 3
+        manual = model.rest(u, model.init_state())
+        nudge = 0.1 * torch.ones_like(out.logits)
+        for _ in range(steps):
+            new = model.dynamics(u, manual)
+            new[-1] = new[-1] + nudge
+            manual = new
+        relaxed = model.relax(u, steps, nudge=lambda o: nudge)
+        _assert_close(name, "relax with a nudge", relaxed, manual, _tolerance(x))
+    state = [s.detach() for s in model.relax(u, 2)]
+    phi = model.phi(u, state)
+    assert phi.shape == (u.shape[0],) and bool(torch.isfinite(phi).all()), (
+        f"{name}: phi returned {tuple(phi.shape)} (finite: {bool(torch.isfinite(phi).all())}); expected finite [B]"
+    )
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(phi.sum(), [p for _, p in params], allow_unused=True)
+    missing = [n for (n, _), g in zip(params, grads, strict=True) if g is None]
+    assert not missing, f"{name}: phi does not depend on {missing}; EP's update of them would be zero"
+
+
+def check_graph_contract(model: SpikingModel, x: Tensor) -> None:
+    """A :class:`~snnarena.model.GraphModel`: it holds ``info.graph``, its outputs are per node
+    (``[T, N, C]``), and they depend on the neighbours (changing one node's input changes the
+    output of a neighbour, not only its own)."""
+    name = _model_name(model)
+    assert isinstance(model, GraphModel), f"{name}: family 'graph' but not a GraphModel"
+    graph = model.info.graph
+    assert graph is not None and model.graph is graph, f"{name}: the model does not hold info.graph"
+    with torch.no_grad():
+        logits = model.forward_seq(x).logits
+        assert logits.shape[:2] == (x.shape[0], graph.n_nodes), (
+            f"{name}: outputs {tuple(logits.shape)} are not per node [T, N={graph.n_nodes}, C]"
+        )
+        if graph.n_edges == 0:
+            return
+        source, target = (int(v) for v in graph.edge_index[:, 0])
+        changed = x.clone()
+        changed[:, source] += 5.0
+        moved = model.forward_seq(changed).logits[:, target]
+    assert not torch.equal(moved, logits[:, target]), (
+        f"{name}: changing node {source}'s input leaves its neighbour {target}'s output unchanged "
+        "(no message passing over info.graph)"
+    )
+
+
 def model_checks(family: str) -> tuple[ModelCheck, ...]:
     """The model checks of ``family`` (see the module docstring)."""
     common: tuple[ModelCheck, ...] = (check_step_matches_sequence, check_resumes_from_state, check_state_detaches)
@@ -543,7 +613,11 @@ def model_checks(family: str) -> tuple[ModelCheck, ...]:
         return common
     if family == "recurrent":
         return (*common, check_recurrent_state)
-    raise AssertionError(f"snnarena.testing has no model checks for family {family!r} yet")
+    if family == "convergent":
+        return (*common, check_convergent_contract)
+    if family == "graph":
+        return (*common, check_graph_contract)
+    raise AssertionError(f"snnarena.testing has no model checks for family {family!r}")
 
 
 def run_model_conformance(model_factory: ModelFactory, T: int = 8, batch: int = 4, seed: int = 0) -> None:
@@ -558,6 +632,8 @@ def run_model_conformance(model_factory: ModelFactory, T: int = 8, batch: int = 
 __all__ = [
     "FLAT_TOLERANCE",
     "check_accumulates",
+    "check_convergent_contract",
+    "check_graph_contract",
     "check_gradients_reach_parameters",
     "check_memory_class",
     "check_no_state_leak",

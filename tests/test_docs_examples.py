@@ -37,7 +37,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 #: example file stem → (kind, the name it registers)
 EXAMPLE_PLUGINS: dict[str, tuple[Kind, str]] = {
-    "neuron_plugin": ("neuron", "alif"),
+    "neuron_plugin": ("neuron", "simple_alif"),
     "surrogate_plugin": ("surrogate", "gaussian"),
     "model_plugin": ("model", "conv1d"),
     "recurrent_model_plugin": ("model", "sparse_rsnn"),
@@ -63,7 +63,7 @@ BASE_CELL: dict[str, str] = {
 }
 #: example file stem → the parts of :data:`BASE_CELL` it replaces
 EXAMPLE_CELL: dict[str, dict[str, str]] = {
-    "neuron_plugin": {"neuron": "alif"},
+    "neuron_plugin": {"neuron": "simple_alif"},
     "surrogate_plugin": {"surrogate": "gaussian"},
     "model_plugin": {"model": 'name = "conv1d"\nparams = { channels = [4], fc = 8 }'},
     "recurrent_model_plugin": {"model": 'name = "sparse_rsnn"\nparams = { hidden = [8], connectivity = 0.5 }'},
@@ -237,7 +237,7 @@ def test_conformance_catches_a_method_that_forgets_start_on_per_step_tasks(examp
 
 
 def test_neuron_example_threshold_adapts_after_a_spike(examples_host):
-    neuron = examples_host.get("neuron", "alif").obj(build_surrogate(examples_host, "atan"), beta=0.5, tau=2.0)
+    neuron = examples_host.get("neuron", "simple_alif").obj(build_surrogate(examples_host, "atan"), beta=0.5, tau=2.0)
     x = torch.ones(1, 1)
     state = neuron.init_state(x)
     first, state = neuron.step(x, state)  # H = 1 ≥ θ = 1: spike; V = 0, A = 1

@@ -7,7 +7,9 @@ confidence is ``c = max_k softmax((1/T) Σ_t o[t])_k``. With the test samples sp
 
     ECE = Σ_b (|B_b| / N) |accuracy(B_b) − mean confidence(B_b)|
 
-Columns: ``ece`` (lower is better) and ``mean_confidence`` (neither better nor worse).
+Columns: ``ece`` (lower is better) and ``mean_confidence`` (neither better nor worse). It reads
+class predictions of whole sequences, so it measures sequence classification only (``tasks``):
+a suite that pairs it with another task is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Calibration(Metric):
 
     name = "calibration"
     PARAMS = (Param("bins", "int", 10, "equal-width confidence bins", low=1),)
+    tasks = frozenset({"classification"})
     columns = (
         Column("ece", False, "", "ratio", "expected calibration error of the test predictions"),
         Column("mean_confidence", None, "", "ratio", "mean top-class probability on the test set"),

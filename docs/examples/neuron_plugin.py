@@ -1,5 +1,5 @@
 # docs/examples/neuron_plugin.py
-"""An adaptive leaky integrate-and-fire neuron (``alif``): the threshold rises after each spike.
+"""A minimal adaptive LIF neuron (``simple_alif``): the threshold rises after each spike.
 
 With input current ``X[t]``, membrane ``V``, adaptation ``A``, leak ``λ = 1 − 1/τ`` and
 adaptation decay ``ρ = 1 − 1/τ_a``:
@@ -39,7 +39,7 @@ class ALIFState(NamedTuple):
 class AdaptiveLIF(Neuron):
     """Adaptive LIF: a leaky membrane whose threshold grows by β after each spike and decays back."""
 
-    name = "alif"
+    name = "simple_alif"
     PARAMS = (
         Param("tau", "float", 2.0, "membrane time constant τ in steps (λ = 1 − 1/τ)", low=1.0),
         Param("tau_adapt", "float", 20.0, "adaptation time constant τ_a in steps", low=1.0),
