@@ -307,7 +307,8 @@ def check_batch_fits(spec: CellSpec, info: DataInfo) -> None:
     """Refuse a cell whose input batch ``[T, B, *input_shape]`` (float32) cannot fit in this machine's
     memory: suite validation checks this for datasets that declare ``input_size``; this catches the
     others once their data is built, before a batch is allocated."""
-    too_large = input_batch_problem(spec.T, spec.train, math.prod(info.input_shape), spec.dataset)
+    nodes = info.graph.n_nodes if info.graph is not None else None
+    too_large = input_batch_problem(spec.T, spec.train, math.prod(info.input_shape), spec.dataset, nodes)
     if too_large:
         raise ConfigurationError(too_large)
 

@@ -30,7 +30,7 @@ whose batches are the whole graph; its ``DataInfo.graph`` carries the edges mode
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -64,7 +64,7 @@ class DataInfo:
     n_test: int
     task: str = "classification"
     n_val: int = 0
-    graph: Graph | None = None
+    graph: Graph | None = field(default=None, compare=False)
 
 
 def encoded_task(task: str, encoding: str) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast, overload
 import torch
 from torch import Tensor, nn
 
+from snnarena.graph import GraphConv
 from snnarena.neuron import Neuron
 from snnarena.params import Param, params_of
 from snnarena.task import GRAPH_TASKS, SEQUENCE_TASKS
@@ -226,8 +227,9 @@ class SpikingModel(nn.Module):
 
     def neuron_count(self) -> int:
         """Neurons per sample, summed over stages (needs one forward to know conv sizes)."""
+        param = next(self.parameters())
         with torch.no_grad():
-            x = torch.zeros(1, *self.info.input_shape, device=next(self.parameters()).device)
+            x = torch.zeros(1, *self.info.input_shape, dtype=param.dtype, device=param.device)
             out = self.step(x, self.init_state())
         return sum(s[0].numel() for s in out.spikes)
 
@@ -349,6 +351,14 @@ class GraphModel(SpikingModel):
             return f"{cls.name or cls.__name__} runs on graph data; the data's task is {info.task}"
         return None
 
+    def neuron_count(self) -> int:
+        """Neurons per node, summed over stages (one step on zero features of every node)."""
+        param = next(self.parameters())
+        with torch.no_grad():
+            x = torch.zeros(self.graph.n_nodes, *self.info.input_shape, dtype=param.dtype, device=param.device)
+            out = self.step(x, self.init_state())
+        return sum(s[0].numel() for s in out.spikes)
+
 
 #: Modules whose output is an affine function of their input (for fixed parameters).
 AFFINE_MODULES: tuple[type[nn.Module], ...] = (
@@ -366,6 +376,7 @@ AFFINE_MODULES: tuple[type[nn.Module], ...] = (
     nn.Unflatten,
     nn.Identity,
     nn.Sequential,
+    GraphConv,
 )
 
 

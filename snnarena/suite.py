@@ -318,18 +318,22 @@ def machine_memory_bytes() -> int | None:
         return None
 
 
-def input_batch_problem(T: int, train: Mapping[str, Any], features: int, what: str) -> str | None:
+def input_batch_problem(
+    T: int, train: Mapping[str, Any], features: int, what: str, nodes: int | None = None
+) -> str | None:
     """Why an input batch ``[T, B, features]`` (float32, ``B`` the larger of the training and the
-    evaluation batch size) of ``what`` cannot fit in this machine's memory, or ``None``."""
+    evaluation batch size, or the ``nodes`` of a graph, whose batch is the whole graph) of ``what``
+    cannot fit in this machine's memory, or ``None``."""
     memory = machine_memory_bytes()
-    batch = max(train["batch_size"], train["eval_batch_size"])
+    batch = nodes if nodes is not None else max(train["batch_size"], train["eval_batch_size"])
     need = T * batch * features * 4
     if memory is None or need <= memory:
         return None
+    fix = "lower T or use a smaller graph" if nodes is not None else "lower T, batch_size or eval_batch_size"
+    unit = f"{batch} nodes" if nodes is not None else f"batch {batch}"
     return (
-        f"T={T} needs about {_bytes(need)} for one input batch of {what} (T x batch {batch} x {features} "
-        f"inputs x 4 bytes), more than this machine's memory ({_bytes(memory)}); lower T, batch_size or "
-        "eval_batch_size"
+        f"T={T} needs about {_bytes(need)} for one input batch of {what} (T x {unit} x {features} "
+        f"inputs x 4 bytes), more than this machine's memory ({_bytes(memory)}); {fix}"
     )
 
 

@@ -81,10 +81,12 @@ def test_hook_registers_every_dataset() -> None:
         "adding",
         "copy",
         "digits",
+        "karate",
         "mnist",
         "mnist1d",
         "nmnist",
         "randman",
+        "sbm",
         "seq_digits",
         "store_recall",
     ]

@@ -316,3 +316,18 @@ def test_the_report_shows_link_prediction_scores() -> None:
     headers = {column: header for header, column, _, _ in MAIN_COLUMNS}
     assert headers["test_roc_auc"] == "ROC-AUC (%)" and headers["test_average_precision"] == "average precision (%)"
     assert headers["test_mse"] == "test MSE"
+
+
+# -- model conformance of the new families --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["spiking_gcn", "gcn"])
+def test_graph_models_pass_their_family_checks(host: PluginHost, name: str) -> None:
+    from snnarena.factory import build_model, neuron_factory, no_neuron
+    from snnarena.testing import run_model_conformance
+
+    data = build_dataset(host, "sbm", 4, 0, {"blocks": 2, "block_size": 10, "p_in": 0.5})
+    make = neuron_factory(host, "lif", {"v_threshold": 0.25}, "atan") if name == "spiking_gcn" else no_neuron(name)
+    run_model_conformance(lambda: build_model(host, name, data.info, make, {"hidden": [6]}).double())
+    model = build_model(host, name, data.info, make, {"hidden": [6]})
+    assert model.neuron_count() == 6  # neurons per node

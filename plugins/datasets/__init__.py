@@ -5,7 +5,9 @@ CPU datasets generated or bundled locally, every build deterministic for a seed:
 * sequence classification: ``digits`` (scikit-learn 8x8 digits), ``mnist1d`` (MNIST-1D),
   ``randman`` (random-manifold spike timing), ``seq_digits`` (the 8x8 digits row by row);
 * per-step targets (memory benchmarks of recurrent networks): ``copy`` (SAB's copy task),
-  ``adding`` (the adding problem, a regression) and ``store_recall`` (LSNN's binary store-recall).
+  ``adding`` (the adding problem, a regression) and ``store_recall`` (LSNN's binary store-recall);
+* one graph, full batch (``target = "nodes"``: node classification, ``"links"``: link
+  prediction): ``sbm`` (a stochastic block model) and ``karate`` (Zachary's karate club).
 
 Real datasets read from local files only, failing fast with instructions when they are missing:
 ``mnist`` (IDX files) and ``nmnist`` (N-MNIST ``.bin`` event files).
@@ -19,17 +21,43 @@ from snnarena.registry import Register
 from .adding import Adding
 from .copy_task import Copy
 from .digits import Digits
+from .karate import KarateClub
 from .mnist import MNIST
 from .mnist1d import MNIST1D
 from .nmnist import NMNIST
 from .randman import Randman
+from .sbm import StochasticBlockModel
 from .seq_digits import SequentialDigits
 from .store_recall import StoreRecall
 
-__all__ = ["MNIST", "MNIST1D", "NMNIST", "Adding", "Copy", "Digits", "Randman", "SequentialDigits", "StoreRecall"]
+__all__ = [
+    "MNIST",
+    "MNIST1D",
+    "NMNIST",
+    "Adding",
+    "Copy",
+    "Digits",
+    "KarateClub",
+    "Randman",
+    "SequentialDigits",
+    "StochasticBlockModel",
+    "StoreRecall",
+]
 
 
 @snnarena.hookimpl
 def register_datasets(register: Register) -> None:
-    for cls in (Digits, MNIST1D, Randman, MNIST, NMNIST, SequentialDigits, Copy, Adding, StoreRecall):
+    for cls in (
+        Digits,
+        MNIST1D,
+        Randman,
+        MNIST,
+        NMNIST,
+        SequentialDigits,
+        Copy,
+        Adding,
+        StoreRecall,
+        StochasticBlockModel,
+        KarateClub,
+    ):
         register(cls)
