@@ -135,23 +135,27 @@ class LayeredEPModel(ConvergentModel):
 class EPPrototypical(LayeredEPModel):
     """The prototypical setting of discrete-time EP (Ernoult et al. 2019; the code's ``EPdisc``).
 
-    Primitive function, per sample (``s_0 = x`` ``[B, n_0]``, ``s_l`` ``[B, n_l]``)::
+    Coupling term, per sample (``s_0 = x`` ``[B, n_0]``, ``s_l`` ``[B, n_l]``)::
 
-        Φ(x, s) = Σ_{l=0}^{L−1} s_{l+1}ᵀ (W_l s_l + b_{l+1})                       [B]
+        Ψ(x, s) = Σ_{l=0}^{L−1} s_{l+1}ᵀ (W_l s_l + b_{l+1})                       [B]
 
-    Its state gradient is the layer's drive, ``∂Φ/∂s_l = W_{l−1} s_{l−1} + b_l + W_lᵀ s_{l+1}``
+    Its state gradient is the layer's drive, ``∂Ψ/∂s_l = W_{l−1} s_{l−1} + b_l + W_lᵀ s_{l+1}``
     (no ``W_Lᵀ`` term for the output layer), and one step is::
 
-        s_l[t+1] = (1 − dt) s_l[t] + dt ρ(∂Φ/∂s_l(x, s[t]))                       l = 1 .. L
+        s_l[t+1] = (1 − dt) s_l[t] + dt ρ(∂Ψ/∂s_l(x, s[t]))                       l = 1 .. L
+
+    The primitive function is ``Φ = ½(1 − dt) Σ_l ‖s_l‖² + dt Ψ`` (``Φ = Ψ`` at ``dt = 1``): with
+    ``ρ`` the identity, ``s[t+1] = ∂Φ/∂s`` exactly, so the leak is part of ``Φ`` and EP's parameter
+    term ``∂Φ/∂θ = dt ∂Ψ/∂θ`` is scaled consistently with the nudge.
 
     all layers updated at once from ``s[t]``. ``dt = 1`` is the paper's ``s[t+1] = ρ(∂Φ/∂s)`` (the
-    activation kept outside ``Φ``, as the paper does); ``dt < 1`` is the code's leaky form
-    ``s ← s + dt(−s + ρ(∂Φ/∂s))`` (its default ``--dt`` is 0.2). With a non-linear ``ρ`` the step
+    activation kept outside ``Ψ``, as the paper does); ``dt < 1`` is the code's leaky form
+    ``s ← s + dt(−s + ρ(∂Ψ/∂s))`` (its default ``--dt`` is 0.2). With a non-linear ``ρ`` the step
     is not itself a gradient ``∂Φ'/∂s`` (its Jacobian ``(1 − dt) I + dt diag(ρ') W`` is not
     symmetric), so EP's updates only approximate BPTT's here, as in the paper's experiments.
     The code's nudge ``β(y − s)`` is inside the ``dt`` bracket: ``relax(..., nudge=lambda o:
     dt·β·(onehot(y) − o))`` reproduces it.
-    EP's parameter term is ``∂Φ/∂W_l = s_{l+1} s_lᵀ`` and ``∂Φ/∂b_l = s_l`` (summed over the batch).
+    EP's parameter term is ``∂Φ/∂W_l = dt s_{l+1} s_lᵀ`` and ``∂Φ/∂b_l = dt s_l`` (summed over the batch).
     """
 
     name = "ep_prototypical"
@@ -170,7 +174,9 @@ class EPPrototypical(LayeredEPModel):
         return [(1.0 - dt) * s + dt * rho(h) for s, h in zip(state, drives, strict=True)]
 
     def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
-        return self._pairs(x, state)
+        if self.dt == 1.0:
+            return self._pairs(x, state)
+        return (1.0 - self.dt) * _half_square(state) + self.dt * self._pairs(x, state)
 
 
 class EPEnergy(LayeredEPModel):

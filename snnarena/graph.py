@@ -364,10 +364,11 @@ class GraphBundle(DataBundle):
         }
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Node features ``[N, F]`` → ``[T, N, F]`` (float)."""
+        """Node features ``[N, F]`` → ``[T, N, F]`` (float); ``direct`` is a broadcast view (no copy
+        per step: a large graph's batch costs its features once)."""
         T = self.info.T
         if self.encoding == "direct":
-            return x.unsqueeze(0).expand(T, *x.shape).contiguous()
+            return x.float().unsqueeze(0).expand(T, *x.shape)
         return torch.bernoulli(x.clamp(0.0, 1.0).unsqueeze(0).expand(T, *x.shape), generator=generator)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:

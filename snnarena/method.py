@@ -77,6 +77,13 @@ class GradientMethod(Generic[PreparedT]):
         self.params = params_of(type(self)).resolve(params)
 
     @classmethod
+    def check_environment(cls) -> str | None:
+        """Why this method cannot run on this machine (an optional dependency missing ...), or
+        ``None`` (the default). Suite validation calls it for every method a suite names and refuses
+        the suite with the reason, before anything trains."""
+        return None
+
+    @classmethod
     def check_T(cls, params: Mapping[str, Any], T: int) -> str | None:
         """Why this method cannot run ``T`` steps with resolved ``params`` (a window longer than
         the sequence ...), or ``None`` (the default). Suite validation calls it for every method

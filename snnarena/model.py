@@ -184,6 +184,13 @@ class SpikingModel(nn.Module):
         return None
 
     @classmethod
+    def check_environment(cls) -> str | None:
+        """Why this model cannot run on this machine (an optional dependency missing ...), or
+        ``None`` (the default). Suite validation calls it for every model a suite names and refuses
+        the suite with the reason, before anything trains."""
+        return None
+
+    @classmethod
     def check_T(cls, params: Mapping[str, Any], T: int) -> str | None:
         """Why this model cannot run ``T`` steps with resolved ``params`` (a memory interval longer
         than the sequence ...), or ``None`` (the default). Suite validation calls it for every

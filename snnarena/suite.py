@@ -495,10 +495,15 @@ class _Validator:
             self.problem(where, f"expected the name of a {kind} plugin, got {name!r}")
             return None
         try:
-            return self.host.get(kind, name).obj
+            cls = self.host.get(kind, name).obj
         except UnknownPluginError as err:
             self.problem(where, str(err))
             return None
+        check = getattr(cls, "check_environment", None)
+        reason = check() if check is not None else None
+        if reason:
+            self.problem(where, f"{kind} {name!r} cannot run here: {reason}")
+        return cls
 
     def variants(self, cls: type, given: Any, where: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Every combination of the swept parameter values, validated: ``(as given, resolved)``.

@@ -78,6 +78,10 @@ def summary_table(results: pd.DataFrame) -> str:
     done = frame[frame["status"] == "done"]
     if not done.empty:
         scores = _score_columns(done)
+        from snnarena.report.tables import label_rows  # here: the report package imports this module
+
+        labels = label_rows(done.assign(run=""), multi_run=False)
+        done = done.assign(dataset=labels["dataset_label"], model=labels["model_label"], method=labels["method_label"])
         table = (
             done.groupby(["dataset", "model", "T", "method"], sort=True)
             .agg(

@@ -120,13 +120,20 @@ def _zero(module: nn.Module) -> None:
 
 
 def default_loss(method: GradientMethod) -> SequenceLoss:
-    """``per_step`` if the method supports it, else its first supported loss form."""
-    forms = [f for f in LOSS_FORMS if f in method.loss_forms]
-    if not forms:
+    """``per_step`` if the method supports it, else its first supported loss form, for the first
+    task (in :data:`~snnarena.task.TASK_KINDS` order) the method trains that has that form."""
+    pairs = [
+        (form, task)
+        for form in LOSS_FORMS
+        for task in TASK_KINDS
+        if form in method.loss_forms and task in method.tasks and form in task_of(task).loss_forms
+    ]
+    if not pairs:
         raise AssertionError(
-            f"{_name(method)}: loss_forms {sorted(method.loss_forms)} names no known form {LOSS_FORMS}"
+            f"{_name(method)}: no task in tasks {sorted(method.tasks)} has a loss form of loss_forms "
+            f"{sorted(method.loss_forms)}"
         )
-    return SequenceLoss(forms[0])
+    return SequenceLoss(*pairs[0])
 
 
 def make_batch(model: SpikingModel, T: int, batch: int = 4, seed: int = 1) -> Batch:

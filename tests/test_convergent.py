@@ -87,7 +87,9 @@ def test_prototypical_step_is_rho_of_dphi_ds(host, activation, hidden, dt):
     model = convergent(host, "ep_prototypical", hidden=hidden, activation=activation, dt=dt)
     x, s = static_input(), random_state(model)
     rho = model.activation.rho
-    expected = [(1 - dt) * s_l + dt * rho(g) for s_l, g in zip(s, dphi_ds(model, x, s), strict=True)]
+    # Φ = ½(1−dt)‖s‖² + dt Ψ, so the drive ∂Ψ/∂s is (∂Φ/∂s − (1−dt)s)/dt
+    drives = [(g - (1 - dt) * s_l) / dt for s_l, g in zip(s, dphi_ds(model, x, s), strict=True)]
+    expected = [(1 - dt) * s_l + dt * rho(h) for s_l, h in zip(s, drives, strict=True)]
     assert_close(model.dynamics(x, s), expected)
 
 

@@ -10,7 +10,8 @@ CPU datasets generated or bundled locally, every build deterministic for a seed:
   prediction): ``sbm`` (a stochastic block model) and ``karate`` (Zachary's karate club).
 
 Real datasets read from local files only, failing fast with instructions when they are missing:
-``mnist`` (IDX files) and ``nmnist`` (N-MNIST ``.bin`` event files).
+``mnist`` (IDX files), ``nmnist`` (N-MNIST ``.bin`` event files), and the graphs ``amazon``,
+``coauthor`` and ``planetoid`` (PyTorch Geometric's raw layout, read with the ``graph`` extra).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .karate import KarateClub
 from .mnist import MNIST
 from .mnist1d import MNIST1D
 from .nmnist import NMNIST
+from .pyg import Amazon, Coauthor, Planetoid
 from .randman import Randman
 from .sbm import StochasticBlockModel
 from .seq_digits import SequentialDigits
@@ -34,7 +36,10 @@ __all__ = [
     "MNIST",
     "MNIST1D",
     "NMNIST",
+    "Planetoid",
     "Adding",
+    "Amazon",
+    "Coauthor",
     "Copy",
     "Digits",
     "KarateClub",
@@ -59,5 +64,8 @@ def register_datasets(register: Register) -> None:
         StoreRecall,
         StochasticBlockModel,
         KarateClub,
+        Amazon,
+        Coauthor,
+        Planetoid,
     ):
         register(cls)

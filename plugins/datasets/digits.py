@@ -40,7 +40,13 @@ class Digits(Dataset):
 
     name = "digits"
     PARAMS = (
-        Param("encoding", "str", "rate", "direct (pixels as current), rate (Bernoulli spikes) or static (the constant input of a relaxing network)", choices=ENCODINGS),
+        Param(
+            "encoding",
+            "str",
+            "rate",
+            "direct (pixels as current), rate (Bernoulli spikes) or static (the constant input of a relaxing network)",
+            choices=ENCODINGS,
+        ),
         Param("flatten", "bool", True, "samples [64] (true) or images [1, 8, 8] (false, for conv nets)"),
         Param("test_fraction", "float", 0.25, "share of each class held out for testing", low=0.01, high=0.99),
         VAL_FRACTION,

@@ -182,7 +182,13 @@ class MNIST(Dataset):
     name = "mnist"
     PARAMS = (
         Param("root", "str", "data", "folder holding MNIST/raw/ (torchvision layout) or the IDX files"),
-        Param("encoding", "str", "rate", "direct (pixels as current), rate (Bernoulli spikes) or static (the constant input of a relaxing network)", choices=ENCODINGS),
+        Param(
+            "encoding",
+            "str",
+            "rate",
+            "direct (pixels as current), rate (Bernoulli spikes) or static (the constant input of a relaxing network)",
+            choices=ENCODINGS,
+        ),
         Param("flatten", "bool", True, "samples [784] (true) or images [1, 28, 28] (false, for conv nets)"),
         Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
         Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),

@@ -200,7 +200,8 @@ def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
-    """Add ``method_label``, ``variant``, ``setting`` and ``params_text`` columns."""
+    """Add ``method_label``, ``variant``, ``dataset_label``, ``model_label``, ``setting`` and
+    ``params_text`` columns (labels name the parameters, neuron and surrogate that vary)."""
     out = results.copy()
     out["method_label"] = _label_by(out, "method", "method_params")
     loss_varies = out.loc[out["loss"] != "", "loss"].nunique() > 1
@@ -214,7 +215,9 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
         model = model.where(~has_neuron, model + "/" + neuron)
     if out["surrogate"].nunique() > 1:
         model = model.where(~has_neuron, model + "/" + out["surrogate"])
-    out["setting"] = _label_by(out, "dataset", "dataset_params") + " · " + model
+    out["dataset_label"] = _label_by(out, "dataset", "dataset_params")
+    out["model_label"] = model
+    out["setting"] = out["dataset_label"] + " · " + model
     out["params_text"] = out["method_params"].map(lambda v: format_params(parse_params(v), sep=", "))
     return out
 
