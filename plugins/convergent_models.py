@@ -6,10 +6,12 @@ Equilibrium Prop Match Gradients of Backprop Through Time in an RNN with Static 
 * ``ep_prototypical``: the paper's prototypical setting (the code's ``EPdisc``), a discrete-time
   map ``s[t+1] = (1 − dt) s[t] + dt ρ(∂Φ/∂s(x, s[t]))`` with ``Φ`` a sum of bilinear terms;
 * ``ep_energy``: the energy-based setting (the code's ``EPcont``), Euler steps of a Hopfield-like
-  gradient flow ``s ← s − dt ∂E/∂s``, whose step is exactly ``∂Φ/∂s`` for ``Φ = ½‖s‖² − dt E``.
+  gradient flow ``s ← s − dt ∂E/∂s``, whose step is exactly ``∂Φ/∂s`` for ``Φ = ½‖s‖² − dt E``;
+* ``ep_conv``: the prototypical setting with convolutions and max-pooling (the code's ``convEP``,
+  the paper's first convolutional EP network); its drives ``∂Ψ/∂s`` come from autograd.
 
-Both share one layout. The input ``x`` ``[B, *input_shape]`` is flattened to ``s_0 = x``
-``[B, n_0]`` (held fixed: it is the static input, not a state). The state is ``s = [s_1, ...,
+``ep_prototypical`` and ``ep_energy`` share one layout. The input ``x`` ``[B, *input_shape]`` is
+flattened to ``s_0 = x`` ``[B, n_0]`` (held fixed: it is the static input, not a state). The state is ``s = [s_1, ...,
 s_L]``, each ``s_l`` ``[B, n_l]``: the hidden layers from the input side, then the output layer
 ``s_L`` ``[B, C]`` (the logits of a step). Adjacent layers share one tied weight ``W_l``
 ``[n_{l+1}, n_l]`` (``l = 0 .. L−1``) used in both directions (``W_l`` upwards, ``W_lᵀ``
@@ -235,7 +237,105 @@ def _half_square(state: list[Tensor]) -> Tensor:
     return 0.5 * torch.stack([s.pow(2).sum(-1) for s in state]).sum(0)
 
 
+class EPConv(ConvergentModel):
+    """The prototypical setting with convolutions (Ernoult et al. 2019; the code's ``convEP``).
+
+    Input images ``x`` ``[B, C_0, H, W]``; layer ``l = 1 .. L_c`` is a feature map ``s_l`` ``[B,
+    C_l, H/2^l, W/2^l]`` (stored flattened, ``[B, n_l]``, as the convergent contract asks), the
+    output ``s_o`` ``[B, C]``. With ``P`` a 2×2 max-pooling and ``conv_l`` a ``k×k`` convolution
+    (padding ``k // 2``, bias on ``s_{l+1}``), the coupling term is::
+
+        Ψ(x, s) = Σ_{l=0}^{L_c−1} ⟨s_{l+1}, P(conv_l(s_l))⟩ + ⟨s_o, W_o s_{L_c} + b_o⟩      [B]
+
+    with ``s_0 = x``, and one step is ``s_l[t+1] = (1 − dt) s_l[t] + dt ρ(∂Ψ/∂s_l(x, s[t]))``
+    (all layers at once). The drive ``∂Ψ/∂s_l = conv_lᵀ(Pᵀ s_{l+1}) + P(conv_{l−1}(s_{l−1}))``
+    (``Pᵀ`` un-pools to the arg-max of the forward pooling, as the code's ``max_unpool2d`` with the
+    pooling indices) is computed by autograd of ``Ψ``, so a step is differentiable (BPTT through
+    it takes second derivatives). The primitive function is ``Φ = ½(1 − dt) Σ_l ‖s_l‖² + dt Ψ``,
+    as for ``ep_prototypical``. ``synapses`` lists the convolutions then the output layer (EP's
+    ``layer_lr`` takes one factor per entry).
+    """
+
+    name = "ep_conv"
+    PARAMS = (
+        Param("channels", "int_list", (32, 64), "channels of the convolutional layers, input side first", low=1),
+        Param("kernel", "int", 5, "convolution kernel size k (odd; padding k // 2)", low=1),
+        Param(
+            "activation",
+            "str",
+            "hardsigm",
+            "rho: sigm 1/(1+exp(-4(x-1/2))), tanh, or hardsigm clamp(x, 0, 1) (the paper's conv net)",
+            choices=tuple(ACTIVATIONS),
+        ),
+        Param("dt", "float", 1.0, "leak: s <- (1-dt) s + dt rho(dPsi/ds); 1 is the paper's map", low=1e-6, high=1.0),
+    )
+
+    @classmethod
+    def skip(cls, info: DataInfo) -> str | None:
+        reason = super().skip(info)
+        if reason is None and len(info.input_shape) != 3:
+            return f"ep_conv needs images [C, H, W]; the input is {list(info.input_shape)} (use flatten = false)"
+        return reason
+
+    def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
+        super().__init__(info, make_neuron, **params)
+        if len(info.input_shape) != 3:
+            raise ValueError(f"ep_conv needs images [C, H, W], got input shape {list(info.input_shape)}")
+        if self.params["kernel"] % 2 == 0:
+            raise ValueError(f"ep_conv: kernel must be odd, got {self.params['kernel']}")
+        c, h, w = info.input_shape
+        self.shapes: list[tuple[int, int, int]] = []
+        convs: list[nn.Module] = []
+        for out in self.params["channels"]:
+            if h < 2 or w < 2:
+                raise ValueError(
+                    f"ep_conv: {len(self.params['channels'])} pooled layers shrink {info.input_shape} below 1x1"
+                )
+            convs.append(nn.Conv2d(c, out, self.params["kernel"], padding=self.params["kernel"] // 2))
+            c, h, w = out, h // 2, w // 2
+            self.shapes.append((c, h, w))
+        self.synapses = nn.ModuleList([*convs, nn.Linear(c * h * w, info.n_classes)])
+        self.pool = nn.MaxPool2d(2)
+        self.activation = ACTIVATIONS[self.params["activation"]]
+        self.dt: float = self.params["dt"]
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return (*(math.prod(shape) for shape in self.shapes), self.info.n_classes)
+
+    def _coupling(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        """``Ψ(x, s)`` ``[B]``."""
+        below = x
+        terms = []
+        for conv, shape, s_up in zip(self.synapses[:-1], self.shapes, state, strict=False):
+            terms.append((self.pool(conv(below)).flatten(1) * s_up).sum(-1))
+            below = s_up.unflatten(1, shape)
+        terms.append((self.synapses[-1](below.flatten(1)) * state[-1]).sum(-1))
+        return torch.stack(terms).sum(0)
+
+    def _drives(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
+        """``∂Ψ/∂s_l`` by autograd (kept differentiable when gradients are on, for BPTT)."""
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            s = [t if t.requires_grad else t.detach().requires_grad_() for t in state]
+            grads = torch.autograd.grad(self._coupling(x, s).sum(), s, create_graph=differentiable)
+        return list(grads) if differentiable else [g.detach() for g in grads]
+
+    def dynamics(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
+        rho, dt = self.activation.rho, self.dt
+        drives = self._drives(x, state)
+        if dt == 1.0:
+            return [rho(h) for h in drives]
+        return [(1.0 - dt) * s + dt * rho(h) for s, h in zip(state, drives, strict=True)]
+
+    def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        if self.dt == 1.0:
+            return self._coupling(x, state)
+        return (1.0 - self.dt) * _half_square(state) + self.dt * self._coupling(x, state)
+
+
 @snnarena.hookimpl
 def register_models(register: Register) -> None:
     register(EPPrototypical)
     register(EPEnergy)
+    register(EPConv)

@@ -77,7 +77,7 @@ from snnarena.errors import ConfigurationError
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
-from snnarena.metric import CellContext, Metric
+from snnarena.metric import CellContext, Metric, Series
 from snnarena.model import ConvergentModel, SpikingModel
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -309,21 +309,39 @@ def gdu_rmse(N: Sequence[Tensor], D: Sequence[Tensor]) -> float:
 def sign_agreement(N: Sequence[Tensor], D: Sequence[Tensor]) -> float:
     """Share of components whose final (cumulative, ``t = K − 1``) values have the same sign
     (both 0 counts as agreeing), over all parameters."""
-    agree = total = 0
+    return sign_agreement_by_step(N, D)[-1]
+
+
+def sign_agreement_by_step(N: Sequence[Tensor], D: Sequence[Tensor]) -> list[float]:
+    """Per ``t < K``, the share of components where ``sign(N_t) = sign(D_t)`` (both 0 counts as
+    agreeing), over all parameters; ``N``, ``D``: ``[K, *shape]`` per parameter."""
+    agree = torch.stack([(torch.sign(n) == torch.sign(d)).flatten(1).sum(1) for n, d in zip(N, D, strict=True)])
+    total = sum(n[0].numel() for n in N)
+    return [int(a) / total for a in agree.sum(0)]
+
+
+def error_by_step(N: Sequence[Tensor], D: Sequence[Tensor]) -> list[float]:
+    """Per ``t < K``, the relative error ``|N_t − D_t| / max(|N_t|, |D_t|)`` per component (0 where
+    both are 0; in ``[0, 2]``), averaged over each tensor's components, then over the tensors."""
+    per_tensor = []
     for n, d in zip(N, D, strict=True):
-        agree += int((torch.sign(n[-1]) == torch.sign(d[-1])).sum())
-        total += n[-1].numel()
-    return agree / total
+        scale = torch.maximum(n.abs(), d.abs())
+        relative = torch.where(scale > 0, (n - d).abs() / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0)
+        per_tensor.append(relative.flatten(1).mean(1))  # [K]
+    return [float(v) for v in torch.stack(per_tensor).mean(0)]
 
 
 @dataclass(frozen=True)
 class GDUMeasure:
-    """The GDU comparison on one batch (see :class:`GDU`)."""
+    """The GDU comparison on one batch (see :class:`GDU`); the ``*_by_step`` curves are empty
+    when the free state diverged."""
 
     rmse: float
     sign_agreement: float
     residual: float
     settled: bool
+    error_by_step: tuple[float, ...] = ()
+    sign_agreement_by_step: tuple[float, ...] = ()
 
 
 def measure_gdu(
@@ -339,7 +357,8 @@ def measure_gdu(
         return GDUMeasure(math.nan, math.nan, r, False)
     D = cumulative(ep_per_step(model, u, y, loss, free, K, T, beta))
     N = [-c for c in cumulative(bptt_per_step(model, u, y, loss, free, K, T))]
-    return GDUMeasure(gdu_rmse(N, D), sign_agreement(N, D), r, settled)
+    signs = sign_agreement_by_step(N, D)
+    return GDUMeasure(gdu_rmse(N, D), signs[-1], r, settled, tuple(error_by_step(N, D)), tuple(signs))
 
 
 class GDU(Metric):
@@ -359,6 +378,11 @@ class GDU(Metric):
     (``ep`` only: share of training batches whose free phase had not settled; NaN for other
     methods), ``gdu_beta`` and ``gdu_K`` (the values used). The GDU columns are computed whether
     or not the network settled; ``settled = 0`` says not to trust them.
+
+    Series (the report's GDU curves, over ``t = 0 .. K−1``): ``gdu_error_by_step``
+    (:func:`error_by_step`: ``|N_t − D_t| / max(|N_t|, |D_t|)``, mean over components) and
+    ``gdu_sign_agreement_by_step`` (:func:`sign_agreement_by_step`; its last value is
+    ``gdu_sign_agreement``); absent when the free state diverged.
     """
 
     name = "gdu"
@@ -377,19 +401,47 @@ class GDU(Metric):
         Column("gdu_beta", None, "", "ratio", "the beta the GDU measure used"),
         Column("gdu_K", None, "", "count", "the K the GDU measure used"),
     )
+    series = (
+        Series(
+            "gdu_error_by_step",
+            "nudged step t",
+            "|D_t - N_t| / max(|D_t|, |N_t|)",
+            False,
+            "relative error of EP's cumulative update D_t vs -K-step truncated BPTT's N_t, mean over parameters",
+        ),
+        Series(
+            "gdu_sign_agreement_by_step",
+            "nudged step t",
+            "share with sign(D_t) = sign(N_t)",
+            True,
+            "share of parameter components where EP's cumulative update D_t has the sign of -BPTT's N_t",
+        ),
+    )
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._measured: tuple[CellContext, GDUMeasure] | None = None
 
     def settings(self, method: GradientMethod) -> tuple[float, int, float]:
         """``(β, K, tolerance)``: the ``ep`` method's, else this metric's."""
         source: Mapping[str, Any] = method.params if isinstance(method, EquilibriumPropagation) else self.params
         return abs(float(source["beta"])), int(source["K"]), float(source["tolerance"])
 
+    def measure(self, ctx: CellContext) -> GDUMeasure:
+        """The GDU comparison on ``ctx``'s probe (measured once per ``ctx``: ``compute`` and
+        ``compute_series`` share it)."""
+        if self._measured is None or self._measured[0] is not ctx:
+            if not isinstance(ctx.model, ConvergentModel):
+                raise ValueError(f"gdu measures convergent models; {ctx.model.name!r} is {ctx.model.family}")
+            beta, K, tolerance = self.settings(ctx.method)
+            model = copy.deepcopy(ctx.model).double()
+            x, y = ctx.probe
+            self._measured = (ctx, measure_gdu(model, x.double(), y, ctx.loss, beta, K, tolerance))
+        return self._measured[1]
+
     def compute(self, ctx: CellContext) -> dict[str, float]:
-        if not isinstance(ctx.model, ConvergentModel):
-            raise ValueError(f"gdu measures convergent models; {ctx.model.name!r} is {ctx.model.family}")
-        beta, K, tolerance = self.settings(ctx.method)
-        model = copy.deepcopy(ctx.model).double()
-        x, y = ctx.probe
-        found = measure_gdu(model, x.double(), y, ctx.loss, beta, K, tolerance)
+        beta, K, _ = self.settings(ctx.method)
+        found = self.measure(ctx)
         unsettled = (
             ctx.method.settling.unsettled_fraction if isinstance(ctx.method, EquilibriumPropagation) else math.nan
         )
@@ -402,6 +454,14 @@ class GDU(Metric):
             "gdu_beta": beta,
             "gdu_K": float(K),
         }
+
+    def compute_series(self, ctx: CellContext) -> dict[str, list[float]]:
+        found = self.measure(ctx)
+        curves = {
+            "gdu_error_by_step": found.error_by_step,
+            "gdu_sign_agreement_by_step": found.sign_agreement_by_step,
+        }
+        return {name: list(v) for name, v in curves.items() if v and all(math.isfinite(x) for x in v)}
 
 
 @snnarena.hookimpl

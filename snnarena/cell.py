@@ -29,7 +29,7 @@ import numbers
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -713,19 +713,66 @@ def metric_values(metric: Metric, values: object) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
+def _is_finite_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def metric_series_values(metric: Metric, values: object) -> dict[str, list[float]]:
+    """``values`` returned by ``metric.compute_series``, checked against ``metric.series``: declared
+    series only, each a non-empty sequence of finite real numbers; raises :class:`MetricError`
+    naming what is wrong."""
+    name = metric.name or type(metric).__name__
+    declared = [s.name for s in metric.series]
+    if not isinstance(values, Mapping):
+        raise MetricError(f"{name}.compute_series returned {type(values).__name__}; expected {{series: [numbers]}}")
+    undeclared = sorted(str(k) for k in values if k not in declared)
+    if undeclared:
+        raise MetricError(f"{name}.compute_series returned undeclared series {undeclared}; declared: {declared}")
+    out: dict[str, list[float]] = {}
+    for key, curve in values.items():
+        if isinstance(curve, (str, bytes, Mapping)) or not isinstance(curve, Sequence) or not curve:
+            raise MetricError(f"{name}.compute_series: {key!r} is not a non-empty sequence of numbers ({curve!r:.80})")
+        bad = [(i, v) for i, v in enumerate(curve) if not _is_finite_number(v)]
+        if bad:
+            i, v = bad[0]
+            raise MetricError(
+                f"{name}.compute_series: {key!r} has {len(bad)} value(s) that are not finite numbers, "
+                f"the first at index {i}: {v!r} ({type(v).__name__})"
+            )
+        out[str(key)] = [float(v) for v in curve]
+    return out
+
+
+def _measure_metric(metric: Metric, ctx: CellContext) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """``(columns, series)`` of one metric, each checked against its declarations."""
+    columns = metric_values(metric, metric.compute(ctx))
+    return columns, metric_series_values(metric, metric.compute_series(ctx))
+
+
 def _metrics(spec: CellSpec, host: PluginHost, ctx: CellContext) -> dict[str, Any]:
-    """Extra metric plugins; a failing metric is named in ``metric_errors`` and its columns NaN."""
+    """Extra metric plugins; a failing metric is named in ``metric_errors``, its columns NaN and
+    its series absent. ``metric_series`` is JSON ``{series: {**Series.to_dict(), "metric", "values"}}``
+    ("" when there is none)."""
     out: dict[str, Any] = {}
+    series: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     for name in spec.metrics:
         declared = [c.name for c in cast(type[Metric], host.get("metric", name).obj).columns]
         try:
             metric = build_metric(host, name)
-            out.update(metric_values(metric, metric.compute(ctx)))
+            columns, curves = _measure_metric(metric, ctx)
+            taken = sorted(set(curves) & set(series))
+            if taken:
+                owners = sorted({series[k]["metric"] for k in taken})
+                raise MetricError(f"series {taken} were already recorded by metric(s) {owners}; rename them")
+            out.update(columns)
+            info = {s.name: s for s in metric.series}
+            series.update({k: {**info[k].to_dict(), "metric": name, "values": v} for k, v in curves.items()})
         except KeyboardInterrupt:
             raise
         except BaseException as err:  # SystemExit from a metric is that metric's error
             errors[name] = f"{type(err).__name__}: {err}"
             out.update(dict.fromkeys(declared, math.nan))
     out["metric_errors"] = json.dumps(errors) if errors else ""
+    out["metric_series"] = json.dumps(series) if series else ""
     return out

@@ -102,6 +102,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "plugin_version",
     "plugin_versions",
     "metric_errors",
+    "metric_series",
     "duration_s",
 )
 CURVE_COLUMNS: tuple[str, ...] = (

@@ -9,6 +9,7 @@ step's output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnarena.data import DataInfo
-from snnarena.factory import build_method, build_model
+from snnarena.factory import build_method, build_model, no_neuron
 from snnarena.host import PluginHost
 from snnarena.loss import LossForm, SequenceLoss
 from snnarena.measure import PhaseClock
@@ -320,3 +321,56 @@ def test_bptt_trains_ep_prototypical_on_static_digits(host, tmp_path):
     row = rows.iloc[0]
     assert row["status"] == "done", row["reason"]
     assert row["test_accuracy"] > 0.5  # chance: 0.1; about 0.9 after 40 steps
+
+
+# -- the convolutional prototypical model ------------------------------------------------------------
+def conv_model(host, **params):
+    torch.manual_seed(0)
+    info = DataInfo((1, 8, 8), 3, 6, n_train=0, n_test=0, task="static_classification")
+    return build_model(
+        host, "ep_conv", info, no_neuron("ep_conv"), {"channels": [3, 4], "kernel": 3, **params}
+    ).double()
+
+
+def conv_coupling_by_hand(model, x, s):
+    """Ψ written out with explicit max-pooling and convolutions (the docstring's formula)."""
+    c1, c2, fc = model.synapses
+    s1, s2, out = s[0].unflatten(1, (3, 4, 4)), s[1].unflatten(1, (4, 2, 2)), s[2]
+    pool = torch.nn.functional.max_pool2d
+    psi = (pool(c1(x), 2) * s1).sum((1, 2, 3)) + (pool(c2(s1), 2) * s2).sum((1, 2, 3))
+    return psi + (fc(s2.flatten(1)) * out).sum(-1)
+
+
+@pytest.mark.parametrize("dt", [1.0, 0.4])
+def test_conv_step_is_rho_of_the_coupling_gradient(host, dt):
+    model = conv_model(host, dt=dt, activation="tanh")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 1, 8, 8, generator=g, dtype=torch.float64)
+    s = [torch.rand(5, n, generator=g, dtype=torch.float64) for n in model.layer_sizes]
+    leaves = [t.clone().requires_grad_() for t in s]
+    drives = torch.autograd.grad(conv_coupling_by_hand(model, x, leaves).sum(), leaves)
+    expected = [(1 - dt) * s_l + dt * torch.tanh(h) for s_l, h in zip(s, drives, strict=True)]
+    with torch.no_grad():
+        assert_close(model.dynamics(x, s), expected)  # drives computed with gradients off too
+    assert_close(model.dynamics(x, s), expected)
+    half = 0.5 * sum((t**2).sum(-1) for t in s)
+    assert_close([model.phi(x, s)], [(1 - dt) * half + dt * conv_coupling_by_hand(model, x, s)])
+
+
+def test_bptt_trains_the_conv_model_through_its_autograd_drives(host):
+    model = conv_model(host)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(5, 1, 8, 8, generator=g, dtype=torch.float64).expand(6, 5, 1, 8, 8)  # static input
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss = SequenceLoss("final_mse", "static_classification")
+    value = build_method(host, "bptt", {}).accumulate_gradients(model, x, y, loss, PhaseClock(enabled=False))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert all(float(v.abs().sum()) > 0 for v in grads.values()) and math.isfinite(value)
+    model.zero_grad()
+    manual = model.rest(x[0], model.init_state())
+    for _ in range(6):
+        manual = model.dynamics(x[0], manual)
+    loss.full(manual[-1].unsqueeze(0), y).backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, grads[n], rtol=1e-10, atol=1e-12), n
+    run_model_conformance(lambda: conv_model(host))

@@ -79,12 +79,15 @@ def test_hook_registers_every_dataset() -> None:
     ds.register_datasets(lambda cls, name=None: got.append(cls))
     assert sorted(c.name for c in got) == [
         "adding",
+        "amazon",
+        "coauthor",
         "copy",
         "digits",
         "karate",
         "mnist",
         "mnist1d",
         "nmnist",
+        "planetoid",
         "randman",
         "sbm",
         "seq_digits",

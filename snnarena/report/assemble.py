@@ -45,6 +45,7 @@ from snnarena.report.tables import (
     Run,
     layer_cosines,
     load,
+    metric_series_points,
     rankings,
     text,
 )
@@ -410,7 +411,34 @@ def setting_section(
         )
         curves_section.blocks.append(Figures([plot]) if plot else Text("No learning curves.", "note"))
     section.children.append(curves_section)
+    series = metric_series_section(metric_series_points(rows), setting, tag, plots, colours, data.variants)
+    if series is not None:
+        section.children.append(series)
     return section
+
+
+def metric_series_section(
+    points: pd.DataFrame,
+    setting: str,
+    tag: str,
+    plots: _Plots,
+    colours: dict[str, tuple[float, float, float]],
+    order: Sequence[str],
+) -> Section | None:
+    """A figure per metric series recorded in the setting (``points``: its
+    :func:`~snnarena.report.tables.metric_series_points`); ``None`` when there is none."""
+    if points.empty:
+        return None
+    shown = []
+    for name, rows in points.groupby("series", sort=False):
+        first = rows.iloc[0]
+        doc = f": {first['doc']}" if first["doc"] else ""
+        caption = (
+            f"{name} of the {first['metric']} metric{doc}, against {first['xlabel']}, {setting}; "
+            "line: mean over seeds, band: ± one standard deviation"
+        )
+        shown.append(plots.add(F.metric_series(rows, f"{setting}: {name}", colours, order), f"{name}-{tag}", caption))
+    return Section("Metric curves", [Figures([p for p in shown if p is not None])])
 
 
 def unfinished_section(data: ReportData) -> Section:

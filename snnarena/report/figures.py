@@ -370,3 +370,54 @@ def ranking_heatmap(ranks: pd.DataFrame) -> Figure | None:
         ax.set_ylabel("")
         ax.set_title("Mean rank across datasets, models and T")
     return fig
+
+
+def series_axis_label(ylabel: str, higher_is_better: object) -> str:
+    """``ylabel`` with the series' direction (``error, lower is better``); none for ``None``/NaN."""
+    if not isinstance(higher_is_better, (bool, np.bool_)):
+        return ylabel
+    return f"{ylabel}, {'higher' if higher_is_better else 'lower'} is better"
+
+
+def metric_series(
+    points: pd.DataFrame,
+    title: str,
+    colours: dict[str, tuple[float, float, float]],
+    order: Sequence[str],
+) -> Figure | None:
+    """One metric series (rows of :func:`~snnarena.report.tables.metric_series_points` of a single
+    series and setting) against its index, a line per variant (mean over seeds, band ± one standard
+    deviation) and a panel per ``T``."""
+    if points.empty:
+        return None
+    first = points.iloc[0]
+    data = points.assign(method=points["variant"].map(mpl_text))
+    present = set(data["variant"])
+    hues = [v for v in order if v in present] + sorted(present - set(order))
+    pal = {mpl_text(v): colours[v] for v in hues}
+    Ts = sorted(int(T) for T in data["T"].unique())
+    with mpl.rc_context(_RC), _styled():
+        fig = _figure(3.4 * len(Ts) + 2.4, 3.6)
+        axes = np.atleast_1d(fig.subplots(1, len(Ts), sharey=True, squeeze=False)[0])
+        for ax, T in zip(axes, Ts, strict=True):
+            sns.lineplot(
+                data[data["T"] == T],
+                x="x",
+                y="value",
+                hue="method",
+                hue_order=[mpl_text(v) for v in hues],
+                palette=pal,
+                errorbar="sd",
+                marker="o",
+                markersize=4,
+                ax=ax,
+                legend=ax is axes[-1],
+            )
+            ax.set_xlabel(mpl_text(first["xlabel"]))
+            ax.set_ylabel(mpl_text(series_axis_label(first["ylabel"], first["higher_is_better"])))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"T = {T}")
+        if axes[-1].get_legend() is not None:
+            sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=None)
+        fig.suptitle(mpl_text(title))
+    return fig

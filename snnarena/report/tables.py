@@ -191,6 +191,7 @@ def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
         "neuron_params",
         "memory_class",
         "metric_errors",
+        "metric_series",
         "grad_cosine_layers",
     ):
         frame[column] = frame[column].map(text).astype(object)
@@ -210,7 +211,7 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     out["variant"] = out["method_label"] + ((" @ " + out["run"]) if multi_run else "")
     model = _label_by(out, "model", "model_params")
     neuron = _label_by(out, "neuron", "neuron_params")
-    has_neuron = out["neuron"].fillna("") != ""  # models without neurons (lstm) name none
+    has_neuron = out["neuron"].map(text) != ""  # models without neurons (lstm) name none
     if neuron.nunique() > 1:
         model = model.where(~has_neuron, model + "/" + neuron)
     if out["surrogate"].nunique() > 1:
@@ -275,6 +276,53 @@ def layer_cosines(results: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.groupby(["setting", "variant", "T", "layer"], sort=False)["cosine"].mean().reset_index()
+
+
+#: Columns of :func:`metric_series_points`.
+SERIES_POINT_COLUMNS: tuple[str, ...] = (
+    "setting",
+    "variant",
+    "T",
+    "seed",
+    "metric",
+    "series",
+    "xlabel",
+    "ylabel",
+    "higher_is_better",
+    "doc",
+    "x",
+    "value",
+)
+
+
+def metric_series_points(results: pd.DataFrame) -> pd.DataFrame:
+    """Long table (:data:`SERIES_POINT_COLUMNS`) of the metric series ``done`` cells recorded in
+    ``metric_series``: one row per point, with the series' declaration; unreadable entries are skipped."""
+    rows: list[tuple[Any, ...]] = []
+    done = results[(results["status"] == "done") & (results["metric_series"] != "")]
+    for _, r in done.iterrows():
+        try:
+            recorded = json.loads(r["metric_series"])
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(recorded, dict):
+            continue
+        for name, entry in recorded.items():
+            values = entry.get("values") if isinstance(entry, dict) else None
+            if not isinstance(values, list):
+                continue
+            described = (
+                text(entry.get("metric")),
+                str(name),
+                text(entry.get("xlabel")) or "index",
+                text(entry.get("ylabel")) or str(name),
+                entry.get("higher_is_better"),
+                text(entry.get("doc")),
+            )
+            for x, value in enumerate(values):
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    rows.append((r["setting"], r["variant"], r["T"], r["seed"], *described, x, float(value)))
+    return pd.DataFrame(rows, columns=list(SERIES_POINT_COLUMNS))
 
 
 def pareto_mask(cost: np.ndarray, gain: np.ndarray) -> np.ndarray:
