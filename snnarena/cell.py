@@ -49,8 +49,8 @@ from snnarena.method import GradientMethod
 from snnarena.metric import CellContext, Metric
 from snnarena.model import SpikingModel
 from snnarena.params import params_of
-from snnarena.reference import bptt_accumulate, collect_gradients, compare_gradients
-from snnarena.results import CellRecord
+from snnarena.reference import bptt_accumulate, collect_gradients, compare_by_role, compare_gradients, parameter_roles
+from snnarena.results import FIDELITY_CURVE_COLUMNS, CellRecord
 from snnarena.suite import CellSpec, input_batch_problem
 from snnarena.task import SCORE_NAMES, ScoreSums, Task, task_of
 
@@ -191,10 +191,12 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One finished epoch: the step count so far, wall time, mean training loss, and the validation
-    scores of the task (accuracy; MSE for regression tasks; ROC-AUC and average precision for link
-    prediction); the scores the task does not have are NaN, and all are NaN unless
-    ``train.eval_every_epoch``."""
+    """One finished epoch: the step count so far, wall time (fidelity measurements excluded), mean
+    training loss, and the validation scores of the task (accuracy; MSE for regression tasks;
+    ROC-AUC and average precision for link prediction); the scores the task does not have are NaN,
+    and all are NaN unless ``train.eval_every_epoch``. The gradient-fidelity values
+    (:data:`~snnarena.results.FIDELITY_CURVE_COLUMNS`) are measured at the epochs
+    :func:`fidelity_epochs` picks and NaN at the others."""
 
     epoch: int
     step: int
@@ -204,6 +206,11 @@ class CurvePoint:
     val_mse: float = math.nan
     val_roc_auc: float = math.nan
     val_average_precision: float = math.nan
+    grad_cosine_bptt: float = math.nan
+    grad_cosine_readout: float = math.nan
+    grad_cosine_hidden_min: float = math.nan
+    grad_cosine_first_layer: float = math.nan
+    grad_norm_ratio_bptt: float = math.nan
 
 
 EpochCallback = Callable[[CurvePoint], None]
@@ -424,7 +431,11 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
 
     With ``eval_every_epoch`` each epoch ends with a validation pass; with ``select = "best_val"``
     the weights of the epoch with the best validation score of the cell's task (highest accuracy,
-    lowest MSE; the earliest on ties) are copied to the CPU (the log's ``best``).
+    lowest MSE; the earliest on ties) are copied to the CPU (the log's ``best``). With ``fidelity``,
+    the epochs :func:`fidelity_epochs` picks from ``fidelity_points`` (and the last epoch that ran,
+    if any is picked) measure gradient fidelity on the probe batch into their curve point; the
+    measurement leaves training as it was (:class:`FidelityProbe`) and is excluded from
+    ``elapsed_s`` and the device-memory peak.
     """
     settings = spec.train
     keep_best = settings["select"] == "best_val"
@@ -440,6 +451,7 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
     best: BestEpoch | None = None
     budget_steps = settings["steps"]
     epochs = settings["epochs"] if settings["epochs"] is not None else math.inf
+    fidelity = CurveFidelity(built, spec, device, device_memory)
     built.prepared.train()
     while epoch < epochs and (budget_steps is None or step < budget_steps):
         epoch_losses: list[float] = []
@@ -465,17 +477,20 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         last_val = validate(built, settings["eval_batch_size"], device) if settings["eval_every_epoch"] else None
         if keep_best and last_val is not None and (best is None or _improves(last_val, best.validation)):
             best = BestEpoch(epoch, last_val, copy_weights(built))
+        last = not epoch_losses or epoch >= epochs or (budget_steps is not None and step >= budget_steps)
+        measured = fidelity.at(epoch, step, last)
         scores = last_val.columns("val") if last_val else {}
         on_epoch(
             CurvePoint(
                 epoch,
                 step,
-                time.perf_counter() - t0,
+                time.perf_counter() - t0 - fidelity.seconds,
                 float(np.mean(epoch_losses)) if epoch_losses else math.nan,
                 scores.get("val_accuracy", math.nan),
                 scores.get("val_mse", math.nan),
                 scores.get("val_roc_auc", math.nan),
                 scores.get("val_average_precision", math.nan),
+                **measured,
             )
         )
         if not epoch_losses:
@@ -485,11 +500,74 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
         epoch,
         clock.summary_ms(settings["timing_warmup"]),
         peak_saved,
-        device_memory.peak_bytes(),
+        fidelity.peak_device_bytes(),
         tuple(last_losses),
         last_val,
         best,
     )
+
+
+def fidelity_epochs(points: int, epochs: int) -> frozenset[int]:
+    """The epochs (1-based) of a run of ``epochs`` epochs that measure gradient fidelity: ``points``
+    of them spread evenly from the first to the last, ``1 + round_half_up(i (epochs - 1) / (points - 1))``
+    for ``i = 0 .. points - 1`` (fewer when ``epochs < points``); the last alone for ``points = 1``,
+    none for 0."""
+    if points <= 0 or epochs <= 0:
+        return frozenset()
+    if points == 1:
+        return frozenset({epochs})
+    span = 2 * (points - 1)
+    return frozenset(1 + (2 * i * (epochs - 1) + points - 1) // span for i in range(points))
+
+
+class CurveFidelity:
+    """Gradient fidelity at the learning-curve points ``train.fidelity_points`` picks (none without
+    ``train.fidelity``): the epochs (:func:`fidelity_epochs`, known after the first epoch), the
+    measurement (:class:`FidelityProbe`), and the wall time and device-memory peak it takes, which
+    training's own must not include."""
+
+    def __init__(self, built: BuiltCell, spec: CellSpec, device: torch.device, memory: DeviceMemory) -> None:
+        settings = spec.train
+        self.points: int = settings["fidelity_points"] if settings["fidelity"] else 0
+        self.budget: tuple[int | None, int | None] = (settings["epochs"], settings["steps"])
+        self.probe = FidelityProbe(built, spec.seed, settings["batch_size"], device)
+        self.memory = memory
+        self.epochs: frozenset[int] = frozenset()
+        self.seconds = 0.0
+        self._peak = math.nan  # training's device-memory peak before the last measurement
+
+    def at(self, epoch: int, step: int, last: bool) -> dict[str, float]:
+        """The fidelity curve values of finished ``epoch`` (``step`` steps so far; ``last``: training
+        ends here), or ``{}`` where this epoch is not measured. The last epoch that ran is measured
+        whenever any is."""
+        if epoch == 1:
+            self.epochs = fidelity_epochs(self.points, planned_epochs(*self.budget, step))
+        if epoch not in self.epochs and not (last and self.epochs):
+            return {}
+        self._peak = self.peak_device_bytes()
+        started = time.perf_counter()
+        measured = self.probe.columns()
+        self.seconds += time.perf_counter() - started
+        self.memory.reset()
+        return {k: measured[k] for k in FIDELITY_CURVE_COLUMNS}
+
+    def peak_device_bytes(self) -> float:
+        """Training's device-memory peak so far, the measurements left out (NaN on the CPU)."""
+        return _max_known(self._peak, self.memory.peak_bytes())
+
+
+def planned_epochs(budget_epochs: int | None, budget_steps: int | None, steps_per_epoch: int) -> int:
+    """The epochs a run will take: ``train.epochs``, or under a step budget the epochs of
+    ``steps_per_epoch`` steps (the first epoch's count; every epoch has as many) it needs."""
+    if budget_epochs is not None:
+        return budget_epochs
+    assert budget_steps is not None, "suite validation requires epochs or steps"
+    return max(1, math.ceil(budget_steps / max(steps_per_epoch, 1)))
+
+
+def _max_known(a: float, b: float) -> float:
+    """The larger of two peaks, ignoring NaN (no device memory on the CPU); NaN if both are."""
+    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)
 
 
 def _improves(candidate: Evaluation, best: Evaluation) -> bool:
@@ -657,30 +735,85 @@ def measure(spec: CellSpec, host: PluginHost, built: BuiltCell, device: torch.de
     test_batches = built.data.test_batches(settings["eval_batch_size"])
     final = evaluate(built.model, test_batches, device, built.loss.task_spec)
     columns: dict[str, Any] = {**final.columns("test"), "spike_rate": final.spike_rate}
-    probe_size = min(settings["batch_size"], built.data.info.n_train)
-    px, py = next(built.data.train_batches(probe_size, torch.Generator().manual_seed(spec.seed + 1)))
-    px, py = px.to(device), py.to(device)
+    probe = FidelityProbe(built, spec.seed, settings["batch_size"], device)
     if settings["fidelity"]:
-        columns.update(_fidelity(built, px, py, device))
-    ctx = CellContext(built.model, built.prepared, built.method, built.data, built.loss, device, (px, py))
+        columns.update(probe.columns())
+    ctx = CellContext(built.model, built.prepared, built.method, built.data, built.loss, device, probe.batch())
     columns.update(_metrics(spec, host, ctx))
     return columns
 
 
+class FidelityProbe:
+    """A cell's gradient-fidelity measurement on its fixed probe batch: the first training batch of
+    size ``min(batch_size, n_train)`` drawn with seed ``seed + 1``, the same batch at every point
+    of training and at the end."""
+
+    def __init__(self, built: BuiltCell, seed: int, batch_size: int, device: torch.device) -> None:
+        self.built = built
+        self.seed = seed
+        self.size = min(batch_size, built.data.info.n_train)
+        self.device = device
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe batch ``(x [T, B, ...], y)`` on the device (drawn once and kept on the CPU, so
+        that it takes no device memory while training runs between measurements)."""
+        if self._batch is None:
+            self._batch = next(self.built.data.train_batches(self.size, torch.Generator().manual_seed(self.seed + 1)))
+        x, y = self._batch
+        return x.to(self.device), y.to(self.device)
+
+    def columns(self) -> dict[str, Any]:
+        """The fidelity columns of the current weights; the cell is left exactly as it was
+        (:func:`_untouched`)."""
+        with _untouched(self.built, self.device):
+            return _fidelity(self.built, *self.batch(), self.device)
+
+
+@contextmanager
+def _untouched(built: BuiltCell, device: torch.device) -> Iterator[None]:
+    """Put back on exit what a measurement may change: the trained modules' parameters and buffers
+    (batch-norm statistics, say), every parameter's ``.grad``, and the random number generators
+    (torch on the CPU and ``device``, Python's, NumPy's). State a method plugin keeps in its own
+    attributes is its own."""
+    weights = copy_weights(built)
+    params = {id(p): p for m in _trained_modules(built).values() for p in m.parameters()}
+    grads = {key: (p.grad.detach().clone() if p.grad is not None else None) for key, p in params.items()}
+    cpu_rng, py_rng, np_rng = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        yield
+    finally:
+        restore_weights(built, weights)
+        for key, p in params.items():
+            p.grad = grads[key]
+        torch.set_rng_state(cpu_rng)
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+
+
 def _fidelity(built: BuiltCell, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, Any]:
-    """Cosine and norm ratio of the method's gradient vs exact BPTT on the probe batch."""
+    """The method's gradient vs exact BPTT's on ``(x, y)``: the global cosine, norm ratio and sign
+    agreement, the cosines per role (:func:`~snnarena.reference.parameter_roles`) and per tensor.
+    Leaves the gradients it computes in ``.grad`` (:class:`FidelityProbe` puts them back)."""
     quiet = PhaseClock(device, enabled=False)
     model, prepared = built.model, built.prepared
     prepared.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     built.method.accumulate_gradients(prepared, x, y, built.loss, quiet)
     grads = collect_gradients(model)
     model.zero_grad(set_to_none=True)
     bptt_accumulate(model, x, y, built.loss, quiet)
     reference = collect_gradients(model)
-    prepared.zero_grad(set_to_none=True)
     fid = compare_gradients(grads, reference)
+    roles = compare_by_role(grads, reference, parameter_roles(model))
     return {
         "grad_cosine_bptt": fid.cosine,
+        "grad_cosine_readout": roles.readout,
+        "grad_cosine_hidden_min": roles.hidden_min,
+        "grad_cosine_first_layer": roles.first_layer,
         "grad_norm_ratio_bptt": fid.norm_ratio,
         "grad_sign_agreement_bptt": fid.sign_agreement,
         "grad_cosine_layers": json.dumps({k: (None if math.isnan(v) else v) for k, v in fid.per_layer.items()}),

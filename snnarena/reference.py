@@ -72,3 +72,94 @@ def compare_gradients(grads: dict[str, Tensor], reference: dict[str, Tensor]) ->
         sign_agreement=agree,
         per_layer={n: _cosine(grads[n].flatten().double(), reference[n].flatten().double()) for n in names},
     )
+
+
+@dataclass(frozen=True)
+class ParameterRoles:
+    """Which of a model's parameters (``named_parameters`` names) play which part, for the
+    per-role fidelity columns.
+
+    ``readout``: the parameters of the layer that produces the logits; ``hidden``: every other
+    parameter, in ``named_parameters`` order; ``first_layer``: the first layer's weight (the
+    input synapse), or ``None``. Empty roles (and ``None``) give NaN columns.
+    """
+
+    readout: tuple[str, ...]
+    hidden: tuple[str, ...]
+    first_layer: str | None
+
+
+def _first_weight(names: list[str], model: nn.Module) -> str | None:
+    """The first of ``names`` whose parameter has at least two dimensions (a weight matrix or a
+    kernel, not a bias or a neuron constant)."""
+    shapes = dict(model.named_parameters())
+    return next((n for n in names if shapes[n].dim() >= 2), None)
+
+
+def parameter_roles(model: nn.Module) -> ParameterRoles:
+    """The readout, hidden and first-layer parameters of ``model``, by the model's layout:
+
+    * a model with stages (:class:`SpikingModel`: feedforward, recurrent, graph): the readout is
+      every parameter under ``model.readout``; the first layer is the first weight (≥ 2-d
+      parameter) of ``stages[0]``, its input synapse;
+    * a model without stages that holds an ``nn.ModuleList`` ``synapses`` (the convergent
+      family): the readout is ``synapses[-1]`` (into the output layer), the first layer the first
+      weight of ``synapses[0]``;
+    * any other layout cannot be split: no readout, no hidden parameters, no first layer (those
+      columns are NaN; the global ones are still measured).
+
+    Hidden is always every parameter not in the readout.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    stages = getattr(model, "stages", None)
+    synapses = getattr(model, "synapses", None)
+    if isinstance(stages, nn.ModuleList) and len(stages) > 0:
+        readout_prefix, first_prefix = "readout.", "stages.0."
+    elif isinstance(synapses, nn.ModuleList) and len(synapses) > 0:
+        readout_prefix, first_prefix = f"synapses.{len(synapses) - 1}.", "synapses.0."
+    else:
+        return ParameterRoles((), (), None)
+    readout = tuple(n for n in names if n.startswith(readout_prefix))
+    hidden = tuple(n for n in names if not n.startswith(readout_prefix))
+    return ParameterRoles(readout, hidden, _first_weight([n for n in hidden if n.startswith(first_prefix)], model))
+
+
+def _alignment(g: Tensor, r: Tensor) -> float:
+    """Cosine of ``g`` with the reference ``r``: NaN where ``r = 0`` (no direction to agree with),
+    0 where only ``g = 0`` (the method leaves still what BPTT moves)."""
+    if r.norm() == 0:
+        return math.nan
+    return 0.0 if g.norm() == 0 else _cosine(g, r)
+
+
+@dataclass(frozen=True)
+class RoleFidelity:
+    """A method's gradient vs BPTT's, per :class:`ParameterRoles`.
+
+    Each value is the cosine of the method's gradient with BPTT's (see :func:`compare_by_role`):
+    ``readout`` over the readout parameters together, ``first_layer`` on the first layer's weight,
+    ``hidden_min`` the minimum over the hidden parameter tensors taken one by one.
+    """
+
+    readout: float
+    hidden_min: float
+    first_layer: float
+
+
+def compare_by_role(grads: dict[str, Tensor], reference: dict[str, Tensor], roles: ParameterRoles) -> RoleFidelity:
+    """Per-role fidelity of ``grads`` against ``reference`` (both ``{name: gradient}``).
+
+    A cosine is taken only where BPTT's gradient ``g*`` is non-zero; where the method's ``g`` is
+    zero and ``g*`` is not, it counts as 0. ``hidden_min = min_p cos(g_p, g*_p)`` over the hidden
+    tensors ``p`` with ``g*_p ≠ 0``; NaN where there is none (as for an empty role).
+    """
+
+    def flat(source: dict[str, Tensor], names: tuple[str, ...]) -> Tensor:
+        return torch.cat([source[n].flatten().double() for n in names])
+
+    def together(names: tuple[str, ...]) -> float:
+        return _alignment(flat(grads, names), flat(reference, names)) if names else math.nan
+
+    hidden = [c for c in (together((n,)) for n in roles.hidden) if not math.isnan(c)]
+    first = together((roles.first_layer,)) if roles.first_layer is not None else math.nan
+    return RoleFidelity(together(roles.readout), min(hidden, default=math.nan), first)

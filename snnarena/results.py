@@ -43,6 +43,15 @@ import pyarrow.parquet as pq
 from snnarena.errors import OutputLocationError, RunDirectoryError
 from snnarena.task import SCORE_NAMES
 
+#: Gradient-fidelity columns a learning curve carries at the epochs ``train.fidelity_points`` picks
+#: (NaN at the others).
+FIDELITY_CURVE_COLUMNS: tuple[str, ...] = (
+    "grad_cosine_bptt",
+    "grad_cosine_readout",
+    "grad_cosine_hidden_min",
+    "grad_cosine_first_layer",
+    "grad_norm_ratio_bptt",
+)
 #: Columns every results table has, in this order (the public contract users script against).
 RESULT_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -76,6 +85,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "peak_activation_bytes",
     "peak_device_bytes",
     "grad_cosine_bptt",
+    "grad_cosine_readout",
+    "grad_cosine_hidden_min",
+    "grad_cosine_first_layer",
     "grad_norm_ratio_bptt",
     "grad_sign_agreement_bptt",
     "grad_cosine_layers",
@@ -118,6 +130,7 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "train_loss",
     *(f"val_{name}" for name in SCORE_NAMES),
     "elapsed_s",
+    *FIDELITY_CURVE_COLUMNS,
 )
 #: Curve columns that identify the cell; always taken from the cell's row.
 _CURVE_IDENTITY: tuple[str, ...] = ("run_id", "cell_id", "method", "model", "dataset", "T", "seed")

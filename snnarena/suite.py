@@ -53,6 +53,14 @@ TRAIN_PARAMS = ParamSet(
         Param("loss", "str", "per_step", "training objective", choices=LOSS_FORMS),
         Param("timing_warmup", "int", 2, "training steps excluded from the step-time median", low=0),
         Param("fidelity", "bool", True, "measure the gradient's agreement with BPTT"),
+        Param(
+            "fidelity_points",
+            "int",
+            3,
+            "epochs whose learning-curve point also measures fidelity (spread evenly from the first to the "
+            "last epoch; 0: none); needs fidelity",
+            low=0,
+        ),
         Param("eval_every_epoch", "bool", True, "record validation accuracy after every epoch"),
         Param(
             "select",

@@ -187,10 +187,10 @@ T = [6]
 
 def test_cell_ids_and_order_do_not_change(host: PluginHost) -> None:
     """Pinned ids: a change of the cell spec (a new resolved ``[train]`` setting, as ``select``) must be
-    deliberate, since ``--resume`` finds cells by id. Last re-pinned when ``train.select`` came in."""
+    deliberate, since ``--resume`` finds cells by id. Last re-pinned when ``train.fidelity_points`` came in."""
     ids = [c.cell_id for c in parse_suite(PINNED, host).cells]
-    assert len(ids) == 60 and ids[:3] == ["6d283df37d73", "4f76d9e4221d", "7b2453d6c9e9"]
-    assert hashlib.sha1(",".join(ids).encode()).hexdigest()[:16] == "e87760bda3f79971"
+    assert len(ids) == 60 and ids[:3] == ["b527e559a77d", "66bdf25348c4", "4e46112c0c04"]
+    assert hashlib.sha1(",".join(ids).encode()).hexdigest()[:16] == "b9bd5516b80a7901"
 
 
 # -- memory sanity ----------------------------------------------------------------------------

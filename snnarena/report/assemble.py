@@ -5,7 +5,8 @@ Layout of the output folder ``<out_root>/<suite>/<run_id>/`` (several runs:
 
     index.html     self-contained page (inline CSS, base64 PNG figures, no script)
     report.md      the same tables, figures linked from figures/
-    summary.csv    mean/std/count over seeds per (setting, method variant, T)
+    summary.csv    mean/std/count/95 % CI half-width over seeds per (setting, method variant, T), and
+                   paired comparisons with BPTT (see snnarena.report.tables)
     figures/       every figure as PNG and SVG
 """
 
@@ -39,6 +40,7 @@ from snnarena.report.render import (
     Table,
     Text,
 )
+from snnarena.report.stats import ALPHA, CONFIDENCE, MIN_SEEDS, significant_best
 from snnarena.report.tables import (
     BASELINE,
     ReportData,
@@ -47,6 +49,8 @@ from snnarena.report.tables import (
     load,
     metric_series_points,
     rankings,
+    seed_table,
+    seed_values,
     text,
 )
 from snnarena.results import atomic_write_text, check_writable
@@ -107,27 +111,56 @@ def _decimals(value: float) -> int:
     return 0 if value == 0 or abs(value) >= 100 else max(0, 2 - math.floor(math.log10(abs(value))))
 
 
-def mean_std(kind: str, mean: float, std: float) -> str:
-    """``mean ± std`` (just the mean when there is no spread to show); ms with matching decimals."""
+def mean_ci(kind: str, mean: float, half_width: float) -> str:
+    """``mean ± half_width`` (just the mean when there is no interval, or it is 0); ms with matching decimals."""
     shown = _fmt(kind, mean)
-    if not shown or std is None or not math.isfinite(std) or std == 0:
+    if not shown or half_width is None or not math.isfinite(half_width) or half_width == 0:
         return shown
     if kind == "ms":
-        return f"{shown} ± {std:.{_decimals(mean)}f}"
-    return f"{shown} ± {_fmt(kind, std)}"
+        return f"{shown} ± {half_width:.{_decimals(mean)}f}"
+    return f"{shown} ± {_fmt(kind, half_width)}"
 
 
-def _best_flags(values: np.ndarray, higher: bool, eligible: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(values) & eligible
-    flags = np.zeros(len(values), dtype=bool)
-    if ok.sum() < 2:
-        return flags
-    best = np.nanmax(values[ok]) if higher else np.nanmin(values[ok])
-    worst = np.nanmin(values[ok]) if higher else np.nanmax(values[ok])
-    if np.isclose(best, worst, rtol=1e-9, atol=0.0):
-        return flags  # all equal: nothing stands out
-    flags[ok] = np.isclose(values[ok], best, rtol=1e-9, atol=0.0)
+#: Column kinds whose values do not depend on the seed: their best is marked on a strict difference.
+EXACT_KINDS: tuple[str, ...] = ("memory", "count")
+#: How the tables' values and marks are computed (each results table says it under the table).
+STATISTICS_NOTE = (
+    f"Values: mean ± half-width of the {100 * CONFIDENCE:g} % Student-t confidence interval over seeds "
+    f"(t with n−1 degrees of freedom; a value without ± has one seed, so no interval, or no spread). "
+    f"Highlighted: the best mean at that T, only where it is better than the runner-up at α = {ALPHA:g} "
+    "(two-sided paired t-test on the seeds both share, which start from the same weights and data order; "
+    "Welch's t-test when they share fewer than two); with fewer than 2 seeds nothing is highlighted, except "
+    "memory and count columns, which do not depend on the seed and are highlighted on a strict difference."
+)
+
+
+def _block_flags(
+    summary: pd.DataFrame,
+    per_seed: pd.Series,
+    higher: bool,
+    eligible: np.ndarray,
+    exact: bool,
+    scale: pd.Series | None = None,
+) -> np.ndarray:
+    """Best marks of one column (:func:`~snnarena.report.stats.significant_best`) per ``T`` of a
+    setting's ``summary``, from the column's values by seed; ``scale`` divides each row's values
+    (the ratio columns: the reference's mean)."""
+    flags = np.zeros(len(summary), dtype=bool)
+    for _, block in summary.groupby("T", sort=False):
+        positions = summary.index.get_indexer(block.index)
+        divisors = np.ones(len(block)) if scale is None else scale.to_numpy(float)[positions]
+        samples = [seed_values(per_seed, r) / d for (_, r), d in zip(block.iterrows(), divisors, strict=True)]
+        flags[positions] = significant_best(samples, higher, eligible[positions], exact)
     return flags
+
+
+#: How the ranking table ranks (its caption).
+RANKING_NOTE = (
+    "Mean rank (1 = best) over the (dataset, model, T) blocks; highlighted: the lowest mean rank. Within a block, "
+    f"a method whose {100 * CONFIDENCE:g} % confidence interval overlaps the interval of the method with the best "
+    "mean shares rank 1; any other method ranks 1 + the number of methods with a strictly better mean (equal "
+    "means share a rank). A method with one seed has no interval and counts as its mean alone."
+)
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -147,18 +180,21 @@ MAIN_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("step time (ms)", "step_time_ms", "ms", False),
     ("activation memory", "peak_activation_bytes", "bytes", False),
     ("device memory", "peak_device_bytes", "bytes", False),
+    ("hidden grad cosine (min)", "grad_cosine_hidden_min", "cos", True),
     ("grad cosine vs BPTT", "grad_cosine_bptt", "cos", True),
 )
 #: Main columns shown only when some cell has a value: each task shows its own scores (a run of
-#: regression tasks alone has no accuracy column); CPU runs have no device memory.
+#: regression tasks alone has no accuracy column); CPU runs have no device memory; runs made before
+#: the per-layer fidelity columns have no hidden-layer cosine.
 OPTIONAL_MAIN_COLUMNS: tuple[str, ...] = (
     "peak_device_bytes",
+    "grad_cosine_hidden_min",
     *(f"{split}_{score.name}" for score in SCORES for split in ("test", "val")),
 )
 
 
 def _has_values(summary: pd.DataFrame, column: str) -> bool:
-    return bool(np.isfinite(summary[f"{column}_mean"].to_numpy(float)).any())
+    return f"{column}_mean" in summary and bool(np.isfinite(summary[f"{column}_mean"].to_numpy(float)).any())
 
 
 def setting_score(summary: pd.DataFrame) -> Score:
@@ -174,9 +210,12 @@ def _shown_main_columns(summary: pd.DataFrame) -> list[tuple[str, str, str, bool
     return [c for c in MAIN_COLUMNS if c[1] not in OPTIONAL_MAIN_COLUMNS or _has_values(summary, c[1])]
 
 
-def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], caption: str = "") -> Table:
-    """Per (variant, T): mean ± std over seeds of the main metrics and the ratios to BPTT;
-    ``caption`` says which weights the test accuracy is of."""
+def results_table(
+    summary: pd.DataFrame, results: pd.DataFrame, columns_of: Mapping[str, Column], caption: str = ""
+) -> Table:
+    """Per (variant, T) of one setting's ``summary``: mean ± 95 % confidence half-width over seeds
+    of the main metrics and the ratios to BPTT, best marks tested on the seeds' values in
+    ``results`` (:data:`STATISTICS_NOTE`); ``caption`` says which weights the test accuracy is of."""
     columns = ["method", "T", "seeds", "memory class"]
     arrows = ["", "", "", ""]
     shown = _shown_main_columns(summary)
@@ -185,21 +224,22 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], capti
         arrows.append(_arrow(columns_of[metric]))
     columns += ["× memory vs BPTT", "× time vs BPTT"]
     arrows += [DOWN, DOWN]
+    everyone = np.ones(len(summary), dtype=bool)
+    not_base = (summary["method"] != BASELINE).to_numpy()
     flags: dict[str, np.ndarray] = {}
-    for _, block in summary.groupby("T", sort=False):
-        not_base = (block["method"] != BASELINE).to_numpy()
-        for _, column, _, skip_base in shown:
-            eligible = not_base if skip_base else np.ones(len(block), dtype=bool)
-            values = block[f"{column}_mean"].to_numpy(float)
-            flags.setdefault(column, np.zeros(len(summary), dtype=bool))
-            flags[column][summary.index.get_indexer(block.index)] = _best_flags(
-                values, bool(columns_of[column].higher_is_better), eligible
-            )
-        for ratio in ("mem_ratio", "time_ratio"):
-            flags.setdefault(ratio, np.zeros(len(summary), dtype=bool))
-            flags[ratio][summary.index.get_indexer(block.index)] = _best_flags(
-                block[ratio].to_numpy(float), False, np.ones(len(block), dtype=bool)
-            )
+    for _, column, _, skip_base in shown:
+        col = columns_of[column]
+        flags[column] = _block_flags(
+            summary,
+            seed_table(results, column),
+            bool(col.higher_is_better),
+            not_base if skip_base else everyone,
+            col.kind in EXACT_KINDS,
+        )
+    for metric, ratio in (("peak_activation_bytes", "mem_ratio"), ("step_time_ms", "time_ratio")):
+        reference_mean = summary[f"{metric}_mean"] / summary[ratio]
+        exact = columns_of[metric].kind in EXACT_KINDS
+        flags[ratio] = _block_flags(summary, seed_table(results, metric), False, everyone, exact, reference_mean)
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
         row = [
@@ -209,7 +249,7 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], capti
             Cell(text(r["memory_class"])),
         ]
         for _, column, kind, _ in shown:
-            row.append(Cell(mean_std(kind, r[f"{column}_mean"], r[f"{column}_std"]), flags[column][i], True))
+            row.append(Cell(mean_ci(kind, r[f"{column}_mean"], r[f"{column}_ci_half"]), flags[column][i], True))
         row.append(Cell(_fmt("ratio", r["mem_ratio"]), flags["mem_ratio"][i], True))
         row.append(Cell(_fmt("ratio", r["time_ratio"]), flags["time_ratio"][i], True))
         rows.append(row)
@@ -220,28 +260,32 @@ def results_table(summary: pd.DataFrame, columns_of: Mapping[str, Column], capti
 EFFICIENCY_COLUMNS_PER_TABLE = 6
 
 
-def efficiency_tables(summary: pd.DataFrame, extra: Sequence[Column]) -> list[Table]:
-    """The metric plugins' columns with a finite value, mean ± std over seeds, a few per table;
-    headers carry the declared unit and direction, captions the declared meaning."""
+def efficiency_tables(summary: pd.DataFrame, results: pd.DataFrame, extra: Sequence[Column]) -> list[Table]:
+    """The metric plugins' columns with a finite value, mean ± 95 % confidence half-width over seeds,
+    a few per table, best marks as in :func:`results_table`; headers carry the declared unit and
+    direction, captions the declared meaning."""
     shown = [c for c in extra if np.isfinite(summary[f"{c.name}_mean"].to_numpy(float)).any()]
     step = EFFICIENCY_COLUMNS_PER_TABLE
-    return [_efficiency_table(summary, shown[i : i + step]) for i in range(0, len(shown), step)]
+    return [_efficiency_table(summary, results, shown[i : i + step]) for i in range(0, len(shown), step)]
 
 
-def _efficiency_table(summary: pd.DataFrame, metrics: Sequence[Column]) -> Table:
+def _efficiency_table(summary: pd.DataFrame, results: pd.DataFrame, metrics: Sequence[Column]) -> Table:
     headers = [f"{c.name} ({c.unit})" if c.unit else c.name for c in metrics]
-    flags = {c.name: np.zeros(len(summary), dtype=bool) for c in metrics}
-    for _, block in summary.groupby("T", sort=False):
-        for c in metrics:
-            if c.higher_is_better is not None:
-                flags[c.name][summary.index.get_indexer(block.index)] = _best_flags(
-                    block[f"{c.name}_mean"].to_numpy(float), c.higher_is_better, np.ones(len(block), dtype=bool)
-                )
+    everyone = np.ones(len(summary), dtype=bool)
+    flags = {
+        c.name: (
+            np.zeros(len(summary), dtype=bool)
+            if c.higher_is_better is None
+            else _block_flags(summary, seed_table(results, c.name), c.higher_is_better, everyone, c.kind in EXACT_KINDS)
+        )
+        for c in metrics
+    }
     rows = []
     for i, (_, r) in enumerate(summary.iterrows()):
         row = [Cell(r["variant"]), Cell(str(int(r["T"])), numeric=True)]
         for c in metrics:
-            row.append(Cell(mean_std(_format_kind(c), r[f"{c.name}_mean"], r[f"{c.name}_std"]), flags[c.name][i], True))
+            shown = mean_ci(_format_kind(c), r[f"{c.name}_mean"], r[f"{c.name}_ci_half"])
+            row.append(Cell(shown, flags[c.name][i], True))
         rows.append(row)
     caption = "; ".join(f"{c.name}: {c.doc}" for c in metrics if c.doc)
     return Table(["method", "T", *headers], rows, ["", "", *[_arrow(c) for c in metrics]], caption)
@@ -266,10 +310,18 @@ def slopes_table(memory: dict[str, float], time_: dict[str, float], summary: pd.
     )
 
 
+def _lowest_flags(values: np.ndarray) -> np.ndarray:
+    """The finite values equal to the lowest, when not all are equal (nothing stands out then)."""
+    ok = np.isfinite(values)
+    if ok.sum() < 2 or np.nanmin(values) == np.nanmax(values):
+        return np.zeros(len(values), dtype=bool)
+    return ok & (values == np.nanmin(values))
+
+
 def ranking_table(ranks: pd.DataFrame) -> Table:
     criteria = [c for c in ranks.columns if c not in ("variant", "blocks")]
     rows = []
-    flags = {c: _best_flags(ranks[c].to_numpy(float), False, np.ones(len(ranks), dtype=bool)) for c in criteria}
+    flags = {c: _lowest_flags(ranks[c].to_numpy(float)) for c in criteria}
     for i, (_, r) in enumerate(ranks.iterrows()):
         rows.append(
             [
@@ -282,7 +334,7 @@ def ranking_table(ranks: pd.DataFrame) -> Table:
         ["method", *[f"{c} (rank)" for c in criteria], "blocks"],
         rows,
         ["", *[DOWN for _ in criteria], ""],
-        caption="Mean rank (1 = best) within each (dataset, model, T) block; ties share the best rank.",
+        caption=RANKING_NOTE,
     )
 
 
@@ -312,17 +364,18 @@ def setting_section(
         return section
     Ts = data.Ts(setting)
     rows = data.results[data.results["setting"] == setting]
-    section.blocks.append(results_table(summary, data.columns, selection_sentence(rows)))
+    section.blocks.append(results_table(summary, rows, data.columns, selection_sentence(rows)))
+    section.blocks.append(Text(STATISTICS_NOTE, "note"))
     params = summary.drop_duplicates("method_label")
     labels_and_params = zip(params["method_label"], params["params_text"], strict=True)
     section.blocks.append(KeyValues([(f"{v} parameters", p or "(none)") for v, p in labels_and_params]))
-    efficiency = efficiency_tables(summary, [data.columns[m] for m in data.extra_metrics])
+    efficiency = efficiency_tables(summary, rows, [data.columns[m] for m in data.extra_metrics])
     if efficiency:
         section.children.append(Section("Efficiency metrics", list(efficiency)))
 
     bands = "dashed: Pareto front; bars: ± one std over seeds"
     score = setting_score(summary)
-    name = score.label.capitalize()
+    name = score.label[:1].upper() + score.label[1:]
     trade = [
         plots.add(
             F.tradeoff(
@@ -597,9 +650,13 @@ def overview_section(data: ReportData) -> Section:
             ]
         ),
         Text(
-            'Tables show mean ± sample standard deviation over seeds ("seeds" = how many). '
-            f"{UP} higher is better, {DOWN} lower is better; highlighted: best among the methods at the same T "
-            "(BPTT, the reference, is not ranked on gradient cosine). Activation memory is the peak of bytes "
+            f"Tables show the mean ± half-width of the {100 * CONFIDENCE:g} % Student-t confidence interval over "
+            f'seeds ("seeds" = how many; t with n−1 degrees of freedom; one seed: the mean alone). '
+            f"{UP} higher is better, {DOWN} lower is better; highlighted: the best among the methods at the same T, "
+            f"only where it is significantly better than the runner-up (α = {ALPHA:g}, two-sided paired t-test on "
+            "shared seeds, Welch's otherwise; BPTT, the reference, is not ranked on gradient cosine). summary.csv "
+            f"adds, per method, paired t-tests against {BASELINE.upper()} on the shared seeds (task score, step time, "
+            "activation memory). Activation memory is the peak of bytes "
             "autograd saves for the backward pass; device memory is CUDA's peak allocation (CPU runs: empty). "
             "× memory/× time: ratio to BPTT's activation memory/step time at the same T"
             + (" and run." if data.multi_run else ".")
@@ -607,7 +664,22 @@ def overview_section(data: ReportData) -> Section:
             "note",
         ),
     ]
+    warning = seeds_warning(data.results)
+    if warning:
+        blocks.insert(0, Text(warning))
     return Section("Overview", blocks, anchor="overview")
+
+
+def seeds_warning(results: pd.DataFrame) -> str:
+    """The warning for fewer than :data:`MIN_SEEDS` seeds among the finished cells (``""`` otherwise)."""
+    done = results[results["status"] == "done"]
+    if done.empty:
+        return ""
+    n = int(done["seed"].nunique())
+    if n >= MIN_SEEDS:
+        return ""
+    seeds = f"{n} seed{'' if n == 1 else 's'}"
+    return f"Warning — {seeds}: intervals and significance are not meaningful below {MIN_SEEDS}."
 
 
 def ranking_section(data: ReportData, plots: _Plots) -> Section:

@@ -7,8 +7,11 @@ Rows are labelled for display:
 * a *setting* is a dataset and model (with their varying parameters, neuron and surrogate),
   e.g. ``digits · mlp``; tables and figures are made per setting.
 
-The summary holds, per (setting, variant, ``T``), the mean, sample standard deviation and count
-over seeds of every metric, and the ratios to BPTT of the same setting, ``T`` and run.
+The summary holds, per (setting, variant, ``T``), the mean, sample standard deviation, count and
+95 % confidence half-width (``<metric>_ci_half``: Student-t, see :mod:`snnarena.report.stats`) over
+seeds of every metric, the ratios to BPTT of the same setting, ``T`` and run, and, for the task
+scores, the step time and the activation memory, a paired comparison with that BPTT row on the
+seeds both have (``<metric>_vs_bptt_diff``, ``_pairs``, ``_p``; see :func:`paired_with_reference`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from numpy.typing import ArrayLike
 
 from snnarena.columns import CORE_COLUMNS, Column, columns_by_name, columns_from_manifest
 from snnarena.compare import metric_columns
+from snnarena.report.stats import ci_half_width, paired_t_test, tied_ranks
 from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 from snnarena.task import SCORES
 
@@ -228,7 +232,8 @@ def _method_order(method: str) -> tuple[int, str]:
 
 
 def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Mean/std/count over seeds per (setting, variant, T) of ``done`` cells, plus BPTT ratios."""
+    """Mean/std/count/95 % CI half-width over seeds per (setting, variant, T) of ``done`` cells, the
+    ratios to the BPTT reference and the paired comparisons with it (see the module docstring)."""
     done = results[results["status"] == "done"]
     keys = ["setting", "variant", "T"]
     if done.empty:
@@ -241,21 +246,80 @@ def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         parts.append(values.mean().rename(f"{m}_mean"))
         parts.append(values.std().rename(f"{m}_std"))
         parts.append(values.count().rename(f"{m}_n"))
-    summary = pd.concat(parts, axis=1).reset_index()
-    summary["mem_ratio"] = np.nan
-    summary["time_ratio"] = np.nan
-    for (_setting, _T, _run), block in summary.groupby(["setting", "T", "run"], sort=False):
-        base = block[block["method"] == BASELINE]
-        if base.empty:
-            continue
-        ref = base.sort_values(["n", "variant"], ascending=[False, True]).iloc[0]
-        for metric, ratio in (("peak_activation_bytes", "mem_ratio"), ("step_time_ms", "time_ratio")):
-            denominator = ref[f"{metric}_mean"]
-            if np.isfinite(denominator) and denominator > 0:
-                summary.loc[block.index, ratio] = block[f"{metric}_mean"] / denominator
+    summary = pd.concat(parts, axis=1).copy().reset_index()  # copy: one block per dtype, not one per metric
+    extra = {f"{m}_ci_half": ci_half_width(summary[f"{m}_std"], summary[f"{m}_n"]) for m in metrics}
+    reference = _reference_positions(summary)
+    for metric, ratio in (("peak_activation_bytes", "mem_ratio"), ("step_time_ms", "time_ratio")):
+        means = summary[f"{metric}_mean"].to_numpy(float)
+        denominator = np.where(reference >= 0, means[np.maximum(reference, 0)], np.nan)
+        usable = np.isfinite(denominator) & (denominator > 0)
+        extra[ratio] = np.divide(means, denominator, out=np.full(len(means), np.nan), where=usable)
+    summary = pd.concat([summary, pd.DataFrame(extra, index=summary.index)], axis=1)
+    summary = paired_with_reference(summary, done, [m for m in PAIRED_METRICS if m in metrics]).copy()
     order = summary["method"].map(_method_order)
     summary = summary.assign(_order=order).sort_values(["setting", "T", "_order", "variant"], kind="stable")
     return summary.drop(columns="_order").reset_index(drop=True)
+
+
+#: Metrics the summary compares with the reference (BPTT) seed by seed: the task scores, the step
+#: time and the activation memory.
+PAIRED_METRICS: tuple[str, ...] = (
+    *(f"test_{score.name}" for score in SCORES),
+    "step_time_ms",
+    "peak_activation_bytes",
+)
+
+
+SUFFIXES: tuple[str, ...] = ("diff", "pairs", "p")
+
+
+def _reference_positions(summary: pd.DataFrame) -> np.ndarray:
+    """Per summary row, the position of its reference row: the BPTT row of the same setting, ``T``
+    and run with the most seeds (the first variant on ties), as the ratios use; -1 where none."""
+    reference = np.full(len(summary), -1)
+    positions = pd.Series(np.arange(len(summary)), index=summary.index)
+    for _key, block in summary.groupby(["setting", "T", "run"], sort=False):
+        base = block[block["method"] == BASELINE]
+        if not base.empty:
+            ref = base.sort_values(["n", "variant"], ascending=[False, True]).index[0]
+            reference[positions.loc[block.index].to_numpy()] = positions.loc[ref]
+    return reference
+
+
+def paired_with_reference(summary: pd.DataFrame, done: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Add, per metric, ``<metric>_vs_bptt_diff`` (mean over shared seeds of the row's value minus
+    the reference's), ``<metric>_vs_bptt_pairs`` (how many seeds both have a value for) and
+    ``<metric>_vs_bptt_p`` (two-sided paired t-test, :func:`snnarena.report.stats.paired_t_test`;
+    NaN with fewer than two pairs). Reference rows and rows without a reference get NaN."""
+    columns = {f"{m}_vs_{BASELINE}_{suffix}": np.full(len(summary), np.nan) for m in metrics for suffix in SUFFIXES}
+    per_seed = {m: seed_table(done, m) for m in metrics}
+    for position, ref in enumerate(_reference_positions(summary)):
+        if ref < 0 or ref == position:
+            continue
+        for m in metrics:
+            values, ref_values = (seed_values(per_seed[m], summary.iloc[p]) for p in (position, ref))
+            shared = values.index.intersection(ref_values.index)
+            result = paired_t_test(values.loc[shared].to_numpy(float), ref_values.loc[shared].to_numpy(float))
+            for suffix, value in zip(SUFFIXES, (result.difference, result.n, result.p_value), strict=True):
+                columns[f"{m}_vs_{BASELINE}_{suffix}"][position] = value
+    return pd.concat([summary, pd.DataFrame(columns, index=summary.index)], axis=1)
+
+
+def seed_table(results: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` of the ``done`` rows of ``results`` indexed by (setting, variant, T, seed) (the
+    mean, should a seed appear twice); all NaN when the results have no such column."""
+    done = results[results["status"] == "done"]
+    values = pd.to_numeric(done[metric], errors="coerce") if metric in done else pd.Series(np.nan, index=done.index)
+    return values.groupby([done["setting"], done["variant"], done["T"], done["seed"]]).mean()
+
+
+def seed_values(table: pd.Series, row: pd.Series) -> pd.Series:
+    """A summary row's finite values indexed by seed, from a :func:`seed_table`."""
+    try:
+        values = table.loc[(row["setting"], row["variant"], row["T"])]
+    except KeyError:
+        return pd.Series(dtype=float)
+    return values[np.isfinite(values.to_numpy(float))]
 
 
 def layer_cosines(results: pd.DataFrame) -> pd.DataFrame:
@@ -357,23 +421,36 @@ RANK_CRITERIA: tuple[tuple[str, str], ...] = (
 )
 
 
+def _block_ranks(summary: pd.DataFrame, metric: str, higher: bool, blocks_of: list[pd.Series]) -> pd.Series:
+    """Ranks of ``metric`` within each block with ties where intervals overlap the best's
+    (:func:`snnarena.report.stats.tied_ranks`; no ``<metric>_ci_half`` column: no intervals)."""
+    means = summary[f"{metric}_mean"]
+    half = summary[f"{metric}_ci_half"] if f"{metric}_ci_half" in summary else pd.Series(np.nan, index=summary.index)
+    rank = pd.Series(np.nan, index=summary.index)
+    for _key, idx in means.groupby(blocks_of, sort=False).groups.items():
+        rank.loc[idx] = tied_ranks(means.loc[idx].to_numpy(float), half.loc[idx].to_numpy(float), higher)
+    return rank
+
+
 def _score_ranks(summary: pd.DataFrame, blocks_of: list[pd.Series]) -> pd.Series:
     """Rank within each block by the block's task score: the first score of :data:`SCORES` with
     values (a block is one setting, so one task)."""
     rank = pd.Series(np.nan, index=summary.index)
     for score in SCORES:
-        column = f"test_{score.name}_mean"
-        if column in summary:
-            ranked = summary[column].groupby(blocks_of).rank(ascending=not score.higher_is_better, method="min")
-            rank = rank.fillna(ranked)
+        if f"test_{score.name}_mean" in summary:
+            rank = rank.fillna(_block_ranks(summary, f"test_{score.name}", score.higher_is_better, blocks_of))
     return rank
 
 
 def rankings(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean rank (1 = best) of each method variant per criterion over the (setting, T) blocks.
 
-    Ranks are taken within each block (ties share the best rank); BPTT, the reference, is not
-    ranked on gradient cosine. Columns: ``variant``, one per criterion, ``blocks``.
+    Within a block, a variant whose 95 % confidence interval of the criterion (``<metric>_ci_half``)
+    overlaps the interval of the variant with the best mean shares rank 1; every other variant's
+    rank is 1 + the number of variants with a strictly better mean (equal means share a rank); a
+    variant with one seed has no interval and counts as its mean alone
+    (:func:`snnarena.report.stats.tied_ranks`). BPTT, the reference, is not ranked on gradient
+    cosine. Columns: ``variant``, one per criterion, ``blocks``.
     """
     if summary.empty:
         return pd.DataFrame(columns=["variant", *[c[1] for c in RANK_CRITERIA], "blocks"])
@@ -384,11 +461,11 @@ def rankings(summary: pd.DataFrame) -> pd.DataFrame:
         if metric == "score":
             ranks[label] = _score_ranks(summary, blocks_of).groupby(summary["variant"]).mean()
             continue
-        values = summary[f"{metric}_mean"]
-        higher = bool(core[metric].higher_is_better)
-        if metric == "grad_cosine_bptt":
-            values = values.where(summary["method"] != BASELINE)  # the reference itself is not ranked
-        rank = values.groupby(blocks_of).rank(ascending=not higher, method="min")
+        ranked = summary
+        if metric == "grad_cosine_bptt":  # the reference itself is not ranked
+            not_reference = summary["method"] != BASELINE
+            ranked = summary.assign(grad_cosine_bptt_mean=summary[f"{metric}_mean"].where(not_reference))
+        rank = _block_ranks(ranked, metric, bool(core[metric].higher_is_better), blocks_of)
         ranks[label] = rank.groupby(summary["variant"]).mean()
     blocks = summary.groupby("variant").size().rename("blocks")
     out = pd.DataFrame(ranks).join(blocks).reset_index().rename(columns={"index": "variant"})
