@@ -169,16 +169,10 @@ class EPPrototypical(LayeredEPModel):
     )
 
     def dynamics(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
-        rho, dt = self.activation.rho, self.dt
-        drives = self._drives(x, state)
-        if dt == 1.0:
-            return [rho(h) for h in drives]
-        return [(1.0 - dt) * s + dt * rho(h) for s, h in zip(state, drives, strict=True)]
+        return _leaky_step(self.activation.rho, self.dt, state, self._drives(x, state))
 
     def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
-        if self.dt == 1.0:
-            return self._pairs(x, state)
-        return (1.0 - self.dt) * _half_square(state) + self.dt * self._pairs(x, state)
+        return _leaky_phi(self.dt, state, self._pairs(x, state))
 
 
 class EPEnergy(LayeredEPModel):
@@ -230,6 +224,20 @@ class EPEnergy(LayeredEPModel):
 
     def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
         return _half_square(state) - self.dt * self.energy(x, state)
+
+
+def _leaky_step(rho: Callable[[Tensor], Tensor], dt: float, state: list[Tensor], drives: list[Tensor]) -> list[Tensor]:
+    """The prototypical step ``s_l ← (1 − dt) s_l + dt ρ(h_l)`` from the drives ``h_l = ∂Ψ/∂s_l``."""
+    if dt == 1.0:
+        return [rho(h) for h in drives]
+    return [(1.0 - dt) * s + dt * rho(h) for s, h in zip(state, drives, strict=True)]
+
+
+def _leaky_phi(dt: float, state: list[Tensor], coupling: Tensor) -> Tensor:
+    """``Φ = ½(1 − dt) Σ_l ‖s_l‖² + dt Ψ`` ``[B]`` for the coupling term ``Ψ`` (``Ψ`` at ``dt = 1``)."""
+    if dt == 1.0:
+        return coupling
+    return (1.0 - dt) * _half_square(state) + dt * coupling
 
 
 def _half_square(state: list[Tensor]) -> Tensor:
@@ -322,16 +330,10 @@ class EPConv(ConvergentModel):
         return list(grads) if differentiable else [g.detach() for g in grads]
 
     def dynamics(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
-        rho, dt = self.activation.rho, self.dt
-        drives = self._drives(x, state)
-        if dt == 1.0:
-            return [rho(h) for h in drives]
-        return [(1.0 - dt) * s + dt * rho(h) for s, h in zip(state, drives, strict=True)]
+        return _leaky_step(self.activation.rho, self.dt, state, self._drives(x, state))
 
     def phi(self, x: Tensor, state: list[Tensor]) -> Tensor:
-        if self.dt == 1.0:
-            return self._coupling(x, state)
-        return (1.0 - self.dt) * _half_square(state) + self.dt * self._coupling(x, state)
+        return _leaky_phi(self.dt, state, self._coupling(x, state))
 
 
 @snnarena.hookimpl

@@ -41,12 +41,18 @@ class SpikingGCN(GraphModel):
 
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__(info, make_neuron, **params)
-        (width,) = info.input_shape
-        bias = self.params["bias"]
-        for out in self.params["hidden"]:
-            self.stages.append(Stage(GraphConv(width, out, self.graph, bias=bias), make_neuron()))
-            width = out
-        self.readout = nn.Linear(width, info.n_classes, bias=bias)
+        _graph_conv_stack(self, make_neuron)
+
+
+def _graph_conv_stack(model: GraphModel, make_unit: NeuronFactory) -> None:
+    """Fill ``model.stages`` with ``GraphConv`` stages of widths ``hidden`` (units from
+    ``make_unit``) and set its linear readout to ``n_classes`` outputs."""
+    (width,) = model.info.input_shape
+    bias = model.params["bias"]
+    for out in model.params["hidden"]:
+        model.stages.append(Stage(GraphConv(width, out, model.graph, bias=bias), make_unit()))
+        width = out
+    model.readout = nn.Linear(width, model.info.n_classes, bias=bias)
 
 
 class NoState(NamedTuple):
@@ -84,12 +90,7 @@ class GCN(GraphModel):
 
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__(info, make_neuron, **params)
-        (width,) = info.input_shape
-        bias = self.params["bias"]
-        for out in self.params["hidden"]:
-            self.stages.append(Stage(GraphConv(width, out, self.graph, bias=bias), ReLUUnit()))
-            width = out
-        self.readout = nn.Linear(width, info.n_classes, bias=bias)
+        _graph_conv_stack(self, ReLUUnit)
 
 
 @snnarena.hookimpl

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from snnarena import extras
 from snnarena.data import DataInfo
 from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.graph import undirected_graph
@@ -21,7 +22,6 @@ from snnarena.measure import PhaseClock
 from snnarena.model import SpikingModel
 from snnarena.suite import SuiteError, parse_suite
 from snnarena.testing import make_batch, run_conformance, run_model_conformance, saved_bytes_over_T
-from snnarena_plugins.msg import manifolds
 from snnarena_plugins.msg.manifolds import MANIFOLDS, GraphExtraMissing, Manifold
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -222,7 +222,7 @@ def without_geoopt(monkeypatch):
             raise ImportError("No module named 'geoopt'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(manifolds.importlib, "import_module", lambda name: refuse(name))
+    monkeypatch.setattr(extras.importlib, "import_module", lambda name: refuse(name))
     monkeypatch.setattr(builtins, "__import__", refuse)
 
 

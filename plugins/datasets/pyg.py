@@ -19,7 +19,6 @@ only looks at names, sizes and the npz key lists. Nodes are split at random per 
 
 from __future__ import annotations
 
-import importlib
 import os
 import zipfile
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from snnarena.errors import ConfigurationError
+from snnarena.extras import import_extra
 from snnarena.graph import GraphBundle, GraphDataset, graph_dataset_params, undirected_graph
 from snnarena.params import Param
 
@@ -49,14 +48,8 @@ def data_root(given: str | None) -> Path:
 
 
 def load_pyg_io() -> ModuleType:
-    """``torch_geometric.io``, or a :class:`ConfigurationError` naming the ``graph`` extra."""
-    try:
-        return importlib.import_module("torch_geometric.io")
-    except ImportError as err:
-        raise ConfigurationError(
-            f"reading PyTorch Geometric datasets needs torch_geometric, part of snnarena's optional "
-            f'`graph` extra ({err}); install it with `pip install "snnarena[graph]"`'
-        ) from None
+    """``torch_geometric.io``, or an :class:`~snnarena.extras.ExtraMissing` naming the ``graph`` extra."""
+    return import_extra("torch_geometric.io", extra="graph", needed_for="reading PyTorch Geometric datasets")
 
 
 def _root_param() -> Param:

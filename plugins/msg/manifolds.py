@@ -26,7 +26,6 @@ lazily: without the ``graph`` extra, :func:`manifold` raises :class:`GraphExtraM
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import Any, Literal
 
@@ -34,27 +33,22 @@ import torch
 from torch import Tensor
 
 from snnarena.errors import ConfigurationError
+from snnarena.extras import ExtraMissing, import_extra, install_hint
 
 ManifoldName = Literal["lorentz", "sphere", "euclidean"]
 MANIFOLDS: tuple[str, ...] = ("lorentz", "sphere", "euclidean")
 #: Below this ``n`` the series of ``S`` and ``R`` replace the closed forms (no 0/0).
 _SMALL = 1e-3
-EXTRA_HINT = 'pip install "snnarena[graph]"'
+EXTRA_HINT = install_hint("graph")
 
 
-class GraphExtraMissing(ConfigurationError):
-    """geoopt (the ``graph`` extra) is not installed."""
+#: The error of a missing ``graph`` extra (kept under this name for the msg plugin's users).
+GraphExtraMissing = ExtraMissing
 
 
 def load_geoopt() -> ModuleType:
     """The ``geoopt`` module, or :class:`GraphExtraMissing` naming the extra to install."""
-    try:
-        return importlib.import_module("geoopt")
-    except ImportError as err:
-        raise GraphExtraMissing(
-            f"the msg model needs geoopt, which is part of snnarena's optional `graph` extra "
-            f"({err}); install it with `{EXTRA_HINT}`"
-        ) from None
+    return import_extra("geoopt", extra="graph", needed_for="the msg model")
 
 
 def geoopt_missing() -> str | None:
