@@ -153,6 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn_about_plugins(host)
     suite = load_suite(args.suite, host)
     print(f"suite {suite.name}: {suite.n_cells:,} cells, {_budget_text(suite)}")
+    for line in suite.added:
+        print(f"  {line}")
     _confirm_size(suite.n_cells, suite.source, args.max_cells, args.yes)
     if args.report:
         check_writable(Path(args.report_dir))  # before training, not after it

@@ -238,6 +238,8 @@ class SuiteSpec:
         self.text = text
         self.grid = grid
         self._cells = list(cells) if cells is not None else None
+        #: What validation added to the suite as given (one line each), e.g. BPTT reference rows.
+        self.added: tuple[str, ...] = ()
 
     @property
     def n_cells(self) -> int:
@@ -404,6 +406,7 @@ class _Validator:
         train, optimizer = self.train(data.get("train", {}))
         seeds, Ts = self.grid(data.get("grid"))
         methods = self.entries(data, "methods", "method", train["loss"])
+        methods, added = reference_rows(methods)
         models = self.entries(data, "models", "model", train["loss"])
         datasets = self.entries(data, "datasets", "dataset", train["loss"])
         metrics = self.metrics(data.get("metrics", []))
@@ -429,7 +432,9 @@ class _Validator:
             optimizer=optimizer,
             metrics=tuple(metrics),
         )
-        return SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
+        spec = SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
+        spec.added = tuple(added)
+        return spec
 
     def train(self, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(raw, dict):
@@ -795,6 +800,45 @@ class _Validator:
 
 def _tasks(kinds: Iterable[str]) -> str:
     return " or ".join(sorted(kinds))
+
+
+#: The method every other is compared with (gradient fidelity, the report's ratios and tests).
+REFERENCE_METHOD = "bptt"
+
+
+def reference_rows(methods: list[_Variant]) -> tuple[list[_Variant], list[str]]:
+    """``methods`` plus, when the suite has a BPTT entry, a BPTT variant (default parameters) for
+    every loss form some method trains with and no BPTT entry does: a method is compared with BPTT
+    of its own objective, so a suite that mixes losses gets the matching reference rows. Returns
+    the methods and one line per added variant."""
+    references = [m for m in methods if m.fields["method"] == REFERENCE_METHOD]
+    if not references:
+        return methods, []
+    template = references[0]
+    covered = {m.fields["loss"] for m in references}
+    out, added = list(methods), []
+    for method in methods:
+        loss = method.fields["loss"]
+        if loss in covered:
+            continue
+        covered.add(loss)
+        fields = {"method": REFERENCE_METHOD, "method_params": {}, "loss": loss}
+        resolved = params_of(template.cls).resolve({}) if template.cls is not None else {}
+        out.append(
+            _Variant(
+                f"{method.where} (reference)",
+                fields,
+                _identity(REFERENCE_METHOD, resolved, loss),
+                REFERENCE_METHOD,
+                template.cls,
+                resolved,
+            )
+        )
+        added.append(
+            f"added {REFERENCE_METHOD} with loss {loss!r}: the reference of {method.label!r} ({method.where}), "
+            f"which trains with that loss"
+        )
+    return out, added
 
 
 def _who(group: list[_Variant]) -> str:

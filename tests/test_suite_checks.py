@@ -188,9 +188,16 @@ T = [6]
 def test_cell_ids_and_order_do_not_change(host: PluginHost) -> None:
     """Pinned ids: a change of the cell spec (a new resolved ``[train]`` setting, as ``select``) must be
     deliberate, since ``--resume`` finds cells by id. Last re-pinned when ``train.fidelity_points`` came in."""
-    ids = [c.cell_id for c in parse_suite(PINNED, host).cells]
-    assert len(ids) == 60 and ids[:3] == ["b527e559a77d", "66bdf25348c4", "4e46112c0c04"]
-    assert hashlib.sha1(",".join(ids).encode()).hexdigest()[:16] == "b9bd5516b80a7901"
+    suite = parse_suite(PINNED, host)
+    ids = [c.cell_id for c in suite.cells]
+    assert len(ids) == 80 and ids[:3] == ["b527e559a77d", "66bdf25348c4", "4e46112c0c04"]
+    assert hashlib.sha1(",".join(ids[:60]).encode()).hexdigest()[:16] == "b9bd5516b80a7901"
+    # tbptt trains with the per-step loss and bptt with the rate loss: the per-step BPTT reference
+    # rows come after the suite's own cells, so adding them changed no id
+    assert {(c.method, c.loss, str(c.method_params)) for c in suite.cells[60:]} == {("bptt", "per_step", "{}")}
+    assert suite.added == (
+        "added bptt with loss 'per_step': the reference of 'tbptt K=2' (methods[1]), which trains with that loss",
+    )
 
 
 # -- memory sanity ----------------------------------------------------------------------------

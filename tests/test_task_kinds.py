@@ -331,3 +331,42 @@ def test_graph_models_pass_their_family_checks(host: PluginHost, name: str) -> N
     run_model_conformance(lambda: build_model(host, name, data.info, make, {"hidden": [6]}).double())
     model = build_model(host, name, data.info, make, {"hidden": [6]})
     assert model.neuron_count() == 6  # neurons per node
+
+
+# -- the BPTT reference follows each method's objective --------------------------------------
+
+
+def test_a_suite_mixing_losses_gets_the_matching_bptt_rows(host: PluginHost) -> None:
+    text = suite("mlp", 'name = "digits"', method="ratebp").replace(
+        '[[methods]]\nname = "ratebp"', '[[methods]]\nname = "ratebp"\nloss = "rate"\n[[methods]]\nname = "bptt"'
+    )
+    spec = parse_suite(text, host)
+    assert sorted((c.method, c.loss) for c in spec.cells) == [
+        ("bptt", "per_step"),
+        ("bptt", "rate"),
+        ("ratebp", "rate"),
+    ]
+    assert spec.added == (
+        "added bptt with loss 'rate': the reference of 'ratebp' (methods[0]), which trains with that loss",
+    )
+    without_bptt = parse_suite(suite("mlp", 'name = "digits"', method="ratebp"), host)
+    assert without_bptt.added == () and without_bptt.n_cells == 1  # no reference in the suite: none added
+
+
+def test_ratios_and_paired_tests_use_bptt_of_the_same_loss() -> None:
+    import pandas as pd
+
+    from snnarena.report.tables import _reference_positions
+
+    summary = pd.DataFrame(
+        {
+            "setting": ["s"] * 3,
+            "T": [4] * 3,
+            "run": ["r"] * 3,
+            "loss": ["per_step", "rate", "rate"],
+            "method": ["bptt", "bptt", "ratebp"],
+            "variant": ["bptt", "bptt (rate loss)", "ratebp"],
+            "n": [2, 2, 2],
+        }
+    )
+    assert list(_reference_positions(summary)) == [0, 1, 1]

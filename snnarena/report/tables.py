@@ -238,7 +238,8 @@ def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     keys = ["setting", "variant", "T"]
     if done.empty:
         return pd.DataFrame(columns=[*keys, "method", "method_label", "params_text", "run", "memory_class", "n"])
-    first = done.groupby(keys, sort=False)[["method", "method_label", "params_text", "run", "memory_class"]].first()
+    carried = [c for c in ("method", "method_label", "params_text", "run", "memory_class", "loss") if c in done]
+    first = done.groupby(keys, sort=False)[carried].first()
     grouped = done.groupby(keys, sort=False)
     parts = [first, grouped.size().rename("n")]
     for m in metrics:
@@ -274,11 +275,13 @@ SUFFIXES: tuple[str, ...] = ("diff", "pairs", "p")
 
 
 def _reference_positions(summary: pd.DataFrame) -> np.ndarray:
-    """Per summary row, the position of its reference row: the BPTT row of the same setting, ``T``
-    and run with the most seeds (the first variant on ties), as the ratios use; -1 where none."""
+    """Per summary row, the position of its reference row: the BPTT row of the same setting, ``T``,
+    run and loss (a method is compared with BPTT of its own objective) with the most seeds (the
+    first variant on ties), as the ratios use; -1 where none."""
     reference = np.full(len(summary), -1)
     positions = pd.Series(np.arange(len(summary)), index=summary.index)
-    for _key, block in summary.groupby(["setting", "T", "run"], sort=False):
+    loss = summary["loss"].map(text) if "loss" in summary else pd.Series("", index=summary.index)
+    for _key, block in summary.groupby([summary["setting"], summary["T"], summary["run"], loss], sort=False):
         base = block[block["method"] == BASELINE]
         if not base.empty:
             ref = base.sort_values(["n", "variant"], ascending=[False, True]).index[0]
