@@ -32,6 +32,8 @@ Every phase is timed through ``clock.phase("forward"|"backward"|"optimizer")``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from torch import Tensor, nn
@@ -57,11 +59,35 @@ def _no_update() -> None:
     """The ``update`` of :meth:`GradientMethod.accumulate_gradients`: gradients keep adding up."""
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of a method, as its paper or official code runs it (``ottt@paper``).
+
+    A preset is data: the method's parameters, and for the cells of the method the neuron, the
+    surrogate, the loss form and the optimizer settings it replaces in a suite's ``paper``
+    protocol (``None``: the suite's). ``sources`` cites where each value comes from, keyed like
+    ``params.K``, ``neuron.params.tau``, ``surrogate.name``, ``loss``, ``optimizer.lr``.
+    """
+
+    doc: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: ``{"name": "lif", "params": {...}}`` or ``None``.
+    neuron: Mapping[str, Any] | None = None
+    #: ``{"name": "sigmoid", "params": {...}}`` or ``None``.
+    surrogate: Mapping[str, Any] | None = None
+    loss: str | None = None
+    #: ``{"name": "sgd", "lr": 0.1, "momentum": 0.9, ...}`` (the suite's ``train.optimizer`` keys) or ``None``.
+    optimizer: Mapping[str, Any] | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
 class GradientMethod(Generic[PreparedT]):
     """A way to compute parameter updates for a spiking/recurrent model over ``T`` steps."""
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
+    #: Named configurations (``"paper"`` ...): see :class:`Preset`.
+    PRESETS: ClassVar[Mapping[str, Preset]] = MappingProxyType({})
     #: How the bytes saved for backward grow with ``T`` (checked by ``snnarena.testing``).
     memory_class: ClassVar[MemoryClass] = "O(T)"
     #: Model families the method can train.
