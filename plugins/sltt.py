@@ -12,25 +12,70 @@ Only one step's graph is alive: saved memory ``O(L·B·N)``, constant in ``T``; 
 (``torch.randperm(T)[:k]``, as the official ``train_SLTTK.py``); the other steps run under
 ``torch.no_grad()`` and only the chosen ones back-propagate their loss, still divided by ``T``
 (not ``k``): backward compute ``O(k·L)``, independent of ``T``. The returned loss sums all ``T``
-steps. One optimizer step per batch. BatchNorm is applied per step, as in the official code.
+steps. One optimizer step per batch. ``loss_lambda = λ > 0`` optimises the official loss
+``((1 − λ) CE(o[t], y) + λ MSE(o[t], g))/T`` with ``g`` the constant ``loss_means`` (a regulariser)
+or, with ``loss_means = null``, the one-hot label (``-mse_n_reg``): a different objective from the
+suite's, while gradient fidelity still compares with BPTT on the suite's loss. BatchNorm is
+applied per step, as in the official code.
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor
 
 import snnarena
+from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
-from snnarena.method import GradientMethod
+from snnarena.method import GradientMethod, Preset
 from snnarena.model import SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena.task import TASK_KINDS
+from snnarena_plugins.ottt import mixed_step_loss, mse_skip_reason
+
+_METHODS_MD = "shared/research/methods.md"
+_OFFICIAL = "qymeng94/SLTT"
+
+#: ``sltt@paper``: Meng et al.'s CIFAR-10 setting (SLTT, every step back-propagated).
+PAPER = Preset(
+    doc="SLTT as in Meng et al. 2023 / qymeng94/SLTT (CIFAR-10): LIF τ = 1.1 with decay_input=false and "
+    "soft reset, triangle surrogate (PiecewiseQuadratic, α = 1), per-step CE + 0.05·MSE to 1.0, SGD 0.1 / 0.9, "
+    "wd 5e-5. "
+    "Not reproduced: BatchNorm, the cosine schedule, augmentation.",
+    params={"k": None, "loss_lambda": 0.05, "loss_means": 1.0},
+    neuron={
+        "name": "lif",
+        "params": {"tau": 1.1, "decay_input": False, "v_threshold": 1.0, "reset": "soft", "detach_reset": False},
+    },
+    surrogate={"name": "triangle", "params": {"alpha": 1.0}},
+    loss="per_step",
+    optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-5},
+    sources={
+        "params.k": f"{_METHODS_MD} §4(b): SLTT back-propagates every step (SLTT-K only on DVS/ImageNet, §4(c))",
+        "params.loss_lambda": f"{_METHODS_MD} §4(c), §12: loss_lambda 0.05 ({_OFFICIAL} train_SLTT.py default)",
+        "params.loss_means": f"{_METHODS_MD} §4(c), §12: constant MSE target 1.0 (no -mse_n_reg on CIFAR)",
+        "neuron.name": f"{_METHODS_MD} §4(a): SLTTNeuron, a SpikingJelly LIFNode ({_OFFICIAL} modules/neuron.py)",
+        "neuron.params.tau": f"{_METHODS_MD} §4(c), §12: τ = 1.1 ({_OFFICIAL} train_SLTT.py -tau default)",
+        "neuron.params.decay_input": f"{_METHODS_MD} §4(c): decay_input=False",
+        "neuron.params.v_threshold": f"{_OFFICIAL} modules/neuron.py: SLTTNeuron v_threshold=1",
+        "neuron.params.reset": f"{_METHODS_MD} §4(c): soft reset (v_reset=None)",
+        "neuron.params.detach_reset": f"{_OFFICIAL} modules/neuron.py: SLTTNeuron detach_reset=False (no effect "
+        "on the SLTT gradient: the membrane is detached before every step)",
+        "surrogate.name": f"{_METHODS_MD} §4(c), §12: triangle (PiecewiseQuadratic)",
+        "surrogate.params.alpha": f"{_METHODS_MD} §4(c): PiecewiseQuadratic α = 1",
+        "loss": f"{_METHODS_MD} §4(b), §4(c): per-step loss divided by T",
+        "optimizer.name": f"{_METHODS_MD} §4(c): SGD ({_OFFICIAL} train_SLTT.py -opt default)",
+        "optimizer.lr": f"{_METHODS_MD} §4(c): lr 0.1",
+        "optimizer.momentum": f"{_METHODS_MD} §4(c): momentum 0.9",
+        "optimizer.weight_decay": f"{_METHODS_MD} §4(c): CIFAR-10 wd 5e-5",
+    },
+)
 
 
 class SLTT(GradientMethod[SpikingModel]):
@@ -40,6 +85,7 @@ class SLTT(GradientMethod[SpikingModel]):
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
     tasks = frozenset(TASK_KINDS)  # passes t to the loss: per-step targets split exactly
+    PRESETS = MappingProxyType({"paper": PAPER})
     PARAMS = (
         Param(
             "k",
@@ -49,7 +95,25 @@ class SLTT(GradientMethod[SpikingModel]):
             low=1,
             nullable=True,
         ),
+        Param(
+            "loss_lambda",
+            "float",
+            0.0,
+            "weight λ of the official MSE term: L[t] = ((1 − λ) CE + λ MSE(o[t], g))/T",
+            low=0.0,
+            high=1.0,
+        ),
+        Param(
+            "loss_means",
+            "float",
+            1.0,
+            "MSE target g: every logit to this constant (the official regulariser); null: the one-hot label",
+            nullable=True,
+        ),
     )
+
+    def skip(self, model: SpikingModel, info: DataInfo, loss: SequenceLoss) -> str | None:
+        return super().skip(model, info, loss) or mse_skip_reason(self.name, self.params["loss_lambda"], loss)
 
     def backward_steps(self, T: int) -> set[int]:
         """The steps that back-propagate for one batch (draws from the global RNG if ``k`` is set)."""
@@ -68,7 +132,8 @@ class SLTT(GradientMethod[SpikingModel]):
         for t in range(T):
             with clock.phase("forward"), torch.set_grad_enabled(t in chosen):
                 out = model.step(x[t], detach_state(state))
-                value = loss.step(out.logits, y, T, t)
+                lam, target = self.params["loss_lambda"], self.params["loss_means"]
+                value = mixed_step_loss(loss.step(out.logits, y, T, t), out.logits, y, T, lam, target)
             if t in chosen:
                 with clock.phase("backward"):
                     value.backward()

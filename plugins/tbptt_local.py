@@ -15,15 +15,19 @@ Per segment ``s`` (steps ``t_s .. t_s+k−1``) and block ``b`` the method back-p
 ``SequenceLoss.segment(o^b[t_s : t_s+k], y, T)`` (``per_step``: ``(1/T) Σ_t CE(o^b[t], y)``;
 ``rate``: ``(k/T) CE(mean_t o^b[t], y)``) right after running that block on that segment, so the
 graph alive at any time is one block × one segment: saved memory ``O(K·Lb·B·N)`` (+ the head),
-flat in ``T``. Gradients of all segments and blocks are summed into ``p.grad``; the optimizer
-steps once per batch. The heads are the method's own parameters (:meth:`prepare` wraps the model
-and the heads; ``extra_parameters`` counts them); the returned loss is the model's (last block).
+flat in ``T``. ``update="batch"``: gradients of all segments and blocks are summed into
+``p.grad`` and the optimizer steps once per batch; ``update="segment"``: it steps after every
+segment's backward (all blocks of the segment), Guo et al.'s update unlocking — ``ceil(T/K)``
+optimizer steps per batch, and later segments run with the updated weights. The heads are the
+method's own parameters (:meth:`prepare` wraps the model and the heads; ``extra_parameters``
+counts them); the returned loss is the model's (last block).
 With ``K >= T`` and one block (``block_size >= L``) this is BPTT exactly.
 """
 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -33,7 +37,7 @@ import snnarena
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
-from snnarena.method import GradientMethod
+from snnarena.method import GradientMethod, Preset, Update
 from snnarena.model import SeqOutput, SpikingModel, StepOutput
 from snnarena.neuron import detach_state
 from snnarena.params import Param
@@ -127,16 +131,45 @@ class LocalBlocksModel(nn.Module):
         return self.model.neuron_count()
 
 
+_METHODS_MD = "shared/research/methods.md"
+
+#: ``tbptt_local@paper``: Guo et al.'s update unlocking; the paper's K, Lb, neuron and optimizer are
+#: a sweep or unverified (methods.md §2 has no official code), so the suite's stay.
+PAPER = Preset(
+    doc="TBPTT + local learning as in Guo et al. 2023: an optimizer step after every segment (update "
+    "unlocking) and the CE of each segment's rate. No official code: K, Lb (a swept design space), the "
+    "neuron, surrogate and optimizer are the suite's.",
+    params={"update": "segment"},
+    loss="rate",
+    sources={
+        "params.update": f"{_METHODS_MD} §2(b), §12: backprop within the segment, then update (update unlocking)",
+        "loss": f"{_METHODS_MD} §2(b) pseudocode: loss_b = CE(head_b(rate(h_b over seg)), y)",
+    },
+)
+
+
 class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
     """Truncated BPTT (K steps) with local training blocks of Lb stages and auxiliary heads."""
 
     name = "tbptt_local"
     memory_class = "O(K)"
     tasks = frozenset(TASK_KINDS)  # passes start to the loss: per-step targets split exactly
+    PRESETS = MappingProxyType({"paper": PAPER})
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param("block_size", "int", 1, "stages per local training block (Lb)", low=1),
+        Param(
+            "update",
+            "str",
+            "batch",
+            "optimizer step once per batch or after every segment (update unlocking, Guo et al.)",
+            choices=("batch", "segment"),
+        ),
     )
+
+    @property
+    def updates_within_batch(self) -> bool:
+        return self.params["update"] == "segment"
 
     def prepare(self, model: SpikingModel) -> LocalBlocksModel:
         return LocalBlocksModel(model, self.params["block_size"])
@@ -153,15 +186,20 @@ class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
             return model.model, model.blocks, model.heads
         blocks = block_bounds(len(model.stages), self.params["block_size"])
         if len(blocks) > 1:
-            raise ValueError(
-                "tbptt_local: accumulate_gradients needs the module returned by prepare(model), "
-                "which holds the auxiliary heads"
-            )
+            raise ValueError("tbptt_local needs the module returned by prepare(model), which holds the auxiliary heads")
         return model, blocks, nn.ModuleList()
 
-    def accumulate_gradients(
-        self, model: LocalBlocksModel | SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
+    def unroll(
+        self,
+        model: LocalBlocksModel | SpikingModel,
+        x: Tensor,
+        y: Tensor,
+        loss: SequenceLoss,
+        clock: PhaseClock,
+        update: Update,
     ) -> float:
+        """Every segment through every block, each block's backward at once; ``update()`` after
+        each segment's last block."""
         net, blocks, heads = self._unwrap(model)
         K, T = self.params["K"], x.shape[0]
         state = net.init_state()
@@ -185,6 +223,7 @@ class TBPTTLocal(GradientMethod[LocalBlocksModel | SpikingModel]):
                     state[l] = detach_state(state[l])
                 if last:
                     total += float(value.detach())
+            update()
         return total
 
 

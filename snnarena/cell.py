@@ -164,6 +164,8 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
         "label": spec.label,
         "method": spec.method,
         "method_params": json.dumps(params_of(method_cls).resolve(spec.method_params), sort_keys=True),
+        "protocol": spec.protocol,
+        "preset": spec.preset,
         "model": spec.model,
         "model_params": json.dumps(spec.model_params, sort_keys=True),
         "dataset": spec.dataset,

@@ -8,15 +8,19 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.registry import KINDS
 from snnarena.task import SCORES
+
+if TYPE_CHECKING:
+    from snnarena.method import Preset
 
 #: Exit status when stdout was closed early (``snnarena list | head``): 128 + SIGPIPE, as Unix tools.
 EXIT_BROKEN_PIPE = 141
@@ -80,6 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         {"name": p.name, "kind": p.kind, "default": p.default, "accepts": p.describe(), "doc": p.doc}
                         for p in params_of(e.obj).declared
                     ],
+                    "presets": {name: _preset_data(preset) for name, preset in _presets(e.obj).items()},
                 }
                 for e in entries
             ],
@@ -97,6 +102,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             if args.verbose:
                 for p in params_of(e.obj).declared:
                     print(f"      {p.name} = {p.default!r}  ({p.describe()}) {p.doc}")
+                for name, preset in _presets(e.obj).items():
+                    print(f"      preset {e.name}@{name}: {preset.doc}")
+                    for line in _preset_lines(preset):
+                        print(f"        {line}")
     if host.failures:
         print("\nplugins that failed to load:")
         for f in host.failures:
@@ -106,6 +115,62 @@ def cmd_list(args: argparse.Namespace) -> int:
         for w in host.warnings:
             print(f"  {w.plugin}: {w.message}")
     return EXIT_OK
+
+
+def _presets(cls: Any) -> Mapping[str, Preset]:
+    """A plugin class's presets (methods declare them; other plugins have none)."""
+    presets: Mapping[str, Preset] = getattr(cls, "PRESETS", {})
+    return presets
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a dict (JSON-ready)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _preset_data(preset: Preset) -> dict[str, Any]:
+    """A preset as JSON data: its doc, values and sources."""
+    return {f.name: _plain(getattr(preset, f.name)) for f in fields(preset)}
+
+
+def _preset_values(preset: Preset) -> dict[str, Any]:
+    """A preset's values by dotted key, as its ``sources`` cite them (``params.K``, ``neuron.params.tau``)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif value is not None:
+            out[prefix] = value
+
+    for f in fields(preset):
+        if f.name not in ("doc", "sources"):
+            walk(f.name, getattr(preset, f.name))
+    return out
+
+
+def _preset_lines(preset: Preset) -> list[str]:
+    """One line per value, ``key = value  [source]`` (the source cited for the key or the nearest
+    enclosing one), then any source that cites no single value."""
+    values = _preset_values(preset)
+    lines = []
+    for key, value in values.items():
+        cited = next((preset.sources[k] for k in _enclosing(key) if k in preset.sources), None)
+        lines.append(f"{key} = {value!r}" + (f"  [{cited}]" if cited else ""))
+    used = {k for key in values for k in _enclosing(key)}
+    lines.extend(f"source of {k}: {v}" for k, v in preset.sources.items() if k not in used)
+    return lines
+
+
+def _enclosing(key: str) -> list[str]:
+    """``a.b.c`` → ``["a.b.c", "a.b", "a"]``."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 # -- run --------------------------------------------------------------------------------------------

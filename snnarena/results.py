@@ -60,6 +60,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "label",
     "method",
     "method_params",
+    "protocol",
+    "preset",
     "model",
     "model_params",
     "dataset",

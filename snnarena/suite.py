@@ -31,6 +31,7 @@ from snnarena.data import Dataset
 from snnarena.errors import SnnarenaError
 from snnarena.host import PluginHost
 from snnarena.loss import LOSS_FORMS
+from snnarena.method import Preset
 from snnarena.params import Param, ParamError, ParamSet, params_of
 from snnarena.registry import Kind, UnknownPluginError
 from snnarena.task import task_of
@@ -42,6 +43,21 @@ SELECT_RULES: dict[str, str] = {
     "best_val": "the weights of the epoch with the best validation score (the highest accuracy, or the "
     "lowest MSE on regression tasks), the earliest on ties",
 }
+#: ``grid.protocol``: how each method's training setting is chosen (recorded in every row).
+PROTOCOLS: dict[str, str] = {
+    "harmonized": "every method trains the suite's one model, neuron, surrogate, loss and optimizer; a method "
+    "entry runs a preset only where it names one (preset = '...')",
+    "paper": "every method entry that names no preset runs its method's 'paper' preset (its paper's neuron, "
+    "surrogate, loss and optimizer); a method without one runs with the suite's settings",
+}
+DEFAULT_PROTOCOL = "harmonized"
+#: The preset a method entry runs under the ``paper`` protocol when it names none.
+PAPER_PRESET = "paper"
+#: CellSpec fields that are left out of :attr:`CellSpec.cell_id` while they hold these values, so
+#: that the ids of suites written before the field existed do not change.
+_ID_DEFAULTS: dict[str, Any] = {"protocol": DEFAULT_PROTOCOL, "preset": ""}
+#: The CellSpec fields a preset can replace for its method's cells (besides ``loss``).
+_NEURON_FIELDS = ("neuron", "neuron_params", "surrogate", "surrogate_params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 TRAIN_PARAMS = ParamSet(
@@ -113,6 +129,10 @@ class CellSpec:
     train: dict[str, Any]
     optimizer: dict[str, Any]
     metrics: tuple[str, ...] = ()
+    #: ``grid.protocol`` of the suite (see :data:`PROTOCOLS`).
+    protocol: str = DEFAULT_PROTOCOL
+    #: The method preset the cell runs (``"paper"`` ...), ``""`` for none.
+    preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -125,13 +145,15 @@ class CellSpec:
 
     @property
     def cell_id(self) -> str:
-        """A stable id: the hash of everything that defines the cell (used by ``--resume``)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A stable id: the hash of everything that defines the cell (used by ``--resume``);
+        ``protocol`` and ``preset`` count only when set, so older suites keep their ids."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in _ID_DEFAULTS or v != _ID_DEFAULTS[k]}
+        canonical = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:
-        """Human-readable, e.g. ``tbptt[K=4] | mlp/lif | digits | T=16 | seed=0``."""
+        """Human-readable, e.g. ``tbptt[K=4] | mlp/lif | digits | T=16 | seed=0`` (``ottt@paper`` ... for a preset)."""
 
         def tag(name: str, params: Mapping[str, Any]) -> str:
             if not params:
@@ -141,7 +163,7 @@ class CellSpec:
 
         return " | ".join(
             (
-                tag(self.method, self.method_params),
+                tag(f"{self.method}@{self.preset}" if self.preset else self.method, self.method_params),
                 f"{self.model}/{self.neuron}" if self.neuron else self.model,
                 tag(self.dataset, self.dataset_params),
                 f"T={self.T}",
@@ -178,17 +200,21 @@ def _short(value: Any) -> str:
 class CellGrid:
     """The validated axes of a suite; its cells are their product, made on demand.
 
-    Cells are ordered method variant, model variant, dataset variant, then ``T``, then seed.
+    Cells are ordered method variant, model variant, dataset variant, then ``T``, then seed. A
+    method variant that runs a preset also carries the fields the preset replaces (``neuron``,
+    ``neuron_params``, ``surrogate``, ``surrogate_params``, ``optimizer``): they win over the
+    model's and the suite's, except that a model without a neuron keeps none.
     """
 
     suite: str
-    methods: tuple[dict[str, Any], ...]  # CellSpec fields: method, method_params, loss
+    methods: tuple[dict[str, Any], ...]  # CellSpec fields: method, method_params, loss, preset (+ replaced ones)
     models: tuple[dict[str, Any], ...]  # model, model_params, neuron, neuron_params, surrogate, surrogate_params
     datasets: tuple[tuple[dict[str, Any], tuple[int, ...]], ...]  # (dataset, dataset_params), its T values
     seeds: tuple[int, ...]
     train: dict[str, Any]  # without ``loss`` (a cell's loss is its own field)
     optimizer: dict[str, Any]
     metrics: tuple[str, ...]
+    protocol: str = DEFAULT_PROTOCOL
 
     @property
     def n_cells(self) -> int:
@@ -201,15 +227,22 @@ class CellGrid:
             for T, seed in itertools.product(Ts, self.seeds):
                 yield CellSpec(
                     suite=self.suite,
-                    **method,
-                    **model,
+                    **self._setting(method, model),
                     **dataset,
                     T=T,
                     seed=seed,
                     train=self.train,
-                    optimizer=self.optimizer,
                     metrics=self.metrics,
+                    protocol=self.protocol,
                 )
+
+    def _setting(self, method: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+        """The method, model, neuron, surrogate and optimizer fields of a (method, model) pair: a
+        preset's replacements win, but a model that builds no neuron (empty ``neuron``) keeps none."""
+        fields = {**model, "optimizer": self.optimizer, **method}
+        if not model["neuron"]:
+            fields.update({k: model[k] for k in _NEURON_FIELDS})
+        return fields
 
 
 class SuiteSpec:
@@ -382,6 +415,9 @@ class _Validator:
         self.host = host
         self.source = source
         self.problems: list[str] = []
+        self.protocol = DEFAULT_PROTOCOL
+        #: Lines for :attr:`SuiteSpec.added` (a method the ``paper`` protocol leaves as given ...).
+        self.notes: list[str] = []
 
     def problem(self, where: str, message: str) -> None:
         line = f"{where}: {message}"
@@ -404,9 +440,10 @@ class _Validator:
         if not isinstance(description, str):
             self.problem("description", f"expected a string, got {description!r}")
         train, optimizer = self.train(data.get("train", {}))
-        seeds, Ts = self.grid(data.get("grid"))
+        seeds, Ts, self.protocol = self.grid(data.get("grid"))
         methods = self.entries(data, "methods", "method", train["loss"])
         methods, added = reference_rows(methods)
+        added = [*self.notes, *added]
         models = self.entries(data, "models", "model", train["loss"])
         datasets = self.entries(data, "datasets", "dataset", train["loss"])
         metrics = self.metrics(data.get("metrics", []))
@@ -431,6 +468,7 @@ class _Validator:
             train={k: v for k, v in train.items() if k != "loss"},
             optimizer=optimizer,
             metrics=tuple(metrics),
+            protocol=self.protocol,
         )
         spec = SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
         spec.added = tuple(added)
@@ -470,18 +508,22 @@ class _Validator:
             )
         return train, optimizer
 
-    def grid(self, raw: Any) -> tuple[list[int], list[int]]:
+    def grid(self, raw: Any) -> tuple[list[int], list[int], str]:
         if not isinstance(raw, dict):
             self.problem("grid", "missing table [grid] with T = [...] (and optionally seeds = [...])")
-            return [0], [1]
+            return [0], [1], DEFAULT_PROTOCOL
         for key in raw:
-            if key not in ("seeds", "T"):
-                self.problem(f"grid.{key}", "unknown key; allowed: seeds, T")
+            if key not in ("seeds", "T", "protocol"):
+                self.problem(f"grid.{key}", "unknown key; allowed: seeds, T, protocol")
+        protocol = raw.get("protocol", DEFAULT_PROTOCOL)
+        if protocol not in PROTOCOLS:
+            self.problem("grid.protocol", f"expected one of {', '.join(map(repr, PROTOCOLS))}, got {protocol!r}")
+            protocol = DEFAULT_PROTOCOL
         seeds = self.int_list(raw.get("seeds", [0]), "grid.seeds", low=0)
         if "T" not in raw:
             self.problem("grid.T", "missing; give the numbers of time steps, e.g. T = [16]")
         Ts = self.int_list(raw.get("T", [1]), "grid.T", low=1)
-        return seeds, Ts
+        return seeds, Ts, protocol
 
     def int_list(self, value: Any, where: str, low: int) -> list[int]:
         values = value if isinstance(value, list) else [value]
@@ -565,7 +607,7 @@ class _Validator:
             return []
         out: list[_Variant] = []
         allowed = {
-            "method": ("name", "params", "loss"),
+            "method": ("name", "params", "loss", "preset"),
             "model": ("name", "params", "neuron"),
             "dataset": ("name", "params", "T"),
         }[kind]
@@ -577,6 +619,14 @@ class _Validator:
             for k in entry:
                 if k not in allowed:
                     self.problem(f"{where}.{k}", f"unknown key; allowed: {', '.join(allowed)}")
+            if kind == "method" and isinstance(entry.get("name"), str) and "@" in entry["name"]:
+                method, _, preset = entry["name"].partition("@")
+                self.problem(
+                    f"{where}.name",
+                    f"{entry['name']!r}: name the method and its preset apart: "
+                    f"name = {method!r} and preset = {preset!r}",
+                )
+                continue
             cls = self.plugin_class(kind, entry.get("name"), f"{where}.name")
             if cls is None:
                 continue
@@ -589,21 +639,80 @@ class _Validator:
         return out
 
     def method_entry(self, entry: dict[str, Any], cls: type, where: str, train_loss: str) -> list[_Variant]:
+        """The variants of a ``[[methods]]`` entry. A preset (named, or ``paper`` under the paper
+        protocol) gives the defaults of ``params`` (the entry's values win), the loss (the entry's
+        ``loss`` wins over it, it over ``train.loss``) and the neuron, surrogate and optimizer."""
         loss = entry.get("loss")
         if loss is not None and loss not in LOSS_FORMS:
             self.problem(f"{where}.loss", f"expected one of {', '.join(map(repr, LOSS_FORMS))}, got {loss!r}")
-        loss = loss or train_loss
+        preset_name, preset = self.preset_of(entry, cls, where)
+        replaced = self.preset_setting(preset, f"{where}.preset ({entry['name']}@{preset_name})") if preset else {}
+        loss = loss or (preset.loss if preset is not None and preset.loss else None) or train_loss
+        params = entry.get("params", {})
+        if preset is not None and isinstance(params, dict):
+            params = {**preset.params, **params}
+        name = f"{entry['name']}@{preset_name}" if preset_name else entry["name"]
         return [
             _Variant(
                 where,
-                {"method": entry["name"], "method_params": given, "loss": loss},
-                _identity(entry["name"], resolved, loss),
-                _label(entry["name"], given),
+                {"method": entry["name"], "method_params": given, "loss": loss, "preset": preset_name, **replaced},
+                _identity(entry["name"], resolved, loss, replaced),
+                _label(name, given),
                 cls,
                 resolved,
             )
-            for given, resolved in self.variants(cls, entry.get("params", {}), f"{where}.params")
+            for given, resolved in self.variants(cls, params, f"{where}.params")
         ]
+
+    def preset_of(self, entry: dict[str, Any], cls: type, where: str) -> tuple[str, Preset | None]:
+        """The preset an entry runs, ``("", None)`` for none: its ``preset`` key, or under the paper
+        protocol the method's ``paper`` preset where it has one (noted where it has none)."""
+        presets: Mapping[str, Preset] = getattr(cls, "PRESETS", {})
+        name = entry.get("preset")
+        if name is None:
+            if self.protocol != "paper":
+                return "", None
+            if PAPER_PRESET in presets:
+                return PAPER_PRESET, presets[PAPER_PRESET]
+            self.notes.append(
+                f"protocol 'paper': method {entry['name']!r} ({where}) has no 'paper' preset and runs with the "
+                "suite's neuron, surrogate, loss and optimizer"
+            )
+            return "", None
+        if isinstance(name, str) and name in presets:
+            return name, presets[name]
+        available = ", ".join(map(repr, sorted(presets))) or "none"
+        self.problem(
+            f"{where}.preset",
+            f"method {entry['name']!r} has no preset {name!r}; its presets: {available} (snnarena list -v shows them)",
+        )
+        return "", None
+
+    def preset_setting(self, preset: Preset, where: str) -> dict[str, Any]:
+        """The CellSpec fields ``preset`` replaces: ``neuron``/``neuron_params``,
+        ``surrogate``/``surrogate_params``, ``optimizer`` (each only where the preset sets it).
+        A preset that does not validate is the plugin's fault, and says so."""
+        fields: dict[str, Any] = {}
+        parts: tuple[tuple[Kind, Mapping[str, Any] | None], ...] = (
+            ("neuron", preset.neuron),
+            ("surrogate", preset.surrogate),
+        )
+        for kind, spec in parts:
+            if spec is None:
+                continue
+            cls = self.plugin_class(kind, spec.get("name"), f"{where}.{kind}.name")
+            variants = [] if cls is None else self.variants(cls, dict(spec.get("params", {})), f"{where}.{kind}.params")
+            if len(variants) == 1:
+                fields.update({kind: spec["name"], f"{kind}_params": variants[0][0]})
+            elif len(variants) > 1:
+                self.problem(f"{where}.{kind}.params", "a preset gives one value per parameter, not a sweep")
+        if preset.loss is not None and preset.loss not in LOSS_FORMS:
+            self.problem(f"{where}.loss", f"expected one of {', '.join(map(repr, LOSS_FORMS))}, got {preset.loss!r}")
+        if preset.optimizer is not None:
+            optimizer = self.resolve(OPTIMIZER_PARAMS, dict(preset.optimizer), f"{where}.optimizer")
+            if optimizer is not None:
+                fields["optimizer"] = optimizer
+        return fields
 
     def dataset_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
         Ts = tuple(self.int_list(entry["T"], f"{where}.T", low=1)) if "T" in entry else None
@@ -808,37 +917,62 @@ REFERENCE_METHOD = "bptt"
 
 def reference_rows(methods: list[_Variant]) -> tuple[list[_Variant], list[str]]:
     """``methods`` plus, when the suite has a BPTT entry, a BPTT variant (default parameters) for
-    every loss form some method trains with and no BPTT entry does: a method is compared with BPTT
-    of its own objective, so a suite that mixes losses gets the matching reference rows. Returns
-    the methods and one line per added variant."""
+    every training setting some method trains with and no BPTT entry does. A setting is the loss
+    form and what a preset replaces (neuron, surrogate, optimizer): a method is compared with BPTT
+    of its own objective and regime, so a suite that mixes losses or runs presets gets the matching
+    reference rows. Returns the methods and one line per added variant."""
     references = [m for m in methods if m.fields["method"] == REFERENCE_METHOD]
     if not references:
         return methods, []
     template = references[0]
-    covered = {m.fields["loss"] for m in references}
+    covered = {_setting_key(m) for m in references}
     out, added = list(methods), []
     for method in methods:
-        loss = method.fields["loss"]
-        if loss in covered:
+        key = _setting_key(method)
+        if key in covered:
             continue
-        covered.add(loss)
-        fields = {"method": REFERENCE_METHOD, "method_params": {}, "loss": loss}
+        covered.add(key)
+        replaced = _replaced(method)
+        loss = method.fields["loss"]
+        fields = {"method": REFERENCE_METHOD, "method_params": {}, "loss": loss, "preset": "", **replaced}
         resolved = params_of(template.cls).resolve({}) if template.cls is not None else {}
         out.append(
             _Variant(
                 f"{method.where} (reference)",
                 fields,
-                _identity(REFERENCE_METHOD, resolved, loss),
+                _identity(REFERENCE_METHOD, resolved, loss, replaced),
                 REFERENCE_METHOD,
                 template.cls,
                 resolved,
             )
         )
         added.append(
-            f"added {REFERENCE_METHOD} with loss {loss!r}: the reference of {method.label!r} ({method.where}), "
-            f"which trains with that loss"
+            f"added {REFERENCE_METHOD} with {_setting_text(method)}: the reference of {method.label!r} "
+            f"({method.where}), which trains with that {'setting' if replaced else 'loss'}"
         )
     return out, added
+
+
+def _replaced(method: _Variant) -> dict[str, Any]:
+    """The fields a method variant's preset replaces (empty without a preset)."""
+    return {k: v for k, v in method.fields.items() if k in (*_NEURON_FIELDS, "optimizer")}
+
+
+def _setting_key(method: _Variant) -> str:
+    return _identity(method.fields["loss"], _replaced(method))
+
+
+def _setting_text(method: _Variant) -> str:
+    """E.g. ``loss 'rate'`` or ``loss 'rate', neuron lif tau=1.1, surrogate triangle, optimizer sgd lr=0.1``."""
+    fields = method.fields
+    parts = [f"loss {fields['loss']!r}"]
+    for kind in ("neuron", "surrogate"):
+        if kind in fields:
+            parts.append(f"{kind} {_label(fields[kind], fields[f'{kind}_params'])}")
+    if "optimizer" in fields:
+        optimizer = fields["optimizer"]
+        parts.append(f"optimizer {_label(optimizer['name'], {k: v for k, v in optimizer.items() if k != 'name'})}")
+    return ", ".join(parts)
 
 
 def _who(group: list[_Variant]) -> str:

@@ -323,3 +323,49 @@ def test_conformance(host: PluginHost, method: str, params: dict[str, Any]) -> N
     """snnarena.testing's checks: gradients reach every parameter, accumulate, reproducible, no
     state leak across batches, flat saved bytes (memory_class O(1))."""
     run_conformance(lambda: build_method(host, method, params), lambda: active_mlp(host, hidden=(7, 5)))
+
+
+# -- the papers' MSE term (loss_lambda) -----------------------------------------------------------
+
+MSE_CASES = [("ottt", {}), ("sltt", {"loss_means": 1.0}), ("sltt", {"loss_means": None})]
+
+
+def _mse_reference(model: SpikingModel, x: torch.Tensor, y: torch.Tensor, target: float | None) -> torch.Tensor:
+    """``Σ_t MSE(o[t], g) / T`` by plain autograd through the model (``g``: one-hot or constant)."""
+    logits = model.forward_seq(x).logits
+    goal = torch.nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype) if target is None else target
+    goal_t = torch.broadcast_to(torch.as_tensor(goal, dtype=logits.dtype), logits.shape[1:])
+    return sum(torch.nn.functional.mse_loss(o, goal_t) for o in logits) / logits.shape[0]
+
+
+@pytest.mark.parametrize(("method", "params"), MSE_CASES, ids=["ottt", "sltt-const", "sltt-onehot"])
+def test_loss_lambda_mixes_in_exactly_the_mse_gradient(host: PluginHost, method: str, params: dict[str, Any]) -> None:
+    """λ = 0 is the unchanged method; the gradient at λ is (1 − λ)·(λ = 0) + λ·(MSE's own gradient),
+    where the MSE gradient (λ = 1) is checked against autograd through the model at τ = 1 (where
+    SLTT and OTTT are exact)."""
+    model = active_mlp(host, hidden=(7, 5), tau=1.0, decay_input=False)
+    x, y = random_batch(T=6)
+    plain_value, plain = grads_of(host, model, method, params, x, y)
+    zero_value, zero = grads_of(host, model, method, {**params, "loss_lambda": 0.0}, x, y)
+    assert zero_value == plain_value and max_diff(zero, plain) == 0.0
+    mse_value, mse = grads_of(host, model, method, {**params, "loss_lambda": 1.0}, x, y)
+    ref_model = _copy(model)
+    reference = _mse_reference(ref_model, x, y, params.get("loss_means"))
+    reference.backward()
+    assert mse_value == pytest.approx(float(reference.detach()), rel=1e-12)
+    assert max_diff(mse, collect_gradients(ref_model)) <= 1e-10
+    lam = 0.3
+    mixed_value, mixed = grads_of(host, model, method, {**params, "loss_lambda": lam}, x, y)
+    assert mixed_value == pytest.approx((1 - lam) * plain_value + lam * mse_value, rel=1e-12)
+    assert max_diff(mixed, {n: (1 - lam) * plain[n] + lam * mse[n] for n in plain}) <= 1e-12
+    assert max_diff(mixed, plain) > 1e-6
+
+
+def test_loss_lambda_needs_class_labels(host: PluginHost) -> None:
+    mlp = active_mlp(host, hidden=(7,))
+    info = DataInfo((6,), 3, 8, n_train=0, n_test=0)
+    regression = SequenceLoss("per_step", task="per_step_regression")
+    for method in ("ottt", "sltt"):
+        assert build_method(host, method, {}).skip(mlp, info, regression) is None
+        reason = build_method(host, method, {"loss_lambda": 0.05}).skip(mlp, info, regression)
+        assert isinstance(reason, str) and "loss_lambda" in reason

@@ -19,8 +19,10 @@ from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
+from snnarena.neuron import detach_state
 from snnarena.params import ParamError, params_of
 from snnarena.reference import collect_gradients
+from snnarena.testing import run_conformance
 from snnarena_plugins.tbptt_local import LocalBlocksModel, TBPTTLocal, block_bounds
 
 T = 12
@@ -198,4 +200,70 @@ def test_parameter_validation() -> None:
         params_of(TBPTTLocal).resolve({"K": 0})
     with pytest.raises(ValueError, match=r"block_size: expected an integer >= 1"):
         TBPTTLocal(block_size=0)
-    assert TBPTTLocal().params == {"K": 8, "block_size": 1}
+    assert TBPTTLocal().params == {"K": 8, "block_size": 1, "update": "batch"}
+    with pytest.raises(ParamError, match=r"update"):
+        TBPTTLocal(update="window")
+
+
+def _train_once(
+    host: PluginHost, params: dict[str, Any], T_: int = T, lr: float = 0.1
+) -> tuple[int, dict[str, torch.Tensor]]:
+    """One ``train_step`` with SGD on a fresh model; the number of optimizer steps and the new weights."""
+    model = make_mlp(host, hidden=(7, 6, 5), T=T_, neuron_params={"v_threshold": 0.5})
+    x, y = random_batch(T=T_)
+    method = TBPTTLocal(**params)
+    prepared = method.prepare(model)
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=lr)
+    steps = [0]
+    optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+    method.train_step(prepared, x, y, SequenceLoss(), optimizer, _clock())
+    return steps[0], {n: p.detach().clone() for n, p in prepared.named_parameters()}
+
+
+@pytest.mark.parametrize("block_size", [1, 3])
+def test_per_segment_update_with_one_segment_equals_per_batch(host: PluginHost, block_size: int) -> None:
+    for K in (T, T + 3):
+        n_batch, batch = _train_once(host, {"K": K, "block_size": block_size, "update": "batch"})
+        n_seg, seg = _train_once(host, {"K": K, "block_size": block_size, "update": "segment"})
+        assert n_batch == n_seg == 1
+        assert _max_diff(seg, batch) <= 1e-14
+
+
+@pytest.mark.parametrize("K", [3, 5])
+def test_per_segment_update_steps_once_per_segment(host: PluginHost, K: int) -> None:
+    """``update="segment"`` steps the optimizer after every segment (ceil(T/K) times) and the later
+    segments run with the updated weights, so the result differs from one summed step."""
+    n_batch, batch = _train_once(host, {"K": K, "block_size": 2, "update": "batch"})
+    n_seg, seg = _train_once(host, {"K": K, "block_size": 2, "update": "segment"})
+    assert n_batch == 1 and n_seg == -(-T // K)
+    assert _max_diff(seg, batch) > 1e-6
+
+
+def test_per_segment_update_is_sequential_sgd_on_segments(host: PluginHost) -> None:
+    """Reference: with SGD, segment s's step uses the gradient of segment s's loss at the weights
+    after segments 0..s−1, from the carried (detached) state — reproduced by hand with BPTT pieces."""
+    K, lr = 4, 0.1
+    _, got = _train_once(host, {"K": K, "block_size": 9, "update": "segment"}, lr=lr)
+    model = make_mlp(host, hidden=(7, 6, 5), T=T, neuron_params={"v_threshold": 0.5})
+    x, y = random_batch(T=T)
+    loss = SequenceLoss()
+    state = model.init_state()
+    for start in range(0, T, K):
+        model.zero_grad(set_to_none=True)
+        out = model.forward_seq(x[start : start + K], state)
+        loss.segment(out.logits, y, T, start).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= lr * p.grad
+        state = detach_state(out.state)
+    want = {"model." + n: p.detach() for n, p in model.named_parameters()}
+    assert _max_diff(got, want) <= 1e-12
+
+
+@pytest.mark.parametrize("update", ["batch", "segment"])
+def test_conforms_with_either_update(host: PluginHost, update: str) -> None:
+    run_conformance(
+        lambda: TBPTTLocal(K=3, block_size=1, update=update),
+        lambda: make_mlp(host, neuron_params={"v_threshold": 0.25}),
+        Ts=(8, 16),
+    )

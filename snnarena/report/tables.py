@@ -209,9 +209,15 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     ``params_text`` columns (labels name the parameters, neuron and surrogate that vary)."""
     out = results.copy()
     out["method_label"] = _label_by(out, "method", "method_params")
+    if "preset" in out:
+        preset = out["preset"].map(text)
+        out["method_label"] = out["method_label"].where(preset == "", out["method_label"] + "@" + preset)
     loss_varies = out.loc[out["loss"] != "", "loss"].nunique() > 1
     if loss_varies:
         out["method_label"] = out["method_label"] + " (" + out["loss"] + " loss)"
+    training = optimizer_text(out)
+    if training.nunique() > 1:  # presets train some cells with their own optimizer settings
+        out["method_label"] = out["method_label"] + " [" + training + "]"
     out["variant"] = out["method_label"] + ((" @ " + out["run"]) if multi_run else "")
     model = _label_by(out, "model", "model_params")
     neuron = _label_by(out, "neuron", "neuron_params")
@@ -227,6 +233,20 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     return out
 
 
+#: The training settings a method is compared under: its reference (BPTT) must share them.
+OPTIMIZER_COLUMNS: tuple[str, ...] = ("optimizer", "lr", "weight_decay", "momentum")
+
+
+def optimizer_text(frame: pd.DataFrame) -> pd.Series:
+    """``sgd lr=0.1 momentum=0.9`` per row (the optimizer settings present in ``frame``)."""
+    parts = [c for c in OPTIMIZER_COLUMNS if c in frame]
+    if not parts:
+        return pd.Series("", index=frame.index)
+    return frame[parts].apply(
+        lambda r: " ".join(text(r[c]) if c == "optimizer" else f"{c}={text(r[c])}" for c in parts), axis=1
+    )
+
+
 def _method_order(method: str) -> tuple[int, str]:
     return (0 if method == BASELINE else 1, method)
 
@@ -238,7 +258,11 @@ def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     keys = ["setting", "variant", "T"]
     if done.empty:
         return pd.DataFrame(columns=[*keys, "method", "method_label", "params_text", "run", "memory_class", "n"])
-    carried = [c for c in ("method", "method_label", "params_text", "run", "memory_class", "loss") if c in done]
+    carried = [
+        c
+        for c in ("method", "method_label", "params_text", "run", "memory_class", "loss", *OPTIMIZER_COLUMNS)
+        if c in done
+    ]
     first = done.groupby(keys, sort=False)[carried].first()
     grouped = done.groupby(keys, sort=False)
     parts = [first, grouped.size().rename("n")]
@@ -276,12 +300,15 @@ SUFFIXES: tuple[str, ...] = ("diff", "pairs", "p")
 
 def _reference_positions(summary: pd.DataFrame) -> np.ndarray:
     """Per summary row, the position of its reference row: the BPTT row of the same setting, ``T``,
-    run and loss (a method is compared with BPTT of its own objective) with the most seeds (the
-    first variant on ties), as the ratios use; -1 where none."""
+    run, loss and optimizer settings (a method is compared with BPTT of its own objective and
+    training, as the suite's reference rows are made) with the most seeds (the first variant on
+    ties), as the ratios use; -1 where none."""
     reference = np.full(len(summary), -1)
     positions = pd.Series(np.arange(len(summary)), index=summary.index)
     loss = summary["loss"].map(text) if "loss" in summary else pd.Series("", index=summary.index)
-    for _key, block in summary.groupby([summary["setting"], summary["T"], summary["run"], loss], sort=False):
+    training = optimizer_text(summary)
+    keys = [summary["setting"], summary["T"], summary["run"], loss, training]
+    for _key, block in summary.groupby(keys, sort=False):
         base = block[block["method"] == BASELINE]
         if not base.empty:
             ref = base.sort_values(["n", "variant"], ascending=[False, True]).index[0]
