@@ -71,7 +71,7 @@ def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float
     return value + (g - g.detach())
 
 
-_METHODS_MD = "shared/research/methods.md"
+_PAPER = "Xiao et al., NeurIPS 2022 (arXiv 2210.04195); research notes"
 _OFFICIAL = "pkuxmq/OTTT-SNN"
 
 #: ``ottt@paper``: Xiao et al.'s CIFAR setting (OTTT_A) and the official code's trace conventions.
@@ -102,29 +102,29 @@ PAPER = Preset(
     loss="per_step",
     optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0},
     sources={
-        "params.mode": f"{_METHODS_MD} §3(b), §3(d): OTTT_A, one optimizer step per batch (Table 1)",
-        "params.trace_decay": f"{_METHODS_MD} §3(b), §3(f): the trace decays with λ = 1 − 1/τ "
+        "params.mode": f"{_PAPER} §3(b), §3(d): OTTT_A, one optimizer step per batch (Table 1)",
+        "params.trace_decay": f"{_PAPER} §3(b), §3(f): the trace decays with λ = 1 − 1/τ "
         "(uniform τ: the stage's own leak)",
-        "params.input_trace": f"{_METHODS_MD} §3(f), §3(e)2: the first layer takes the raw input "
+        "params.input_trace": f"{_PAPER} §3(f), §3(e)2: the first layer takes the raw input "
         f"({_OFFICIAL} models/spiking_vgg.py, first layer not wrapped)",
-        "params.readout_trace": f"{_METHODS_MD} §3(f): the classifier weights are updated with the trace "
+        "params.readout_trace": f"{_PAPER} §3(f): the classifier weights are updated with the trace "
         f"({_OFFICIAL} WrapedSNNOp)",
-        "params.loss_lambda": f"{_METHODS_MD} §3(b), §3(c), §12: loss_lambda = 0.05 (CIFAR)",
-        "params.bias_trace": f"{_METHODS_MD} §3(b): ∇W = Σ_t δ[t] â[t]ᵀ; biases get the plain per-step "
+        "params.loss_lambda": f"{_PAPER} §3(b), §3(c), §12: loss_lambda = 0.05 (CIFAR)",
+        "params.bias_trace": f"{_PAPER} §3(b): ∇W = Σ_t δ[t] â[t]ᵀ; biases get the plain per-step "
         f"gradient ({_OFFICIAL} Replace)",
-        "neuron.name": f"{_METHODS_MD} §3(b): LIF (OnlineLIFNode, {_OFFICIAL} modules/neuron.py)",
-        "neuron.params.tau": f"{_METHODS_MD} §3(c), §12: τ = 2",
-        "neuron.params.decay_input": f"{_METHODS_MD} §3(b): u[t] = λ sg(u[t−1]) + W s[t] (decay_input=False)",
-        "neuron.params.v_threshold": f"{_METHODS_MD} §3(c): V_th = 1",
-        "neuron.params.reset": f"{_METHODS_MD} §3(c): soft reset (v_reset=None)",
-        "neuron.params.detach_reset": f"{_METHODS_MD} §3(c): detach_reset=True",
-        "surrogate.name": f"{_METHODS_MD} §3(c): surrogate Sigmoid(alpha=4)",
-        "surrogate.params.alpha": f"{_METHODS_MD} §3(c): alpha = 4",
-        "loss": f"{_METHODS_MD} §3(b), §3(f): instantaneous loss L[t]/T (per step)",
-        "optimizer.name": f"{_METHODS_MD} §3(c): CIFAR, SGD ({_OFFICIAL} train_cifar.py)",
-        "optimizer.lr": f"{_METHODS_MD} §3(c): CIFAR, lr 0.1",
-        "optimizer.momentum": f"{_METHODS_MD} §3(c): CIFAR, momentum 0.9",
-        "optimizer.weight_decay": f"{_METHODS_MD} §3(c): CIFAR, wd 0",
+        "neuron.name": f"{_PAPER} §3(b): LIF (OnlineLIFNode, {_OFFICIAL} modules/neuron.py)",
+        "neuron.params.tau": f"{_PAPER} §3(c), §12: τ = 2",
+        "neuron.params.decay_input": f"{_PAPER} §3(b): u[t] = λ sg(u[t−1]) + W s[t] (decay_input=False)",
+        "neuron.params.v_threshold": f"{_PAPER} §3(c): V_th = 1",
+        "neuron.params.reset": f"{_PAPER} §3(c): soft reset (v_reset=None)",
+        "neuron.params.detach_reset": f"{_PAPER} §3(c): detach_reset=True",
+        "surrogate.name": f"{_PAPER} §3(c): surrogate Sigmoid(alpha=4)",
+        "surrogate.params.alpha": f"{_PAPER} §3(c): alpha = 4",
+        "loss": f"{_PAPER} §3(b), §3(f): instantaneous loss L[t]/T (per step)",
+        "optimizer.name": f"{_PAPER} §3(c): CIFAR, SGD ({_OFFICIAL} train_cifar.py)",
+        "optimizer.lr": f"{_PAPER} §3(c): CIFAR, lr 0.1",
+        "optimizer.momentum": f"{_PAPER} §3(c): CIFAR, momentum 0.9",
+        "optimizer.weight_decay": f"{_PAPER} §3(c): CIFAR, wd 0",
     },
 )
 

@@ -103,7 +103,7 @@ class _Eligibility:
         return RateStats(self.rate_sum / T, self.elig_sum / T)  # type: ignore[arg-type]
 
 
-_METHODS_MD = "shared/research/methods.md"
+_PAPER = "Yu et al., NeurIPS 2024 (arXiv 2410.11488); research notes"
 _OFFICIAL = "Tab-ct/rate-based-backpropagation"
 
 #: ``ratebp@paper``: Yu et al.'s CIFAR setting and the official code's conventions.
@@ -121,22 +121,22 @@ PAPER = Preset(
     loss="rate",
     optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     sources={
-        "params.step_mode": f"{_METHODS_MD} §5(b), §12: rate_M (--step_mode m); rate_S gives the same gradient",
-        "params.eligibility_surrogate": f"{_METHODS_MD} §5(b), §12: sigmoid α = 4 hard-coded in the eligibility",
-        "params.official_grad_scale": f"{_METHODS_MD} §5(b), §12: CustomEvaluator scales the gradient by 1/T",
-        "neuron.name": f"{_METHODS_MD} §5(a): LIFLayer ({_OFFICIAL} model/layer.py)",
-        "neuron.params.tau": f"{_METHODS_MD} §5(c), §12: decay λ = 0.2, τ = 1/(1 − λ) = 1.25",
-        "neuron.params.decay_input": f"{_METHODS_MD} §5(b): κ[t+1] = 1 + λ κ[t], input gain 1 (decay_input=False)",
-        "neuron.params.v_threshold": f"{_METHODS_MD} §5(c), §12: θ = 1",
-        "neuron.params.reset": f"{_METHODS_MD} §5(c): v_reset=None (soft)",
-        "neuron.params.detach_reset": f"{_METHODS_MD} §5(c): detach_reset=True",
-        "surrogate.name": f"{_METHODS_MD} §5(b): sg_t = α σ(α(u − θ))(1 − σ(α(u − θ)))",
-        "surrogate.params.alpha": f"{_METHODS_MD} §5(b), §12: α = 4",
-        "loss": f"{_METHODS_MD} §5(b): CE of the mean output (rate)",
-        "optimizer.name": f"{_METHODS_MD} §5(c): SGD ({_OFFICIAL} experiment/cifar/config/config.py)",
-        "optimizer.lr": f"{_METHODS_MD} §5(c): lr 0.1",
-        "optimizer.momentum": f"{_METHODS_MD} §5(c): momentum 0.9",
-        "optimizer.weight_decay": f"{_METHODS_MD} §5(c): wd 5e-4 (on conv/linear weights only)",
+        "params.step_mode": f"{_PAPER} §5(b), §12: rate_M (--step_mode m); rate_S gives the same gradient",
+        "params.eligibility_surrogate": f"{_PAPER} §5(b), §12: sigmoid α = 4 hard-coded in the eligibility",
+        "params.official_grad_scale": f"{_PAPER} §5(b), §12: CustomEvaluator scales the gradient by 1/T",
+        "neuron.name": f"{_PAPER} §5(a): LIFLayer ({_OFFICIAL} model/layer.py)",
+        "neuron.params.tau": f"{_PAPER} §5(c), §12: decay λ = 0.2, τ = 1/(1 − λ) = 1.25",
+        "neuron.params.decay_input": f"{_PAPER} §5(b): κ[t+1] = 1 + λ κ[t], input gain 1 (decay_input=False)",
+        "neuron.params.v_threshold": f"{_PAPER} §5(c), §12: θ = 1",
+        "neuron.params.reset": f"{_PAPER} §5(c): v_reset=None (soft)",
+        "neuron.params.detach_reset": f"{_PAPER} §5(c): detach_reset=True",
+        "surrogate.name": f"{_PAPER} §5(b): sg_t = α σ(α(u − θ))(1 − σ(α(u − θ)))",
+        "surrogate.params.alpha": f"{_PAPER} §5(b), §12: α = 4",
+        "loss": f"{_PAPER} §5(b): CE of the mean output (rate)",
+        "optimizer.name": f"{_PAPER} §5(c): SGD ({_OFFICIAL} experiment/cifar/config/config.py)",
+        "optimizer.lr": f"{_PAPER} §5(c): lr 0.1",
+        "optimizer.momentum": f"{_PAPER} §5(c): momentum 0.9",
+        "optimizer.weight_decay": f"{_PAPER} §5(c): wd 5e-4 (on conv/linear weights only)",
     },
 )
 

@@ -39,7 +39,7 @@ from snnarena.registry import Register
 from snnarena.task import TASK_KINDS
 from snnarena_plugins.ottt import mixed_step_loss, mse_skip_reason
 
-_METHODS_MD = "shared/research/methods.md"
+_PAPER = "Meng et al., ICCV 2023 (arXiv 2302.14311); research notes"
 _OFFICIAL = "qymeng94/SLTT"
 
 #: ``sltt@paper``: Meng et al.'s CIFAR-10 setting (SLTT, every step back-propagated).
@@ -57,23 +57,23 @@ PAPER = Preset(
     loss="per_step",
     optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-5},
     sources={
-        "params.k": f"{_METHODS_MD} §4(b): SLTT back-propagates every step (SLTT-K only on DVS/ImageNet, §4(c))",
-        "params.loss_lambda": f"{_METHODS_MD} §4(c), §12: loss_lambda 0.05 ({_OFFICIAL} train_SLTT.py default)",
-        "params.loss_means": f"{_METHODS_MD} §4(c), §12: constant MSE target 1.0 (no -mse_n_reg on CIFAR)",
-        "neuron.name": f"{_METHODS_MD} §4(a): SLTTNeuron, a SpikingJelly LIFNode ({_OFFICIAL} modules/neuron.py)",
-        "neuron.params.tau": f"{_METHODS_MD} §4(c), §12: τ = 1.1 ({_OFFICIAL} train_SLTT.py -tau default)",
-        "neuron.params.decay_input": f"{_METHODS_MD} §4(c): decay_input=False",
+        "params.k": f"{_PAPER} §4(b): SLTT back-propagates every step (SLTT-K only on DVS/ImageNet, §4(c))",
+        "params.loss_lambda": f"{_PAPER} §4(c), §12: loss_lambda 0.05 ({_OFFICIAL} train_SLTT.py default)",
+        "params.loss_means": f"{_PAPER} §4(c), §12: constant MSE target 1.0 (no -mse_n_reg on CIFAR)",
+        "neuron.name": f"{_PAPER} §4(a): SLTTNeuron, a SpikingJelly LIFNode ({_OFFICIAL} modules/neuron.py)",
+        "neuron.params.tau": f"{_PAPER} §4(c), §12: τ = 1.1 ({_OFFICIAL} train_SLTT.py -tau default)",
+        "neuron.params.decay_input": f"{_PAPER} §4(c): decay_input=False",
         "neuron.params.v_threshold": f"{_OFFICIAL} modules/neuron.py: SLTTNeuron v_threshold=1",
-        "neuron.params.reset": f"{_METHODS_MD} §4(c): soft reset (v_reset=None)",
+        "neuron.params.reset": f"{_PAPER} §4(c): soft reset (v_reset=None)",
         "neuron.params.detach_reset": f"{_OFFICIAL} modules/neuron.py: SLTTNeuron detach_reset=False (no effect "
         "on the SLTT gradient: the membrane is detached before every step)",
-        "surrogate.name": f"{_METHODS_MD} §4(c), §12: triangle (PiecewiseQuadratic)",
-        "surrogate.params.alpha": f"{_METHODS_MD} §4(c): PiecewiseQuadratic α = 1",
-        "loss": f"{_METHODS_MD} §4(b), §4(c): per-step loss divided by T",
-        "optimizer.name": f"{_METHODS_MD} §4(c): SGD ({_OFFICIAL} train_SLTT.py -opt default)",
-        "optimizer.lr": f"{_METHODS_MD} §4(c): lr 0.1",
-        "optimizer.momentum": f"{_METHODS_MD} §4(c): momentum 0.9",
-        "optimizer.weight_decay": f"{_METHODS_MD} §4(c): CIFAR-10 wd 5e-5",
+        "surrogate.name": f"{_PAPER} §4(c), §12: triangle (PiecewiseQuadratic)",
+        "surrogate.params.alpha": f"{_PAPER} §4(c): PiecewiseQuadratic α = 1",
+        "loss": f"{_PAPER} §4(b), §4(c): per-step loss divided by T",
+        "optimizer.name": f"{_PAPER} §4(c): SGD ({_OFFICIAL} train_SLTT.py -opt default)",
+        "optimizer.lr": f"{_PAPER} §4(c): lr 0.1",
+        "optimizer.momentum": f"{_PAPER} §4(c): momentum 0.9",
+        "optimizer.weight_decay": f"{_PAPER} §4(c): CIFAR-10 wd 5e-5",
     },
 )
 

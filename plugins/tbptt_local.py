@@ -131,7 +131,7 @@ class LocalBlocksModel(nn.Module):
         return self.model.neuron_count()
 
 
-_METHODS_MD = "shared/research/methods.md"
+_PAPER = "Guo et al., Front. Neurosci. 2023 (arXiv 2201.07210); research notes"
 
 #: ``tbptt_local@paper``: Guo et al.'s update unlocking; the paper's K, Lb, neuron and optimizer are
 #: a sweep or unverified (methods.md §2 has no official code), so the suite's stay.
@@ -142,8 +142,8 @@ PAPER = Preset(
     params={"update": "segment"},
     loss="rate",
     sources={
-        "params.update": f"{_METHODS_MD} §2(b), §12: backprop within the segment, then update (update unlocking)",
-        "loss": f"{_METHODS_MD} §2(b) pseudocode: loss_b = CE(head_b(rate(h_b over seg)), y)",
+        "params.update": f"{_PAPER} §2(b), §12: backprop within the segment, then update (update unlocking)",
+        "loss": f"{_PAPER} §2(b) pseudocode: loss_b = CE(head_b(rate(h_b over seg)), y)",
     },
 )
 

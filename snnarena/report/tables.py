@@ -208,10 +208,10 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
     """Add ``method_label``, ``variant``, ``dataset_label``, ``model_label``, ``setting`` and
     ``params_text`` columns (labels name the parameters, neuron and surrogate that vary)."""
     out = results.copy()
-    out["method_label"] = _label_by(out, "method", "method_params")
-    if "preset" in out:
-        preset = out["preset"].map(text)
-        out["method_label"] = out["method_label"].where(preset == "", out["method_label"] + "@" + preset)
+    preset = out["preset"].map(text) if "preset" in out else pd.Series("", index=out.index)
+    out["method_label"] = _label_by(
+        out.assign(_named=out["method"].where(preset == "", out["method"] + "@" + preset)), "_named", "method_params"
+    )
     loss_varies = out.loc[out["loss"] != "", "loss"].nunique() > 1
     if loss_varies:
         out["method_label"] = out["method_label"] + " (" + out["loss"] + " loss)"
