@@ -166,6 +166,7 @@ def base_row(spec: CellSpec, host: PluginHost, run_id: str, device: torch.device
         "method_params": json.dumps(params_of(method_cls).resolve(spec.method_params), sort_keys=True),
         "protocol": spec.protocol,
         "preset": spec.preset,
+        "tuned": json.dumps(spec.tuned, sort_keys=True) if spec.tuned else "",
         "model": spec.model,
         "model_params": json.dumps(spec.model_params, sort_keys=True),
         "dataset": spec.dataset,

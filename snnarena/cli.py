@@ -192,6 +192,24 @@ def _score_text(row: dict[str, Any]) -> str:
     return ""
 
 
+def _tuned(suite: Any, host: PluginHost, device: str) -> Any:
+    """The suite with the learning rates its ``[tune]`` table chose, printing each unit's choice."""
+    from snnarena.cell import run_cell
+    from snnarena.tuning import tune_suite
+
+    tune = suite.tune
+    print(f"tuning: {tune.trials} trials per method, model, dataset and T (seed {tune.seed}, lr in {list(tune.lr)})")
+
+    def trial(spec: Any) -> dict[str, Any]:
+        return run_cell(spec, host, "tuning", device).row
+
+    tuned, units = tune_suite(suite, host, trial)
+    for unit in units:
+        score = next((value for lr, value in unit.trials if lr == unit.best_lr), math.nan)
+        print(f"  {unit.unit}: lr = {unit.best_lr:.3g} ({unit.score} {score:.4g} over {len(unit.trials)} trials)")
+    return tuned
+
+
 def _budget_text(suite: Any) -> str:
     """The suite's training budget per cell, and in all, in words (the work the run will do)."""
     first = next(iter(suite.iter_cells()), None)
@@ -223,6 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _confirm_size(suite.n_cells, suite.source, args.max_cells, args.yes)
     if args.report:
         check_writable(Path(args.report_dir))  # before training, not after it
+    if suite.tune is not None:
+        suite = _tuned(suite, host, args.device)
     bar: Any = None
 
     def on_start(run: Any, todo: int) -> None:

@@ -62,6 +62,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "method_params",
     "protocol",
     "preset",
+    "tuned",
     "model",
     "model_params",
     "dataset",

@@ -29,6 +29,7 @@ from typing import Any
 
 from snnarena.data import Dataset
 from snnarena.errors import SnnarenaError
+from snnarena.extras import import_extra
 from snnarena.host import PluginHost
 from snnarena.loss import LOSS_FORMS
 from snnarena.method import Preset
@@ -55,7 +56,7 @@ DEFAULT_PROTOCOL = "harmonized"
 PAPER_PRESET = "paper"
 #: CellSpec fields that are left out of :attr:`CellSpec.cell_id` while they hold these values, so
 #: that the ids of suites written before the field existed do not change.
-_ID_DEFAULTS: dict[str, Any] = {"protocol": DEFAULT_PROTOCOL, "preset": ""}
+_ID_DEFAULTS: dict[str, Any] = {"protocol": DEFAULT_PROTOCOL, "preset": "", "tuned": {}}
 #: The CellSpec fields a preset can replace for its method's cells (besides ``loss``).
 _NEURON_FIELDS = ("neuron", "neuron_params", "surrogate", "surrogate_params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -96,7 +97,7 @@ OPTIMIZER_PARAMS = ParamSet(
         Param("momentum", "float", 0.0, "momentum (sgd only)", low=0.0, high=1.0),
     )
 )
-_TOP_KEYS = ("name", "description", "train", "grid", "methods", "models", "datasets", "metrics")
+_TOP_KEYS = ("name", "description", "train", "grid", "methods", "models", "datasets", "metrics", "tune")
 
 
 class SuiteError(SnnarenaError, ValueError):
@@ -133,6 +134,9 @@ class CellSpec:
     protocol: str = DEFAULT_PROTOCOL
     #: The method preset the cell runs (``"paper"`` ...), ``""`` for none.
     preset: str = ""
+    #: What ``[tune]`` chose for the cell (``{"lr": ..., "trials": ..., "score": ..., "seed": ...}``),
+    #: empty without tuning; the chosen values are already in ``optimizer``.
+    tuned: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -245,6 +249,16 @@ class CellGrid:
         return fields
 
 
+@dataclass(frozen=True)
+class TuneSpec:
+    """A validated ``[tune]`` table (:mod:`snnarena.tuning`): trials per tuning unit, the
+    learning-rate range (log-uniform) and the seed the trials train with."""
+
+    trials: int
+    lr: tuple[float, float]
+    seed: int
+
+
 class SuiteSpec:
     """A validated suite: its cells plus the original text (copied into the run directory).
 
@@ -273,6 +287,8 @@ class SuiteSpec:
         self._cells = list(cells) if cells is not None else None
         #: What validation added to the suite as given (one line each), e.g. BPTT reference rows.
         self.added: tuple[str, ...] = ()
+        #: The suite's ``[tune]`` table, validated, or ``None`` (see :mod:`snnarena.tuning`).
+        self.tune: TuneSpec | None = None
 
     @property
     def n_cells(self) -> int:
@@ -441,6 +457,7 @@ class _Validator:
             self.problem("description", f"expected a string, got {description!r}")
         train, optimizer = self.train(data.get("train", {}))
         seeds, Ts, self.protocol = self.grid(data.get("grid"))
+        tune = self.tune(data["tune"], seeds) if "tune" in data else None
         methods = self.entries(data, "methods", "method", train["loss"])
         methods, added = reference_rows(methods)
         added = [*self.notes, *added]
@@ -472,6 +489,7 @@ class _Validator:
         )
         spec = SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
         spec.added = tuple(added)
+        spec.tune = tune
         return spec
 
     def train(self, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -507,6 +525,36 @@ class _Validator:
                 f"only the sgd optimizer uses momentum, not {chosen!r}; remove it or set name = 'sgd'",
             )
         return train, optimizer
+
+    def tune(self, raw: Any, seeds: list[int]) -> TuneSpec | None:
+        """The ``[tune]`` table: ``trials`` (>= 1), ``lr = [low, high]`` (0 < low < high), ``seed``."""
+        if not isinstance(raw, dict):
+            self.problem("tune", f"expected a table such as {{ trials = 8, lr = [1e-4, 1e-1] }}, got {raw!r}")
+            return None
+        for key in raw:
+            if key not in ("trials", "lr", "seed"):
+                self.problem(f"tune.{key}", "unknown key; allowed: trials, lr, seed")
+        trials, lr, seed = raw.get("trials"), raw.get("lr"), raw.get("seed", seeds[0] if seeds else 0)
+        ok = True
+        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+            self.problem("tune.trials", f"expected the number of trials per method, an integer >= 1, got {trials!r}")
+            ok = False
+        given = lr if isinstance(lr, list) else []
+        bounds = [float(v) for v in given if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(bounds) != 2 or len(given) != 2 or not 0 < bounds[0] < bounds[1]:
+            self.problem("tune.lr", f"expected the learning-rate range [low, high] with 0 < low < high, got {lr!r}")
+            ok = False
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            self.problem("tune.seed", f"expected an integer >= 0, got {seed!r}")
+            ok = False
+        try:
+            import_extra("optuna", extra="tune", needed_for="[tune]")
+        except SnnarenaError as err:
+            self.problem("tune", str(err))
+            ok = False
+        if not ok or not isinstance(trials, int) or not isinstance(seed, int):
+            return None
+        return TuneSpec(trials, (bounds[0], bounds[1]), seed)
 
     def grid(self, raw: Any) -> tuple[list[int], list[int], str]:
         if not isinstance(raw, dict):
