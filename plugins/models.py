@@ -24,25 +24,60 @@ from snnarena.params import Param
 from snnarena.registry import Register
 
 
+class ScaledWSLinear(nn.Linear):
+    """A linear synapse with scaled weight standardisation (the ``ScaledWSConv2d`` of OTTT's
+    official code, after Brock et al.'s normaliser-free networks), per output unit ``j``::
+
+        Ŵ_j = g_j (W_j − mean(W_j)) / sqrt(n_in · var(W_j) + ε)        y = Ŵ x + b
+
+    with the mean and (biased) variance over the ``n_in`` inputs and a learnable gain ``g``
+    ``[out, 1]`` starting at 1. It is linear in ``x`` for fixed parameters (trace-based methods
+    apply), and the gradient reaches ``W`` and ``g`` through the standardisation.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, eps: float = 1e-4) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.gain = nn.Parameter(torch.ones(out_features, 1))
+        self.eps = eps
+
+    def standardized_weight(self) -> Tensor:
+        """``Ŵ`` ``[out, in]``."""
+        w = self.weight
+        mean = w.mean(dim=1, keepdim=True)
+        var = w.var(dim=1, unbiased=False, keepdim=True)
+        return self.gain * (w - mean) / torch.sqrt(var * self.in_features + self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.standardized_weight(), self.bias)
+
+
 class SpikingMLP(SpikingModel):
     """Fully connected spiking net: ``[B, *input_shape]`` → hidden LIF layers → logits ``[B, C]``.
 
     Stage ``l``: ``I_l = W_l S_{l−1} + b_l`` (inputs flattened), neuron layer of width
-    ``hidden[l]``.
+    ``hidden[l]``. ``weight_standardization`` makes the hidden synapses :class:`ScaledWSLinear`
+    (the readout stays plain, as in OTTT's code).
     """
 
     name = "mlp"
     PARAMS = (
         Param("hidden", "int_list", (128, 128), "widths of the hidden spiking layers", low=1, min_len=1),
         Param("bias", "bool", True, "bias in every synapse"),
+        Param(
+            "weight_standardization",
+            "bool",
+            False,
+            "scaled weight standardisation of the hidden synapses (OTTT's official models)",
+        ),
     )
 
     def __init__(self, info: DataInfo, make_neuron: NeuronFactory, **params: Any) -> None:
         super().__init__(info, make_neuron, **params)
         width = math.prod(info.input_shape)
         bias = self.params["bias"]
+        layer = ScaledWSLinear if self.params["weight_standardization"] else nn.Linear
         for i, out in enumerate(self.params["hidden"]):
-            linear = nn.Linear(width, out, bias=bias)
+            linear = layer(width, out, bias=bias)
             synapse = _flat_input(info, linear) if i == 0 else linear
             self.stages.append(Stage(synapse, make_neuron()))
             width = out

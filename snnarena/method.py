@@ -64,9 +64,10 @@ class Preset:
     """A named configuration of a method, as its paper or official code runs it (``ottt@paper``).
 
     A preset is data: the method's parameters, and for the cells of the method the neuron, the
-    surrogate, the loss form and the optimizer settings it replaces in a suite's ``paper``
-    protocol (``None``: the suite's). ``sources`` cites where each value comes from, keyed like
-    ``params.K``, ``neuron.params.tau``, ``surrogate.name``, ``loss``, ``optimizer.lr``.
+    surrogate, the loss form, the optimizer settings and model parameters it replaces in a suite's
+    ``paper`` protocol (``None``: the suite's). ``sources`` cites where each value comes from, keyed
+    like ``params.K``, ``neuron.params.tau``, ``surrogate.name``, ``loss``, ``optimizer.lr``,
+    ``model.weight_standardization``.
     """
 
     doc: str
@@ -78,6 +79,9 @@ class Preset:
     loss: str | None = None
     #: ``{"name": "sgd", "lr": 0.1, "momentum": 0.9, ...}`` (the suite's ``train.optimizer`` keys) or ``None``.
     optimizer: Mapping[str, Any] | None = None
+    #: Model parameters the paper's architecture needs (``{"weight_standardization": True}``), set on
+    #: the models of the preset's cells (a model without them is refused), or ``None``.
+    model: Mapping[str, Any] | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -59,6 +59,9 @@ PAPER_PRESET = "paper"
 _ID_DEFAULTS: dict[str, Any] = {"protocol": DEFAULT_PROTOCOL, "preset": "", "tuned": {}}
 #: The CellSpec fields a preset can replace for its method's cells (besides ``loss``).
 _NEURON_FIELDS = ("neuron", "neuron_params", "surrogate", "surrogate_params")
+#: The method-variant field carrying the model parameters a preset sets (merged into the cells'
+#: ``model_params``; not a CellSpec field itself).
+PRESET_MODEL_PARAMS = "preset_model_params"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 TRAIN_PARAMS = ParamSet(
@@ -246,6 +249,9 @@ class CellGrid:
         fields = {**model, "optimizer": self.optimizer, **method}
         if not model["neuron"]:
             fields.update({k: model[k] for k in _NEURON_FIELDS})
+        preset_model = fields.pop(PRESET_MODEL_PARAMS, None)
+        if preset_model:
+            fields["model_params"] = {**model["model_params"], **preset_model}
         return fields
 
 
@@ -466,6 +472,7 @@ class _Validator:
         metrics = self.metrics(data.get("metrics", []))
         for variants in (methods, models):
             self.repeated_variants(variants)
+        self.preset_model_checks(methods, models)
         self.repeated_datasets(datasets, Ts)
         for dataset in datasets:
             self.dataset_checks(dataset, dataset.Ts or Ts, train)
@@ -760,7 +767,23 @@ class _Validator:
             optimizer = self.resolve(OPTIMIZER_PARAMS, dict(preset.optimizer), f"{where}.optimizer")
             if optimizer is not None:
                 fields["optimizer"] = optimizer
+        if preset.model:
+            fields[PRESET_MODEL_PARAMS] = dict(preset.model)
         return fields
+
+    def preset_model_checks(self, methods: list[_Variant], models: list[_Variant]) -> None:
+        """Refuse a model that lacks a parameter a method's preset sets (naming both)."""
+        for method in methods:
+            wanted = method.fields.get(PRESET_MODEL_PARAMS) or {}
+            for model in models:
+                declared = params_of(model.cls) if model.cls is not None else None
+                missing = [k for k in wanted if declared is None or declared.get(k) is None]
+                if missing:
+                    self.problem(
+                        f"{method.where} × {model.where}",
+                        f"the preset of {method.label!r} sets model parameters {missing}, which model "
+                        f"{model.label!r} does not have; run that preset on a model that has them",
+                    )
 
     def dataset_entry(self, entry: dict[str, Any], cls: type, where: str) -> list[_Variant]:
         Ts = tuple(self.int_list(entry["T"], f"{where}.T", low=1)) if "T" in entry else None
@@ -1003,7 +1026,7 @@ def reference_rows(methods: list[_Variant]) -> tuple[list[_Variant], list[str]]:
 
 def _replaced(method: _Variant) -> dict[str, Any]:
     """The fields a method variant's preset replaces (empty without a preset)."""
-    return {k: v for k, v in method.fields.items() if k in (*_NEURON_FIELDS, "optimizer")}
+    return {k: v for k, v in method.fields.items() if k in (*_NEURON_FIELDS, "optimizer", PRESET_MODEL_PARAMS)}
 
 
 def _setting_key(method: _Variant) -> str:
@@ -1020,6 +1043,8 @@ def _setting_text(method: _Variant) -> str:
     if "optimizer" in fields:
         optimizer = fields["optimizer"]
         parts.append(f"optimizer {_label(optimizer['name'], {k: v for k, v in optimizer.items() if k != 'name'})}")
+    if fields.get(PRESET_MODEL_PARAMS):
+        parts.append(f"model {_label('', fields[PRESET_MODEL_PARAMS]).strip()}")
     return ", ".join(parts)
 
 

@@ -49,6 +49,8 @@ def _value_keys(preset: Preset) -> set[str]:
         keys.add("loss")
     if preset.optimizer is not None:
         keys |= {f"optimizer.{k}" for k in preset.optimizer}
+    if preset.model is not None:
+        keys |= {f"model.{k}" for k in preset.model}
     return keys
 
 
@@ -77,6 +79,8 @@ def test_preset_resolves(host: PluginHost, method: str, name: str) -> None:
     if preset.optimizer is not None:
         OPTIMIZER_PARAMS.resolve(preset.optimizer)
         assert "momentum" not in preset.optimizer or preset.optimizer["name"] == "sgd"
+    if preset.model is not None:  # the built-in mlp takes every model parameter a built-in preset sets
+        params_of(host.get("model", "mlp").obj).resolve(dict(preset.model))
 
 
 @pytest.mark.parametrize(("method", "name"), ALL_PRESETS)
@@ -141,3 +145,68 @@ def test_tbptt_local_paper_unlocks_updates(host: PluginHost) -> None:
     preset = _preset(host, "tbptt_local")
     assert preset.params == {"update": "segment"}
     assert preset.neuron is None and preset.surrogate is None and preset.optimizer is None
+
+
+def test_scaled_weight_standardisation_is_the_official_formula_and_affine() -> None:
+    import torch
+
+    from snnarena_plugins.models import ScaledWSLinear
+
+    torch.manual_seed(0)
+    layer = ScaledWSLinear(6, 4).double()
+    with torch.no_grad():
+        layer.gain.copy_(torch.tensor([[1.0], [2.0], [0.5], [1.5]]))
+    w = layer.weight.detach()
+    expected = (
+        layer.gain.detach()
+        * (w - w.mean(1, keepdim=True))
+        / torch.sqrt(w.var(1, unbiased=False, keepdim=True) * 6 + 1e-4)
+    )
+    assert torch.allclose(layer.standardized_weight(), expected, atol=1e-14)
+    x, y = torch.rand(3, 6, dtype=torch.float64), torch.rand(3, 6, dtype=torch.float64)
+    zero = layer(torch.zeros(1, 6, dtype=torch.float64))
+    assert torch.allclose(layer(x + y) - zero, (layer(x) - zero) + (layer(y) - zero))  # affine in its input
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.gain.grad is not None
+
+
+def test_the_ottt_paper_preset_standardises_the_mlp_and_its_bptt_reference(host: PluginHost) -> None:
+    from snnarena.suite import SuiteError, parse_suite
+
+    text = """
+name = "ws"
+[train]
+steps = 1
+[grid]
+T = [4]
+[[methods]]
+name = "bptt"
+[[methods]]
+name = "ottt"
+preset = "paper"
+[[models]]
+name = "mlp"
+params = { hidden = [8] }
+[[datasets]]
+name = "digits"
+"""
+    cells = parse_suite(text, host).cells
+    standardised = {(c.method, c.optimizer["name"]) for c in cells if c.model_params.get("weight_standardization")}
+    assert standardised == {("ottt", "sgd"), ("bptt", "sgd")}  # the preset's cells and their BPTT reference
+    plain = [c for c in cells if not c.model_params.get("weight_standardization")]
+    assert [(c.method, c.optimizer["name"]) for c in plain] == [("bptt", "adam")]
+    with pytest.raises(SuiteError, match=r"sets model parameters \['weight_standardization'\], which model 'lstm"):
+        parse_suite(text.replace('name = "mlp"\nparams = { hidden = [8] }', 'name = "lstm"'), host)
+
+
+def test_ottt_trains_a_weight_standardised_mlp(host: PluginHost) -> None:
+    from snnarena.data import DataInfo
+    from snnarena.factory import build_method, build_model, neuron_factory
+    from snnarena.testing import run_conformance
+
+    def model() -> Any:
+        info = DataInfo((6,), 3, 8, n_train=0, n_test=0)
+        make = neuron_factory(host, "lif", {"v_threshold": 0.25}, "atan")
+        return build_model(host, "mlp", info, make, {"hidden": [7, 5], "weight_standardization": True}).double()
+
+    run_conformance(lambda: build_method(host, "ottt", {}), model)
