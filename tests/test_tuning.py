@@ -160,3 +160,27 @@ def test_snnarena_run_tunes_then_runs_the_grid(tmp_path: Any, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "tuning: 2 trials per method, model, dataset and T (seed 1, lr in [0.001, 0.01])" in out
     assert out.count("over 2 trials") == 2 and "cells: 4 done" in out
+
+
+def test_tuned_methods_are_compared_with_bptt_at_its_own_tuned_rate() -> None:
+    import pandas as pd
+
+    from snnarena.report.tables import _reference_positions, optimizer_text
+
+    tuned = json.dumps({"lr": 1.0})
+    summary = pd.DataFrame(
+        {
+            "setting": ["s"] * 3,
+            "T": [4] * 3,
+            "run": ["r"] * 3,
+            "loss": ["per_step"] * 3,
+            "method": ["bptt", "tbptt", "ottt"],
+            "variant": ["bptt", "tbptt", "ottt"],
+            "n": [2, 2, 2],
+            "optimizer": ["adam"] * 3,
+            "lr": [0.003, 0.02, 0.01],
+            "tuned": [tuned, tuned, ""],
+        }
+    )
+    assert list(optimizer_text(summary)) == ["lr=tuned", "lr=tuned", "lr=0.01"]
+    assert list(_reference_positions(summary)) == [0, 0, -1]  # the untuned row has no tuned reference

@@ -666,7 +666,7 @@ def overview_section(data: ReportData) -> Section:
     ]
     warning = seeds_warning(data.results)
     if warning:
-        blocks.insert(0, Text(warning))
+        blocks.insert(0, Text(warning, "warning"))
     return Section("Overview", blocks, anchor="overview")
 
 

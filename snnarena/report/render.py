@@ -37,7 +37,7 @@ class Table:
 @dataclass
 class Text:
     text: str
-    kind: str = "p"  # "p", "note" or "pre"
+    kind: str = "p"  # "p", "note", "warning" or "pre"
 
 
 @dataclass
@@ -82,6 +82,7 @@ main{max-width:1440px;margin:0 auto;padding:1.5rem 2rem 4rem}
 h1{font-size:1.7rem;margin:.2rem 0 .4rem}h2{font-size:1.35rem;margin-top:2.4rem;border-bottom:1px solid #d0d7de;
 padding-bottom:.3rem}h3{font-size:1.1rem;margin-top:1.8rem}h4{font-size:1rem;margin:1.2rem 0 .4rem}
 p,li{line-height:1.5}.note{color:#59636e;font-size:.9rem}
+.warning{background:#fff8c5;border-left:4px solid #d4a72c;padding:.4rem .7rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.86rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .45rem;vertical-align:top}td{max-width:26rem}
 td:first-child{white-space:nowrap}
@@ -130,7 +131,7 @@ class HtmlWriter:
         if isinstance(block, Text):
             if block.kind == "pre":
                 return f"<pre>{_e(block.text)}</pre>"
-            cls = ' class="note"' if block.kind == "note" else ""
+            cls = f' class="{block.kind}"' if block.kind in ("note", "warning") else ""
             return f"<p{cls}>{_e(block.text)}</p>"
         if isinstance(block, Figures):
             return '<div class="figs">' + "".join(self.figure(p) for p in block.plots) + "</div>"
@@ -204,6 +205,8 @@ class MarkdownWriter:
         if isinstance(block, Text):
             if block.kind == "pre":
                 return ["```", block.text.replace("```", "'''"), "```"]
+            if block.kind == "warning":
+                return ["> **" + md_escape(block.text) + "**"]
             return [("*" + md_escape(block.text) + "*") if block.kind == "note" else md_escape(block.text)]
         if isinstance(block, Figures):
             return [f"![{md_escape(p.caption)}](figures/{quote(p.name)}.png)" for p in block.plots]

@@ -238,13 +238,17 @@ OPTIMIZER_COLUMNS: tuple[str, ...] = ("optimizer", "lr", "weight_decay", "moment
 
 
 def optimizer_text(frame: pd.DataFrame) -> pd.Series:
-    """``sgd lr=0.1 momentum=0.9`` per row (the optimizer settings present in ``frame``)."""
-    parts = [c for c in OPTIMIZER_COLUMNS if c in frame]
+    """``sgd lr=0.1`` per row: the optimizer settings that vary among the rows of ``frame`` (all
+    ``""`` when none does). A learning rate chosen by ``[tune]`` reads ``lr=tuned``: each method
+    is compared with BPTT at its own tuned rate."""
+    values = {c: frame[c].map(text) for c in OPTIMIZER_COLUMNS if c in frame}
+    if "lr" in values and "tuned" in frame:
+        values["lr"] = values["lr"].where(frame["tuned"].map(text) == "", "tuned")
+    parts = [c for c, v in values.items() if v.nunique() > 1]
     if not parts:
         return pd.Series("", index=frame.index)
-    return frame[parts].apply(
-        lambda r: " ".join(text(r[c]) if c == "optimizer" else f"{c}={text(r[c])}" for c in parts), axis=1
-    )
+    table = pd.DataFrame({c: values[c] for c in parts})
+    return table.apply(lambda r: " ".join(r[c] if c == "optimizer" else f"{c}={r[c]}" for c in parts), axis=1)
 
 
 def _method_order(method: str) -> tuple[int, str]:
