@@ -296,6 +296,40 @@ def fidelity_heatmap(layers: pd.DataFrame, title: str, order: Sequence[str]) -> 
     return fig
 
 
+def _method_hues(
+    data: pd.DataFrame, colours: dict[str, tuple[float, float, float]], order: Sequence[str]
+) -> tuple[list[str], dict[str, tuple[float, float, float]]]:
+    """The variants of ``data`` in report order (unknown ones last) and their colours by label."""
+    present = set(data["variant"])
+    hues = [v for v in order if v in present] + sorted(present - set(order))
+    return hues, {mpl_text(v): colours[v] for v in hues}
+
+
+def _method_lines(
+    ax: Any,
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    hues: Sequence[str],
+    palette: dict[str, tuple[float, float, float]],
+    legend: bool,
+) -> None:
+    """One line per method (column ``method``) of ``y`` against ``x``, band ± one std over seeds."""
+    sns.lineplot(
+        data,
+        x=x,
+        y=y,
+        hue="method",
+        hue_order=[mpl_text(v) for v in hues],
+        palette=palette,
+        errorbar="sd",
+        marker="o",
+        markersize=4,
+        ax=ax,
+        legend=legend,
+    )
+
+
 def learning_curves(
     curves: pd.DataFrame,
     title: str,
@@ -312,9 +346,7 @@ def learning_curves(
     score_label = score_axis_label(score, "validation")
     data[score_label] = _score_scale(score) * data[f"val_{score.name}"]
     data["training loss"] = data["train_loss"]
-    present = set(data["variant"])
-    hues = [v for v in order if v in present] + sorted(present - set(order))
-    pal = {mpl_text(v): colours[v] for v in hues}
+    hues, pal = _method_hues(data, colours, order)
     with mpl.rc_context(_RC), _styled():
         fig = _figure(9.0, 3.6)
         axes = fig.subplots(1, 2)
@@ -323,19 +355,7 @@ def learning_curves(
             if rows.empty:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
             else:
-                sns.lineplot(
-                    rows,
-                    x="epoch",
-                    y=column,
-                    hue="method",
-                    hue_order=[mpl_text(v) for v in hues],
-                    palette=pal,
-                    errorbar="sd",
-                    marker="o",
-                    markersize=4,
-                    ax=ax,
-                    legend=ax is axes[1],
-                )
+                _method_lines(ax, rows, "epoch", column, hues, pal, legend=ax is axes[1])
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axes[1].get_legend() is not None:
@@ -392,27 +412,13 @@ def metric_series(
         return None
     first = points.iloc[0]
     data = points.assign(method=points["variant"].map(mpl_text))
-    present = set(data["variant"])
-    hues = [v for v in order if v in present] + sorted(present - set(order))
-    pal = {mpl_text(v): colours[v] for v in hues}
+    hues, pal = _method_hues(data, colours, order)
     Ts = sorted(int(T) for T in data["T"].unique())
     with mpl.rc_context(_RC), _styled():
         fig = _figure(3.4 * len(Ts) + 2.4, 3.6)
         axes = np.atleast_1d(fig.subplots(1, len(Ts), sharey=True, squeeze=False)[0])
         for ax, T in zip(axes, Ts, strict=True):
-            sns.lineplot(
-                data[data["T"] == T],
-                x="x",
-                y="value",
-                hue="method",
-                hue_order=[mpl_text(v) for v in hues],
-                palette=pal,
-                errorbar="sd",
-                marker="o",
-                markersize=4,
-                ax=ax,
-                legend=ax is axes[-1],
-            )
+            _method_lines(ax, data[data["T"] == T], "x", "value", hues, pal, legend=ax is axes[-1])
             ax.set_xlabel(mpl_text(first["xlabel"]))
             ax.set_ylabel(mpl_text(series_axis_label(first["ylabel"], first["higher_is_better"])))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
