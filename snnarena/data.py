@@ -29,8 +29,10 @@ whose batches are the whole graph; its ``DataInfo.graph`` carries the edges mode
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -48,6 +50,17 @@ ENCODINGS: tuple[str, ...] = ("direct", "rate", "static")
 DEFAULT_VAL_FRACTION = 0.1
 #: Offsets of the seeds of the fixed generators (validation split, validation and test encoding).
 _SPLIT_SEED, _VAL_SEED, _TEST_SEED = 7877, 7907, 7919
+#: The environment variable naming the folder real datasets are read from.
+DATA_ROOT_ENV = "SNNARENA_DATA"
+#: Where real datasets are read from when neither a ``root`` parameter nor the variable says.
+DEFAULT_DATA_ROOT = "~/.snnarena/data"
+
+
+def data_root(given: str | None = None) -> Path:
+    """The folder a dataset reads its files from: ``given`` (its ``root`` parameter), else
+    ``$SNNARENA_DATA`` (which ``snnarena run --data-root`` and a suite's ``data_root`` set), else
+    ``~/.snnarena/data``; user-expanded."""
+    return Path(given or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
 
 
 @dataclass(frozen=True)

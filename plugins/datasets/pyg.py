@@ -19,13 +19,13 @@ only looks at names, sizes and the npz key lists. Nodes are split at random per 
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+from snnarena.data import DEFAULT_DATA_ROOT, data_root
 from snnarena.extras import import_extra
 from snnarena.graph import GraphBundle, GraphDataset, graph_dataset_params, undirected_graph
 from snnarena.params import Param
@@ -39,12 +39,6 @@ NPZ_KEYS: tuple[str, ...] = (
 PLANETOID_PARTS: tuple[str, ...] = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 NPZ_SOURCE = "https://github.com/shchur/gnn-benchmark/raw/master/data/npz/"
 PLANETOID_SOURCE = "https://github.com/kimiyoung/planetoid/raw/master/data/"
-DEFAULT_ROOT = "~/.snnarena/data"
-
-
-def data_root(given: str | None) -> Path:
-    """``given``, else ``$SNNARENA_DATA``, else ``~/.snnarena/data`` (user-expanded)."""
-    return Path(given or os.environ.get("SNNARENA_DATA") or DEFAULT_ROOT).expanduser()
 
 
 def load_pyg_io() -> ModuleType:
@@ -54,7 +48,11 @@ def load_pyg_io() -> ModuleType:
 
 def _root_param() -> Param:
     return Param(
-        "root", "str", None, f"data root in PyG's layout (default: $SNNARENA_DATA, else {DEFAULT_ROOT})", nullable=True
+        "root",
+        "str",
+        None,
+        f"data root in PyG's layout (default: $SNNARENA_DATA, else {DEFAULT_DATA_ROOT})",
+        nullable=True,
     )
 
 
