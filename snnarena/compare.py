@@ -69,6 +69,8 @@ from snnarena.results import RESULT_COLUMNS, RunDirectory, load_run
 CELL_KEY: tuple[str, ...] = (
     "method",
     "method_params",
+    "protocol",
+    "preset",
     "model",
     "model_params",
     "dataset",
@@ -282,13 +284,19 @@ def cell_label(label: Any) -> str:
     return re.sub(r"\s*\|\s*seed=[^|]*$", "", str(label)) if isinstance(label, str) else ""
 
 
+#: Values of key columns that runs made before the column existed meant (they ran no preset).
+_KEY_DEFAULTS: dict[str, str] = {"protocol": "harmonized"}
+
+
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for key in (*CELL_KEY, "label", "status", "reason"):
         if key not in out:
-            out[key] = ""
+            out[key] = _KEY_DEFAULTS.get(key, "")
     for key in CELL_KEY:
-        out[key] = out[key].astype("string").fillna("")
+        out[key] = out[key].astype("string").fillna(_KEY_DEFAULTS.get(key, ""))
+        if key in _KEY_DEFAULTS:
+            out[key] = out[key].replace("", _KEY_DEFAULTS[key])
     out["seed"] = out["seed"].astype("string").fillna("") if "seed" in out else ""
     out["cell"] = out["label"].map(cell_label)
     return out

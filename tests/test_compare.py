@@ -219,6 +219,17 @@ def test_cells_are_matched_on_their_parameters() -> None:
     assert out.regressions.empty and pick(out, "bptt", "test_accuracy")["verdict"] == "unchanged"
 
 
+def test_a_method_run_under_its_paper_preset_is_another_cell() -> None:
+    a = frame(row("ottt", 0, test_accuracy=0.8))  # written before runs had protocol/preset columns
+    paper = row("ottt", 0, test_accuracy=0.5)
+    paper.update(protocol="paper", preset="paper")
+    same = row("ottt", 0, test_accuracy=0.8)
+    same.update(protocol="harmonized", preset="")
+    out = compare_runs(a, frame(same, paper))
+    assert list(out.one_sided["verdict"]) == ["missing in A"]
+    assert out.regressions.empty and pick(out, "ottt", "test_accuracy")["verdict"] == "unchanged"
+
+
 def test_different_suites_compare_only_their_common_cells() -> None:
     a = run(row("bptt", 0, test_accuracy=0.8), row("tbptt", 0, test_accuracy=0.7), suite="one")
     b = run(row("bptt", 0, test_accuracy=0.8), row("ottt", 0, test_accuracy=0.7), row("ottt", 1), suite="two")
