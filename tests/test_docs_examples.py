@@ -46,11 +46,16 @@ EXAMPLE_PLUGINS: dict[str, tuple[Kind, str]] = {
     "method_plugin": ("method", "tail_bptt"),
     "online_method_plugin": ("method", "readout_online"),
     "metric_plugin": ("metric", "calibration"),
+    "convergent_model_plugin": ("model", "skip_hopfield"),
+    "graph_model_plugin": ("model", "skip_gcn"),
 }
 
 #: Examples that examples.toml leaves out: its example methods train feedforward models only, and
 #: its metric (calibration) scores sequence classification only.
-NOT_IN_EXAMPLE_SUITE = frozenset({"recurrent_model_plugin", "per_step_dataset_plugin"})
+#: The convergent and graph models take other tasks (static and graph data) than the suite's dataset.
+NOT_IN_EXAMPLE_SUITE = frozenset(
+    {"recurrent_model_plugin", "per_step_dataset_plugin", "convergent_model_plugin", "graph_model_plugin"}
+)
 
 #: A one-cell suite of built-ins; each test swaps in one example plugin.
 BASE_CELL: dict[str, str] = {
@@ -60,6 +65,7 @@ BASE_CELL: dict[str, str] = {
     "surrogate": "atan",
     "dataset": 'name = "digits"',
     "metrics": "[]",
+    "train": "",
 }
 #: example file stem → the parts of :data:`BASE_CELL` it replaces
 EXAMPLE_CELL: dict[str, dict[str, str]] = {
@@ -76,24 +82,38 @@ EXAMPLE_CELL: dict[str, dict[str, str]] = {
     "method_plugin": {"method": 'name = "tail_bptt"\nparams = { K = 2 }'},
     "online_method_plugin": {"method": 'name = "readout_online"\nparams = { update = "step" }'},
     "metric_plugin": {"metrics": '["calibration"]'},
+    "convergent_model_plugin": {
+        "model": 'name = "skip_hopfield"\nparams = { hidden = 16 }',
+        "dataset": 'name = "digits"\nparams = { encoding = "static" }',
+        "train": 'loss = "final_mse"',
+        "neuron": "",  # a convergent model builds no neuron
+    },
+    "graph_model_plugin": {
+        "model": 'name = "skip_gcn"\nparams = { hidden = [8] }',
+        "dataset": 'name = "sbm"\nparams = { blocks = 2, block_size = 10 }',
+    },
 }
 
 
 def one_cell_suite(stem: str) -> str:
     cell = {**BASE_CELL, **EXAMPLE_CELL[stem]}
+    if cell["neuron"]:
+        neuron = f'{{ name = "{cell["neuron"]}", params = {{ v_threshold = 0.3 }}, surrogate = "{cell["surrogate"]}" }}'
+        cell["neuron"] = f"neuron = {neuron}"
     return f"""
 name = "docs-{stem}"
 metrics = {cell["metrics"]}
 [train]
 steps = 2
 batch_size = 16
+{cell["train"]}
 [grid]
 T = [4]
 [[methods]]
 {cell["method"]}
 [[models]]
 {cell["model"]}
-neuron = {{ name = "{cell["neuron"]}", params = {{ v_threshold = 0.3 }}, surrogate = "{cell["surrogate"]}" }}
+{cell["neuron"]}
 [[datasets]]
 {cell["dataset"]}
 """
@@ -392,3 +412,39 @@ def test_recurrent_model_example_is_sparse_without_self_connections(examples_hos
     )
     grad = recurrence.weight.grad
     assert (grad[recurrence.mask == 0] == 0).all() and (grad[recurrence.mask == 1] != 0).any()
+
+
+def test_convergent_model_example_steps_are_the_hard_sigmoid_of_its_drives(examples_host):
+    from snnarena.testing import run_model_conformance
+
+    info = DataInfo((5,), 3, T=8, n_train=0, n_test=0, task="static_classification")
+
+    def model() -> Any:
+        return build_model(examples_host, "skip_hopfield", info, neuron_factory(examples_host, "lif", {}), {}).double()
+
+    run_model_conformance(model)  # relax = repeated dynamics with the nudge; Φ depends on every parameter
+    net = model()
+    x = torch.rand(4, 5, dtype=torch.float64)
+    s1, s2 = torch.rand(4, 64, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64)
+    new1, new2 = net.dynamics(x, [s1, s2])
+    w1, w2, u = net.w1, net.w2, net.skip_coupling.weight
+    assert torch.allclose(new1, (x @ w1.weight.T + w1.bias + s2 @ w2.weight).clamp(0, 1), atol=1e-12)
+    assert torch.allclose(new2, (s1 @ w2.weight.T + w2.bias + x @ u.T).clamp(0, 1), atol=1e-12)
+
+
+def test_graph_model_example_passes_messages_along_edges_and_keeps_each_nodes_own_path(examples_host):
+    from snnarena.graph import undirected_graph
+    from snnarena.testing import run_model_conformance
+
+    graph = undirected_graph(torch.tensor([[0, 1], [1, 2]]), 4)  # node 3 is isolated
+    info = DataInfo((3,), 2, T=4, n_train=0, n_test=0, task="node_classification", graph=graph)
+
+    def model() -> Any:
+        make = neuron_factory(examples_host, "lif", {"v_threshold": 0.1})
+        return build_model(examples_host, "skip_gcn", info, make, {"hidden": [6]}).double()
+
+    run_model_conformance(model)  # one output per node; messages pass along the edges only
+    synapse = model().stages[0].synapse
+    h = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    (jacobian,) = torch.autograd.grad(synapse(h)[3].sum(), h)
+    assert jacobian[3].abs().sum() > 0 and jacobian[:3].abs().sum() == 0  # the isolated node sees itself only
