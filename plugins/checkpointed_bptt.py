@@ -473,7 +473,7 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
 
     name = "checkpointed_bptt"
     memory_class = "budget"
-    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})
+    families = frozenset({"feedforward", "residual", "recurrent", "convergent", "graph"})
     loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
     PARAMS = (

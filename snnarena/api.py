@@ -8,7 +8,9 @@ snnarena.make_report([outcome.run_dir])
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,14 +32,20 @@ def run(
     force: bool = False,
     plugins_dirs: tuple[str, ...] = (),
     host: PluginHost | None = None,
+    executor: str | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+    data_root: str | Path | None = None,
 ) -> RunOutcome:
     """Validate and run a suite (a path or a shipped suite name); returns where it was written.
 
     ``resume`` continues a run directory; ``force`` resumes it even when the suite, the plugin
     versions, the device kind or torch differ from the run's (the manifest records the change).
+    ``executor`` names what runs the cells (``local``, ``process``, ``ray``, ``slurm`` or a plugin's),
+    with ``executor_options``; ``data_root`` is the folder datasets read their files from (it wins
+    over the suite's ``data_root`` and ``$SNNARENA_DATA``).
     """
     host = host or PluginHost.load(HostConfig.from_env(plugins_dirs))
-    spec = load_suite(suite, host)
+    spec = load_suite(suite, host, data_root=None if data_root is None else str(data_root))
     return run_suite(
         spec,
         host,
@@ -48,6 +56,9 @@ def run(
         jobs=jobs,
         threads=threads,
         device=device,
+        executor=executor,
+        executor_options=executor_options,
+        data_root=data_root,
     )
 
 

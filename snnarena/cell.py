@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 import snnarena
-from snnarena.data import DataBundle, DataInfo, Dataset
+from snnarena.data import Bundle, DataInfo, Dataset
 from snnarena.errors import ConfigurationError
 from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory, no_neuron
 from snnarena.host import PluginHost
@@ -51,7 +51,7 @@ from snnarena.model import SpikingModel
 from snnarena.params import params_of
 from snnarena.reference import bptt_accumulate, collect_gradients, compare_by_role, compare_gradients, parameter_roles
 from snnarena.results import FIDELITY_CURVE_COLUMNS, CellRecord
-from snnarena.suite import CellSpec, input_batch_problem
+from snnarena.suite import OPTIMIZER_PARAMS, CellSpec, input_batch_problem
 from snnarena.task import SCORE_NAMES, ScoreSums, Task, task_of
 
 #: How many parameter names a failure reason lists before "... (N in all)".
@@ -111,6 +111,40 @@ def make_optimizer(parameters: Any, config: Mapping[str, Any]) -> torch.optim.Op
         return torch.optim.SGD(parameters, lr=lr, momentum=config["momentum"], weight_decay=wd)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[name]
     return cls(parameters, lr=lr, weight_decay=wd)
+
+
+class LRSchedule:
+    """The learning-rate schedule of ``train.optimizer.schedule`` over a cell's budget.
+
+    Its unit is an epoch under ``train.epochs`` and a training step (one batch, however often the
+    method steps the optimizer within it) under ``train.steps``; the torch scheduler is stepped
+    once per unit, after it, so unit ``u`` (0-based) trains with
+
+    * ``constant``: ``lr``;
+    * ``cosine``: ``lr (1 + cos(π u / U)) / 2`` with ``U`` the budget in units (``CosineAnnealingLR``,
+      ``T_max = U``, ``eta_min = 0``);
+    * ``step``: ``lr · gamma^⌊u / step_size⌋`` (``StepLR``).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: Mapping[str, Any], train: Mapping[str, Any]) -> None:
+        settings = {**{p.name: p.default for p in OPTIMIZER_PARAMS.declared}, **config}  # validated by the suite
+        self.per_step = train["epochs"] is None
+        units = train["steps"] if self.per_step else train["epochs"]
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if settings["schedule"] == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=units)
+        elif settings["schedule"] == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings["step_size"], settings["gamma"])
+
+    def after_step(self) -> None:
+        """Called after every training step: advances a per-step schedule."""
+        if self.scheduler is not None and self.per_step:
+            self.scheduler.step()
+
+    def after_epoch(self) -> None:
+        """Called after every epoch: advances a per-epoch schedule."""
+        if self.scheduler is not None and not self.per_step:
+            self.scheduler.step()
 
 
 def _names(names: list[str]) -> str:
@@ -291,7 +325,7 @@ def _record(
 class BuiltCell:
     """A cell ready to train: data, the model, the method and the module it trains."""
 
-    data: DataBundle
+    data: Bundle
     model: SpikingModel
     method: GradientMethod[Any]
     prepared: nn.Module
@@ -455,6 +489,7 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
     budget_steps = settings["steps"]
     epochs = settings["epochs"] if settings["epochs"] is not None else math.inf
     fidelity = CurveFidelity(built, spec, device, device_memory)
+    schedule = LRSchedule(built.optimizer, spec.optimizer, settings)
     built.prepared.train()
     while epoch < epochs and (budget_steps is None or step < budget_steps):
         epoch_losses: list[float] = []
@@ -472,9 +507,11 @@ def train(built: BuiltCell, spec: CellSpec, device: torch.device, on_epoch: Epoc
                 raise NonFiniteLossError(f"training loss became {value} at epoch {epoch + 1}, step {step + 1}")
             epoch_losses.append(value)
             step += 1
+            schedule.after_step()
             if budget_steps is not None and step >= budget_steps:
                 break
         epoch += 1
+        schedule.after_epoch()
         last_losses = epoch_losses or last_losses
         check_finite(built.prepared, f"epoch {epoch}, step {step}")
         last_val = validate(built, settings["eval_batch_size"], device) if settings["eval_every_epoch"] else None

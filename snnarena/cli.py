@@ -192,16 +192,18 @@ def _score_text(row: dict[str, Any]) -> str:
     return ""
 
 
-def _tuned(suite: Any, host: PluginHost, device: str) -> Any:
+def _tuned(suite: Any, host: PluginHost, device: str, data_root: str | None) -> Any:
     """The suite with the learning rates its ``[tune]`` table chose, printing each unit's choice."""
     from snnarena.cell import run_cell
+    from snnarena.executor import data_root_env
     from snnarena.tuning import tune_suite
 
     tune = suite.tune
     print(f"tuning: {tune.trials} trials per method, model, dataset and T (seed {tune.seed}, lr in {list(tune.lr)})")
 
     def trial(spec: Any) -> dict[str, Any]:
-        return run_cell(spec, host, "tuning", device).row
+        with data_root_env(data_root):
+            return run_cell(spec, host, "tuning", device).row
 
     tuned, units = tune_suite(suite, host, trial)
     for unit in units:
@@ -226,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from snnarena.results import RunDirectory, check_writable
-    from snnarena.runner import run_suite
+    from snnarena.runner import choose_executor, run_suite
     from snnarena.suite import load_suite
     from snnarena.summary import failure_report, summary_table
 
@@ -234,20 +236,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--force only applies to --resume RUN_DIR (it resumes a run whose suite changed)")
     host = _host(args)
     _warn_about_plugins(host)
-    suite = load_suite(args.suite, host)
+    suite = load_suite(args.suite, host, data_root=args.data_root)
     print(f"suite {suite.name}: {suite.n_cells:,} cells, {_budget_text(suite)}")
     for line in suite.added:
         print(f"  {line}")
     _confirm_size(suite.n_cells, suite.source, args.max_cells, args.yes)
     if args.report:
         check_writable(Path(args.report_dir))  # before training, not after it
+    executor_options = _executor_options(args.executor_option)
+    executor, _ = choose_executor(host, suite, args.executor, executor_options, args.jobs)  # before tuning
     if suite.tune is not None:
-        suite = _tuned(suite, host, args.device)
+        suite = _tuned(suite, host, args.device, suite.data_root)
     bar: Any = None
 
     def on_start(run: Any, todo: int) -> None:
         nonlocal bar
-        print(f"run directory: {run.path} ({todo:,} cell(s) to run)")
+        print(f"run directory: {run.path} ({todo:,} cell(s) to run, executor {executor.name})")
         bar = tqdm(total=todo, unit="cell", desc=suite.name, file=sys.stderr, dynamic_ncols=True)
 
     def on_record(record: Any) -> None:
@@ -267,6 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             force=args.force,
+            executor=args.executor,
+            executor_options=executor_options,
+            data_root=suite.data_root,
             on_record=on_record,
             on_start=on_start,
         )
@@ -288,6 +295,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {build_report([outcome.run_dir], args.report_dir)}")
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _executor_options(given: Sequence[str]) -> dict[str, Any]:
+    """``--executor-option KEY=VALUE`` values; VALUE is read as a TOML value (``2``, ``0.5``,
+    ``true``, ``"gpu"``), and as a string when it is not one (``partition=gpu``)."""
+    import tomllib
+
+    options: dict[str, Any] = {}
+    for item in given:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--executor-option {item!r}: expected KEY=VALUE, e.g. cpus_per_cell=2")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        options[key.strip()] = value
+    return options
 
 
 # -- report, compare, profile -----------------------------------------------------------------------
@@ -422,7 +447,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", "run a suite (default: the shipped quick suite)")
     p.add_argument("suite", nargs="?", default="quick", help="a suite file, or the name of a shipped suite")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="cells run in parallel processes")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=1, help="cells run in parallel worker processes (the process executor)"
+    )
+    p.add_argument(
+        "--executor",
+        metavar="NAME",
+        help="what runs the cells: local, process, ray, slurm or a plugin's (default: the suite's [executor], "
+        "else process with --jobs > 1, else local); `snnarena list --kind executor -v` lists the options",
+    )
+    p.add_argument(
+        "--executor-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the executor, e.g. address=auto or gpus_per_cell=1 (repeatable; wins over the suite's)",
+    )
+    p.add_argument(
+        "--data-root",
+        metavar="PATH",
+        help="folder of the datasets' files, for every cell wherever it runs (SNNARENA_DATA; wins over the "
+        "suite's data_root)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip its done/skipped cells")
     p.add_argument(
         "--force",

@@ -25,15 +25,22 @@ network is judged on its last step.
 
 Graph data (one graph, full batch) is a :class:`snnarena.graph.GraphBundle`, a ``DataBundle``
 whose batches are the whole graph; its ``DataInfo.graph`` carries the edges models read.
+
+Data too large for memory is a :class:`snnarena.streaming.StreamingBundle`, which reads samples
+through ``torch`` data loaders. Every bundle is a :class:`Bundle`: ``info`` and the three batch
+iterators are all the host reads. A :class:`SampleTransform` turns a stored sample (an ``uint8``
+image, a decoded file) into the model's input, with a seeded random augmentation for training
+samples: ``train_batches`` draws one augmentation seed per sample from its generator right after
+the order, so in-memory and streaming bundles give the same batches for the same generator.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -54,6 +61,10 @@ _SPLIT_SEED, _VAL_SEED, _TEST_SEED = 7877, 7907, 7919
 DATA_ROOT_ENV = "SNNARENA_DATA"
 #: Where real datasets are read from when neither a ``root`` parameter nor the variable says.
 DEFAULT_DATA_ROOT = "~/.snnarena/data"
+
+
+#: Augmentation seeds are drawn in ``[0, AUGMENT_SEED_BOUND)``.
+AUGMENT_SEED_BOUND = 2**62
 
 
 def data_root(given: str | None = None) -> Path:
@@ -136,6 +147,89 @@ def _time_first(y: Tensor) -> Tensor:
     return y if y.dim() == 1 else y.transpose(0, 1).contiguous()
 
 
+def encode(x: Tensor, T: int, encoding: Encoding, generator: torch.Generator) -> Tensor:
+    """A batch over time: ``[B, ...]`` (or ``[B, T, ...]`` for ``encoding="none"``) → float
+    ``[T, B, ...]`` coded by ``encoding`` (see the module docstring); ``rate`` draws its spikes
+    from ``generator``."""
+    x = x.float()
+    if encoding == "none":
+        return x.transpose(0, 1).contiguous()
+    if encoding == "direct":
+        return x.unsqueeze(0).expand(T, *x.shape).contiguous()
+    if encoding == "static":
+        return x.unsqueeze(0).expand(T, *x.shape)
+    p = x.clamp(0.0, 1.0).unsqueeze(0).expand(T, *x.shape)
+    return torch.bernoulli(p, generator=generator)
+
+
+def evaluation_generator(seed: int, split: Literal["val", "test"]) -> torch.Generator:
+    """The fixed generator that encodes a bundle's validation or test batches (from its seed)."""
+    return torch.Generator().manual_seed(seed + (_VAL_SEED if split == "val" else _TEST_SEED))
+
+
+def training_order(n: int, batch_size: int, generator: torch.Generator, augment: bool) -> tuple[Tensor, Tensor | None]:
+    """The samples of one training epoch and their augmentation seeds: ``(order, seeds)``.
+
+    ``order`` is ``randperm(n)`` cut to whole batches when there is at least one full batch;
+    ``seeds`` (``None`` without augmentation) holds one seed per position of ``order``, drawn
+    from ``generator`` right after the permutation. Every bundle draws them this way."""
+    order = torch.randperm(n, generator=generator)
+    stop = n - n % batch_size if n >= batch_size else n
+    seeds = torch.randint(0, AUGMENT_SEED_BOUND, (n,), generator=generator) if augment else None
+    return order[:stop], None if seeds is None else seeds[:stop]
+
+
+class SampleTransform(Protocol):
+    """Turns stored samples into the model's inputs, a batch at a time.
+
+    ``samples`` are a tensor ``[B, ...]`` of stored samples (``uint8`` images, say) or a
+    sequence of ``B`` stored samples (decoded files); the result is float ``[B, *input_shape]``.
+    ``augments`` tells whether :meth:`train` is random; if not, bundles call :meth:`eval` for
+    training samples too and draw no augmentation seeds."""
+
+    @property
+    def augments(self) -> bool: ...
+
+    def train(self, samples: Any, generators: Sequence[torch.Generator]) -> Tensor:
+        """Training inputs, sample ``i`` randomly augmented with ``generators[i]`` (its own seed)."""
+        ...
+
+    def eval(self, samples: Any) -> Tensor:
+        """Inputs as evaluated (and trained, without augmentation): deterministic."""
+        ...
+
+
+def transform_batch(transform: SampleTransform, samples: Any, seeds: Tensor | None) -> Tensor:
+    """``transform.train`` with one generator per sample seeded by ``seeds [B]``, or
+    ``transform.eval`` for ``None``: a sample's input depends only on the sample and its seed,
+    however the samples are batched."""
+    if seeds is None:
+        return transform.eval(samples)
+    return transform.train(samples, [torch.Generator().manual_seed(int(seed)) for seed in seeds])
+
+
+class Bundle(Protocol):
+    """What the host reads from a built dataset: ``info`` and batches ``([T, B, ...], y)``.
+
+    :class:`DataBundle` (in memory), :class:`snnarena.graph.GraphBundle` (one graph) and
+    :class:`snnarena.streaming.StreamingBundle` (read through data loaders) implement it."""
+
+    @property
+    def info(self) -> DataInfo: ...
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled training batches (order, augmentation and spikes drawn from ``generator``)."""
+        ...
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Validation batches in order, the same on every call."""
+        ...
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Test batches in order, the same on every call."""
+        ...
+
+
 class DataBundle:
     """Train/validation/test tensors held in memory, encoded over time batch by batch.
 
@@ -143,7 +237,9 @@ class DataBundle:
     for temporal data (``encoding="none"``); ``y`` are ``[N]`` class indices. ``val=(x_val,
     y_val)`` is the source's validation split, shaped alike; without it ``val_fraction`` of the
     given training data becomes the validation split (:func:`validation_split` with ``seed``),
-    and ``x_train``/``y_train`` keep the rest.
+    and ``x_train``/``y_train`` keep the rest. With a ``transform`` the tensors hold stored
+    samples (``uint8`` images, say) that it turns into inputs batch by batch, augmenting training
+    samples when it :attr:`~SampleTransform.augments`; ``input_shape`` is then its output's.
     """
 
     def __init__(
@@ -160,6 +256,7 @@ class DataBundle:
         val: tuple[Tensor, Tensor] | None = None,
         val_fraction: float = DEFAULT_VAL_FRACTION,
         task: str = "classification",
+        transform: SampleTransform | None = None,
     ) -> None:
         if val is None:
             train, held = validation_split(y_train, val_fraction, seed)
@@ -174,49 +271,52 @@ class DataBundle:
         self.x_test, self.y_test = x_test, _targets(y_test)
         self.encoding = encoding
         self.seed = seed
-        shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
+        self.transform = transform
+        if transform is not None:
+            shape = tuple(transform.eval(x_train[:1]).shape[1:])
+        else:
+            shape = tuple(x_train.shape[2:] if encoding == "none" else x_train.shape[1:])
         task = encoded_task(task, encoding)
         self.info = DataInfo(shape, n_classes, T, len(x_train), len(x_test), task=task, n_val=len(self.x_val))
 
     def _encode(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """``[B, ...]`` (or ``[B, T, ...]``) → float ``[T, B, ...]``."""
-        T = self.info.T
-        x = x.float()
-        if self.encoding == "none":
-            return x.transpose(0, 1).contiguous()
-        if self.encoding == "direct":
-            return x.unsqueeze(0).expand(T, *x.shape).contiguous()
-        if self.encoding == "static":
-            return x.unsqueeze(0).expand(T, *x.shape)
-        p = x.clamp(0.0, 1.0).unsqueeze(0).expand(T, *x.shape)
-        return torch.bernoulli(p, generator=generator)
+        return encode(x, self.info.T, self.encoding, generator)
+
+    def _inputs(self, x: Tensor, seeds: Tensor | None) -> Tensor:
+        """Stored samples ``[B, ...]`` → inputs through the transform (if any), augmented by ``seeds``."""
+        return x if self.transform is None else transform_batch(self.transform, x, seeds)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled training batches ``([T, B, ...], [B])``; the last partial batch is dropped
-        when the split has at least one full batch."""
-        n = len(self.x_train)
-        order = torch.randperm(n, generator=generator)
-        stop = n - n % batch_size if n >= batch_size else n
-        for start in range(0, stop, batch_size):
+        """Shuffled (and, with an augmenting transform, augmented) training batches
+        ``([T, B, ...], [B])`` in the order of :func:`training_order`; the last partial batch is
+        dropped when the split has at least one full batch."""
+        augment = self.transform is not None and self.transform.augments
+        order, seeds = training_order(len(self.x_train), batch_size, generator, augment)
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            yield self._encode(self.x_train[idx], generator), _time_first(self.y_train[idx])
+            batch_seeds = None if seeds is None else seeds[start : start + batch_size]
+            x = self._inputs(self.x_train[idx], batch_seeds)
+            yield self._encode(x, generator), _time_first(self.y_train[idx])
 
     def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Validation batches in order, encoded with a generator fixed by the bundle's seed."""
-        return self._fixed_batches(self.x_val, self.y_val, batch_size, self.seed + _VAL_SEED)
+        return self._fixed_batches(self.x_val, self.y_val, batch_size, evaluation_generator(self.seed, "val"))
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Test batches in order, encoded with a generator fixed by the bundle's seed."""
-        return self._fixed_batches(self.x_test, self.y_test, batch_size, self.seed + _TEST_SEED)
+        return self._fixed_batches(self.x_test, self.y_test, batch_size, evaluation_generator(self.seed, "test"))
 
-    def _fixed_batches(self, x: Tensor, y: Tensor, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(seed)
+    def _fixed_batches(
+        self, x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, len(x), batch_size):
-            yield self._encode(x[start : start + batch_size], generator), _time_first(y[start : start + batch_size])
+            inputs = self._inputs(x[start : start + batch_size], None)
+            yield self._encode(inputs, generator), _time_first(y[start : start + batch_size])
 
 
 class Dataset:
-    """A dataset plugin: ``Dataset(**params).build(T=, seed=) -> DataBundle``."""
+    """A dataset plugin: ``Dataset(**params).build(T=, seed=) -> Bundle`` (usually a :class:`DataBundle`)."""
 
     name: ClassVar[str] = ""
     PARAMS: ClassVar[tuple[Param, ...]] = ()
@@ -228,7 +328,7 @@ class Dataset:
         """Validate ``params`` against ``PARAMS`` (raising ``ParamError``) and fill in defaults."""
         self.params = params_of(type(self)).resolve(params)
 
-    def build(self, T: int, seed: int) -> DataBundle:
+    def build(self, T: int, seed: int) -> Bundle:
         raise NotImplementedError
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from snnarena.data import DataBundle, DataInfo, Dataset
+from snnarena.data import Bundle, DataInfo, Dataset
 from snnarena.errors import ConfigurationError
 from snnarena.host import PluginHost
 from snnarena.method import GradientMethod
@@ -74,9 +74,7 @@ def build_model(
     return model
 
 
-def build_dataset(
-    host: PluginHost, name: str, T: int, seed: int, params: Mapping[str, Any] | None = None
-) -> DataBundle:
+def build_dataset(host: PluginHost, name: str, T: int, seed: int, params: Mapping[str, Any] | None = None) -> Bundle:
     dataset: Dataset = build(host, "dataset", name, params)
     return dataset.build(T=T, seed=seed)
 

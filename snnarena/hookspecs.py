@@ -30,6 +30,7 @@ register_models           :class:`snnarena.model.SpikingModel`            ``snna
 register_datasets         :class:`snnarena.data.Dataset`                  ``snnarena.data``
 register_gradient_methods :class:`snnarena.method.GradientMethod`         ``snnarena.method``
 register_metrics          :class:`snnarena.metric.Metric`                 ``snnarena.metric``
+register_executors        :class:`snnarena.executor.Executor`             ``snnarena.executor``
 ========================  =============================================  =====================
 
 ``register(cls, name=None)`` accepts a *class* (not an instance) that subclasses the base class of
@@ -140,4 +141,20 @@ def register_metrics(register: Register) -> None:
     ``register(cls, name=None)`` takes a ``Metric`` subclass declaring its ``columns`` (each a
     :class:`~snnarena.columns.Column` with direction, unit and kind) and returning
     ``{column: value}`` for exactly those from ``compute(ctx: CellContext)``.
+    """
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register executors, what runs a suite's cells: subclasses of :class:`snnarena.executor.Executor`.
+
+    ``register(cls, name=None)`` takes an ``Executor`` subclass; a run selects it with
+    ``snnarena run --executor NAME`` or a suite's ``[executor]`` table (``name`` plus the options its
+    ``PARAMS`` declare). Its constructor receives the run's
+    :class:`~snnarena.executor.ExecutionContext` and the validated options; ``records(cells)`` yields
+    one :class:`~snnarena.results.CellRecord` per cell as each finishes (run each cell with
+    :func:`snnarena.executor.execute_job` on a :meth:`~snnarena.executor.ExecutionContext.job`),
+    ``abandon(signal_name)`` stops at once and ``close()`` releases what it started. Workers return
+    records; only the process running the suite writes the run directory. Built-in: ``local``,
+    ``process``, ``ray`` and ``slurm``.
     """

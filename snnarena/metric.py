@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from snnarena.data import DataBundle
+    from snnarena.data import Bundle
     from snnarena.loss import SequenceLoss
     from snnarena.method import GradientMethod
     from snnarena.model import SpikingModel
@@ -41,7 +41,7 @@ class CellContext:
     model: SpikingModel
     prepared: nn.Module
     method: GradientMethod
-    data: DataBundle
+    data: Bundle
     loss: SequenceLoss
     device: torch.device
     probe: tuple[torch.Tensor, torch.Tensor]

@@ -12,8 +12,8 @@ from typing import Any, Literal, Protocol
 
 from snnarena.errors import SnnarenaError
 
-Kind = Literal["neuron", "surrogate", "model", "dataset", "method", "metric"]
-KINDS: tuple[Kind, ...] = ("neuron", "surrogate", "model", "dataset", "method", "metric")
+Kind = Literal["neuron", "surrogate", "model", "dataset", "method", "metric", "executor"]
+KINDS: tuple[Kind, ...] = ("neuron", "surrogate", "model", "dataset", "method", "metric", "executor")
 
 #: The hook that registers each kind.
 HOOK_OF_KIND: dict[Kind, str] = {
@@ -23,6 +23,7 @@ HOOK_OF_KIND: dict[Kind, str] = {
     "dataset": "register_datasets",
     "method": "register_gradient_methods",
     "metric": "register_metrics",
+    "executor": "register_executors",
 }
 
 
@@ -118,6 +119,7 @@ class Registry:
 def check_registrable(kind: Kind, cls: Any, name: str | None) -> str:
     """Validate what a plugin passes to ``register`` and return the name to register it under."""
     from snnarena.data import Dataset
+    from snnarena.executor import Executor
     from snnarena.method import GradientMethod
     from snnarena.metric import Metric
     from snnarena.model import SpikingModel
@@ -130,6 +132,7 @@ def check_registrable(kind: Kind, cls: Any, name: str | None) -> str:
         "dataset": Dataset,
         "method": GradientMethod,
         "metric": Metric,
+        "executor": Executor,
     }
     base = bases[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):

@@ -110,6 +110,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "select",
     "selected_epoch",
     "device",
+    "worker",
+    "gpu",
     "torch_threads",
     "torch_version",
     "snnarena_version",

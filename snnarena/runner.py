@@ -1,11 +1,13 @@
-"""Running a suite: select cells, run them in this process or in worker processes, record each.
+"""Running a suite: select cells, run them on an executor (:mod:`snnarena.executor`), record each.
 
 A run holds its run directory's lock from start to end, so no second process writes it. Each
 finished cell is written to the run directory at once (atomically) and the aggregate tables are
 rebuilt from the cell files. Ctrl-C (SIGINT) and SIGTERM stop a run at once: every finished cell
 is kept, the cells in flight are recorded as ``failed`` (interrupted) and the outcome says
-``interrupted``. With ``jobs > 1`` each worker process runs one cell at a time, dies with the
-parent, and a worker that dies (killed, ``os._exit``, a segfault) fails only the cell it held.
+``interrupted``. The executor (``local``, ``process`` for ``jobs > 1``, ``ray``, ``slurm`` or a
+plugin's) runs the cells wherever it runs them and hands each record back: only this process writes
+the run directory, and a worker that dies (killed, ``os._exit``, a segfault, a preempted job) fails
+only the cell it held.
 
 ``resume`` continues a run directory: it skips the cells it holds as done or skipped, and refuses
 when the suite, the plugins used, the device kind or the torch version differ from the run's
@@ -14,10 +16,8 @@ fingerprint (``force`` resumes anyway and records the change in the manifest).
 
 from __future__ import annotations
 
-import ctypes
 import fnmatch
 import json
-import math
 import os
 import platform
 import signal
@@ -27,13 +27,9 @@ import threading
 import time
 import tomllib
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,10 +38,20 @@ import pandas as pd
 import torch
 
 import snnarena
-from snnarena.cell import _Interrupted, base_row, resolve_device, run_cell
+from snnarena.cell import _Interrupted, resolve_device
 from snnarena.columns import CORE_COLUMNS, Column, columns_by_name
-from snnarena.errors import RunDirectoryError, SnnarenaError
-from snnarena.host import HostConfig, PluginHost
+from snnarena.data import data_root as resolve_data_root
+from snnarena.errors import ConfigurationError, RunDirectoryError, SnnarenaError
+from snnarena.executor import (
+    DEFAULT_EXECUTOR,
+    ExecutionContext,
+    Executor,
+    ExecutorChoice,
+    gpu_info,
+    merged_choice,
+    resolve_executor,
+)
+from snnarena.host import PluginHost
 from snnarena.metric import Metric
 from snnarena.registry import Kind
 from snnarena.results import CellRecord, RunDirectory, check_writable, json_safe
@@ -106,9 +112,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         # how busy the machine was when the run started (timings of a loaded machine are noisier)
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
+    env.update(gpu_info(device))  # GPU name, CUDA version and NVIDIA driver on a CUDA device
     for module in ("numpy", "pandas", "pluggy"):
         env[module] = __import__(module).__version__
     return env
@@ -150,11 +154,17 @@ def _plugin_versions(host: PluginHost, components: set[tuple[Kind, str]]) -> dic
     return out
 
 
+#: Top-level suite keys that change no result, left out of the fingerprint: a run may resume on
+#: another executor, or with its data files moved.
+RUN_SETTINGS: tuple[str, ...] = ("description", "executor", "data_root")
+
+
 def _resolved_suite(suite: SuiteSpec, first: CellSpec) -> dict[str, Any]:
     """The suite's TOML as data, with the ``[train]`` table completed by its defaults; the
-    description is left out (it changes no result)."""
+    description, executor and data root are left out (:data:`RUN_SETTINGS`)."""
     data = tomllib.loads(suite.text)
-    data.pop("description", None)
+    for key in RUN_SETTINGS:
+        data.pop(key, None)
     raw_train = data.get("train", {})
     data["train"] = {**raw_train, **first.train, "optimizer": first.optimizer}
     return data
@@ -280,207 +290,6 @@ class _StopSignals:
                 raise RunStopped(self.received or "SIGINT")
 
 
-# -- executors --------------------------------------------------------------------------------
-def _lost_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str, reason: str, detail: str) -> CellRecord:
-    """A ``failed`` record for a cell whose process did not return one (it died, or was stopped)."""
-    row = base_row(spec, host, run_id, resolve_device(device))
-    row.update(status="failed", reason=reason, duration_s=math.nan)
-    return CellRecord(spec.to_dict(), row, [], f"{reason}\n{detail}\n")
-
-
-class _Sequential:
-    """Runs the cells one after the other in this process."""
-
-    def __init__(self, host: PluginHost, run_id: str, device: str) -> None:
-        self.host, self.run_id, self.device = host, run_id, device
-
-    def records(self, cells: list[CellSpec]) -> Iterator[CellRecord]:
-        for spec in cells:
-            yield run_cell(spec, self.host, self.run_id, self.device)
-
-    def abandon(self, signal_name: str) -> list[CellRecord]:
-        return []  # the cell in flight, if any, reported itself through cell._Interrupted
-
-    def close(self) -> None:
-        pass
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux); exit now if it has."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _worker_main(conn: Connection, config: HostConfig, threads: int, parent_pid: int) -> None:
-    """A worker: receives ``(spec, run_id, device)`` messages, sends back one record each; ``None``
-    ends it. SIGINT is ignored: the parent decides what an interrupt means for the cells."""
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
-    host = PluginHost.load(config)
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message is None:
-            return
-        spec, run_id, device = message
-        conn.send(run_cell(CellSpec.from_dict(spec), host, run_id, device))
-
-
-@dataclass(eq=False)
-class _Worker:
-    process: BaseProcess
-    conn: Connection
-    cell: CellSpec | None = None
-
-
-def _death(process: BaseProcess) -> str:
-    code = process.exitcode
-    if code is not None and code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-@dataclass
-class _Pool:
-    """Worker processes (spawned), one cell at a time each; the parent knows which cell each holds,
-    so a worker that dies fails only that cell, and a fresh worker takes the next one."""
-
-    host: PluginHost
-    run_id: str
-    device: str
-    jobs: int
-    threads: int
-    workers: list[_Worker] = field(default_factory=list)
-
-    def records(self, cells: list[CellSpec]) -> Iterator[CellRecord]:
-        queue = deque(cells)
-        while queue and len(self.workers) < self.jobs:
-            self._give(self._start(), queue.popleft())
-        while any(w.cell is not None for w in self.workers):
-            for worker in self._ready():
-                record = self._collect(worker)
-                if queue:
-                    self._give(worker if worker in self.workers else self._start(), queue.popleft())
-                yield record
-
-    def _start(self) -> _Worker:
-        ctx = get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(
-            target=_worker_main, args=(child_conn, self.host.config, self.threads, os.getpid()), name="snnarena-worker"
-        )
-        process.start()
-        child_conn.close()
-        worker = _Worker(process, parent_conn)
-        self.workers.append(worker)
-        return worker
-
-    def _give(self, worker: _Worker, spec: CellSpec) -> None:
-        worker.cell = spec
-        try:
-            worker.conn.send((spec.to_dict(), self.run_id, self.device))
-        except OSError:  # it died between cells: the cell stays with it and is reported by _collect
-            pass
-
-    def _ready(self) -> list[_Worker]:
-        """Busy workers that sent a record or died, once some do."""
-        by_handle: dict[Any, _Worker] = {}
-        for worker in self.workers:
-            if worker.cell is not None:
-                by_handle[worker.conn] = worker
-                by_handle[worker.process.sentinel] = worker
-        ready: list[_Worker] = []
-        for handle in wait(list(by_handle)):
-            if by_handle[handle] not in ready:
-                ready.append(by_handle[handle])
-        return ready
-
-    def _collect(self, worker: _Worker) -> CellRecord:
-        """The record a ready worker sent, or (it died) a failed record for its cell."""
-        spec = worker.cell
-        assert spec is not None
-        worker.cell = None
-        if worker.conn.poll():
-            try:
-                record: CellRecord = worker.conn.recv()
-                return record
-            except (EOFError, OSError):
-                pass
-        worker.process.join(timeout=10)
-        self.workers.remove(worker)
-        worker.conn.close()
-        how = _death(worker.process)
-        return _lost_cell(
-            spec,
-            self.host,
-            self.run_id,
-            self.device,
-            f"worker process died ({how}) while running this cell",
-            f"worker pid {worker.process.pid} ended with {how}; its own output (stderr) may say why. "
-            "The run went on with a fresh worker; --resume runs this cell again.",
-        )
-
-    def abandon(self, signal_name: str) -> list[CellRecord]:
-        """Stop now: keep records already sent, record the cells in flight as interrupted, and
-        kill their workers (waiting for nothing)."""
-        out: list[CellRecord] = []
-        for worker in self.workers:
-            spec = worker.cell
-            if spec is None:
-                continue
-            worker.cell = None
-            if worker.process.is_alive() and worker.conn.poll():
-                try:
-                    out.append(worker.conn.recv())
-                    continue
-                except (EOFError, OSError):
-                    pass
-            worker.process.kill()
-            out.append(
-                _lost_cell(
-                    spec,
-                    self.host,
-                    self.run_id,
-                    self.device,
-                    f"interrupted ({signal_name})",
-                    f"the run was stopped by {signal_name} while a worker process ran this cell; "
-                    "--resume runs it again.",
-                )
-            )
-        return out
-
-    def close(self) -> None:
-        """End every worker: idle ones are asked to exit, the others terminated, then killed."""
-        for worker in self.workers:
-            if worker.cell is None:
-                try:
-                    worker.conn.send(None)
-                except OSError:
-                    pass
-            else:
-                worker.process.terminate()
-        deadline = time.monotonic() + 5
-        for worker in self.workers:
-            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            worker.conn.close()
-        self.workers.clear()
-
-
 # -- running a suite --------------------------------------------------------------------------
 @dataclass
 class RunOutcome:
@@ -504,8 +313,7 @@ def _new_manifest(
     run_id: str,
     fingerprint: dict[str, Any],
     only: str | None,
-    jobs: int,
-    threads: int,
+    settings: RunSettings,
 ) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -516,8 +324,9 @@ def _new_manifest(
         "cells": suite.n_cells,
         "only": only,
         "environment": environment(device),
-        "torch_threads": threads,
-        "jobs": jobs,
+        "torch_threads": settings.threads,
+        "jobs": settings.jobs,
+        **settings.manifest(),
         "plugins": plugins_manifest(host),
         "fingerprint": fingerprint,
         "columns": measured_columns(host, suite.cells[0].metrics),
@@ -532,7 +341,7 @@ def _resume(
     fingerprint: dict[str, Any],
     force: bool,
     only: str | None,
-    jobs: int,
+    settings: RunSettings,
 ) -> str:
     """Check that ``run`` may continue with ``suite`` and record the resume; returns its run id."""
     manifest = run.manifest()
@@ -552,7 +361,8 @@ def _resume(
     entry: dict[str, Any] = {
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "only": only,
-        "jobs": jobs,
+        "jobs": settings.jobs,
+        **settings.manifest(),
         "forced": bool(differences),
     }
     if differences:
@@ -573,6 +383,58 @@ def _relabel(record: CellRecord, signal_name: str | None) -> CellRecord:
     return record
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run executes (none of it changes a result): the executor and its validated options,
+    torch threads per cell, ``--jobs`` as given, and the data root its cells read from (``None``:
+    each worker's own ``SNNARENA_DATA``)."""
+
+    executor: type[Executor]
+    options: Mapping[str, Any]
+    threads: int = 1
+    jobs: int = 1
+    data_root: str | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's record of the executor and of the data root this machine resolves."""
+        return {
+            "executor": {"name": self.executor.name, "options": dict(self.options)},
+            "data_root": str(resolve_data_root(self.data_root)),
+        }
+
+
+def choose_executor(
+    host: PluginHost,
+    suite: SuiteSpec,
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    jobs: int = 1,
+) -> tuple[type[Executor], dict[str, Any]]:
+    """The executor class and validated options of a run: ``name``/``options`` (the command line)
+    win over the suite's ``[executor]`` table; with neither, ``jobs > 1`` means the ``process``
+    executor with ``jobs`` workers, else ``local``. ``jobs > 1`` with another executor is refused.
+    The executor's :meth:`~snnarena.executor.Executor.check_environment` runs here."""
+    choice = merged_choice(suite.executor, name, dict(options or {}))
+    if choice is None:
+        choice = (
+            ExecutorChoice("process", {"jobs": jobs}, "--jobs ") if jobs > 1 else ExecutorChoice(DEFAULT_EXECUTOR, {})
+        )
+    elif jobs > 1:
+        if choice.name != "process":
+            raise ConfigurationError(
+                f"--jobs {jobs} sets the worker processes of the process executor, but this run uses the "
+                f"{choice.name!r} executor; leave out --jobs (its options set how many cells run at once)"
+            )
+        choice = ExecutorChoice("process", {**choice.options, "jobs": jobs}, choice.where)
+    cls, resolved = resolve_executor(host, choice)
+    cls.check_environment(resolved)
+    return cls, resolved
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().absolute())
+
+
 def run_suite(
     suite: SuiteSpec,
     host: PluginHost,
@@ -584,21 +446,30 @@ def run_suite(
     threads: int = 1,
     device: str = "auto",
     force: bool = False,
+    executor: str | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+    data_root: str | Path | None = None,
     on_record: Callable[[CellRecord], None] | None = None,
     on_start: Callable[[RunDirectory, int], None] | None = None,
 ) -> RunOutcome:
     """Run ``suite``'s cells and write them to a new run directory (or into ``resume``).
 
-    ``jobs`` cells run in parallel processes, each with ``threads`` torch intra-op threads (one by
-    default: the small per-step kernels of spiking nets gain little from more, and timings stay
-    comparable when cores are shared). ``resume`` refuses a run directory whose fingerprint
-    differs (:class:`RunDirectoryError` listing the differences) unless ``force``; it also refuses
-    one that another process is running. An unwritable location raises
-    :class:`~snnarena.errors.OutputLocationError` before any cell runs.
+    The cells run on ``executor`` (a registered executor's name) with ``executor_options``, which
+    win over the suite's ``[executor]`` table; without either, ``jobs > 1`` runs them in that many
+    worker processes, else in this process (see :func:`choose_executor`). Each cell uses
+    ``threads`` torch intra-op threads (one by default: the small per-step kernels of spiking nets
+    gain little from more, and timings stay comparable when cores are shared) and reads its data
+    under ``data_root`` (else the suite's ``data_root``, else the workers' ``SNNARENA_DATA``).
+    ``resume`` refuses a run directory whose fingerprint differs (:class:`RunDirectoryError`
+    listing the differences) unless ``force``; it also refuses one that another process is
+    running; the executor may differ from the one that started the run. An unwritable location
+    raises :class:`~snnarena.errors.OutputLocationError` before any cell runs.
     """
     torch_device = resolve_device(device)
     cells = select_cells(suite.cells, only)
     fingerprint = run_fingerprint(suite, host, torch_device)
+    executor_cls, options = choose_executor(host, suite, executor, executor_options, jobs)
+    settings = RunSettings(executor_cls, options, threads, jobs, _absolute(data_root or suite.data_root))
     if resume is not None:
         run = RunDirectory(resume)
         run.manifest()
@@ -609,39 +480,52 @@ def run_suite(
     with run.lock():
         run.remove_stale_temp_files()
         if resume is not None:
-            run_id = _resume(run, suite, host, fingerprint, force, only, jobs)
+            run_id = _resume(run, suite, host, fingerprint, force, only, settings)
         else:
             run_id = run.path.name
             run.write_manifest(
-                _new_manifest(suite, host, torch_device, run_id, fingerprint, only, jobs, threads), suite.text
+                _new_manifest(suite, host, torch_device, run_id, fingerprint, only, settings), suite.text
             )
         check_writable(run.cells_dir)
         finished = run.finished_ids()
         todo = [c for c in cells if c.cell_id not in finished]
         if on_start is not None:
             on_start(run, len(todo))
-        ran, stopped_by = _execute(run, todo, host, run_id, device, jobs, threads, on_record)
+        context = ExecutionContext(host, run_id, run.path, device, threads, settings.data_root)
+        chosen = _executor(
+            host,
+            settings,
+            context,
+            implied_by_jobs=executor is None and not executor_options and suite.executor is None,
+            todo=len(todo),
+        )
+        ran, stopped_by = _execute(run, todo, chosen, threads, on_record)
         results = run.aggregate()
     selected = {c.cell_id for c in cells}
     failed = int(((results["status"] == "failed") & results["cell_id"].isin(selected)).sum()) if len(results) else 0
     return RunOutcome(run.path, results, stopped_by is not None, ran, len(cells) - len(todo), failed, stopped_by or "")
 
 
+def _executor(
+    host: PluginHost, settings: RunSettings, context: ExecutionContext, *, implied_by_jobs: bool, todo: int
+) -> Executor:
+    """The run's executor; ``--jobs N`` alone with at most one cell to run runs it in this process
+    (starting a worker would only cost time)."""
+    cls, options = settings.executor, settings.options
+    if implied_by_jobs and todo <= 1 and cls.name == "process":
+        cls, options = resolve_executor(host, ExecutorChoice(DEFAULT_EXECUTOR, {}))
+    return cls(context, options)
+
+
 def _execute(
     run: RunDirectory,
     todo: list[CellSpec],
-    host: PluginHost,
-    run_id: str,
-    device: str,
-    jobs: int,
+    executor: Executor,
     threads: int,
     on_record: Callable[[CellRecord], None] | None,
 ) -> tuple[int, str | None]:
-    """Run ``todo`` and save each record as it comes; ``(cells saved, the signal that stopped the
-    run or None)``."""
-    executor: _Sequential | _Pool = (
-        _Pool(host, run_id, device, jobs, threads) if jobs > 1 and len(todo) > 1 else _Sequential(host, run_id, device)
-    )
+    """Run ``todo`` on ``executor`` and save each record as it comes (this process alone writes the
+    run directory); ``(cells saved, the signal that stopped the run or None)``."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     ran = 0

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snnarena.data import Dataset
 from snnarena.errors import SnnarenaError
@@ -37,7 +37,16 @@ from snnarena.params import Param, ParamError, ParamSet, params_of
 from snnarena.registry import Kind, UnknownPluginError
 from snnarena.task import task_of
 
+if TYPE_CHECKING:
+    from snnarena.executor import ExecutorChoice
+
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "adamax", "sgd")
+#: ``train.optimizer.schedule``: how the learning rate moves over the budget (see OPTIMIZER_PARAMS).
+SCHEDULES: dict[str, str] = {
+    "constant": "the learning rate stays lr",
+    "cosine": "cosine annealing from lr to 0 over the budget (torch.optim.lr_scheduler.CosineAnnealingLR)",
+    "step": "lr times gamma every step_size units (torch.optim.lr_scheduler.StepLR)",
+}
 #: ``train.select``: which weights a cell's test score (and fidelity, metrics) is measured on.
 SELECT_RULES: dict[str, str] = {
     "last": "the weights after the last epoch",
@@ -98,9 +107,63 @@ OPTIMIZER_PARAMS = ParamSet(
         Param("lr", "float", 1e-3, "learning rate", low=0.0),
         Param("weight_decay", "float", 0.0, "L2 penalty", low=0.0),
         Param("momentum", "float", 0.0, "momentum (sgd only)", low=0.0, high=1.0),
+        Param(
+            "schedule",
+            "str",
+            "constant",
+            "learning-rate schedule: constant, cosine (torch CosineAnnealingLR to 0 over the budget) or step "
+            "(StepLR: times gamma every step_size units); the unit is an epoch under train.epochs, a training "
+            "step under train.steps",
+            choices=tuple(SCHEDULES),
+        ),
+        Param("step_size", "int", None, "step schedule: units (epochs, or steps) between decays", low=1, nullable=True),
+        Param("gamma", "float", 0.1, "step schedule: factor applied to the learning rate at every decay", low=0.0),
     )
 )
-_TOP_KEYS = ("name", "description", "train", "grid", "methods", "models", "datasets", "metrics", "tune")
+#: The ``train.optimizer`` keys of the learning-rate schedule. While ``schedule`` is ``constant`` they
+#: are left out of the resolved optimizer (:func:`optimizer_settings`), so the cell ids and
+#: fingerprints of suites that set no schedule do not change.
+SCHEDULE_KEYS = ("schedule", "step_size", "gamma")
+
+
+def optimizer_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer a cell records: ``resolved`` (OPTIMIZER_PARAMS with defaults filled in) without
+    the schedule keys when the schedule is ``constant``."""
+    if resolved.get("schedule", "constant") != "constant":
+        return dict(resolved)
+    return {k: v for k, v in resolved.items() if k not in SCHEDULE_KEYS}
+
+
+def schedule_problems(given: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(key, message)`` for schedule keys that do not fit the ``schedule`` given in ``given`` (the
+    ``train.optimizer`` table as written): ``step`` needs ``step_size``; ``step_size`` and ``gamma``
+    belong to ``step`` only."""
+    schedule = given.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        return []  # reported by the parameter check
+    problems = [
+        (key, f"only the step schedule uses {key}, not {schedule!r}; remove it or set schedule = 'step'")
+        for key in ("step_size", "gamma")
+        if key in given and given[key] is not None and schedule != "step"
+    ]
+    if schedule == "step" and given.get("step_size") is None:
+        problems.append(("step_size", "the step schedule needs step_size = N (epochs, or steps under train.steps)"))
+    return problems
+
+
+_TOP_KEYS = (
+    "name",
+    "description",
+    "data_root",
+    "executor",
+    "train",
+    "grid",
+    "methods",
+    "models",
+    "datasets",
+    "metrics",
+    "tune",
+)
 
 
 class SuiteError(SnnarenaError, ValueError):
@@ -295,6 +358,11 @@ class SuiteSpec:
         self.added: tuple[str, ...] = ()
         #: The suite's ``[tune]`` table, validated, or ``None`` (see :mod:`snnarena.tuning`).
         self.tune: TuneSpec | None = None
+        #: The suite's ``[executor]`` table (options validated), or ``None``: run settings, outside
+        #: the run's fingerprint (see :mod:`snnarena.executor`).
+        self.executor: ExecutorChoice | None = None
+        #: Where the cells read their data files (``data_root``, or the caller's override), or ``None``.
+        self.data_root: str | None = None
 
     @property
     def n_cells(self) -> int:
@@ -360,19 +428,22 @@ def _read_utf8(path: Path) -> str:
         ) from None
 
 
-def load_suite(suite: str, host: PluginHost) -> SuiteSpec:
-    """Read, validate and expand ``suite`` (a path or a shipped suite name)."""
+def load_suite(suite: str, host: PluginHost, data_root: str | None = None) -> SuiteSpec:
+    """Read, validate and expand ``suite`` (a path or a shipped suite name); ``data_root`` (e.g.
+    ``--data-root``) wins over the suite's own ``data_root`` key."""
     source, text = read_suite_text(suite)
-    return parse_suite(text, host, source)
+    return parse_suite(text, host, source, data_root=data_root)
 
 
-def parse_suite(text: str, host: PluginHost, source: str = "<suite>") -> SuiteSpec:
-    """Validate TOML ``text`` against ``host``'s plugins; the cells are made on demand."""
+def parse_suite(text: str, host: PluginHost, source: str = "<suite>", *, data_root: str | None = None) -> SuiteSpec:
+    """Validate TOML ``text`` against ``host``'s plugins; the cells are made on demand. Dataset
+    files are checked under ``data_root`` when given, else the suite's ``data_root`` key, else
+    ``$SNNARENA_DATA`` (:func:`snnarena.data.data_root`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(source, [f"not valid TOML: {err}"]) from None
-    return _Validator(host, source).run(data, text)
+    return _Validator(host, source).run(data, text, data_root)
 
 
 def machine_memory_bytes() -> int | None:
@@ -450,7 +521,9 @@ class _Validator:
         for key, message in err.problems:
             self.problem(f"{where}.{key}" if key else where, message)
 
-    def run(self, data: dict[str, Any], text: str) -> SuiteSpec:
+    def run(self, data: dict[str, Any], text: str, data_root: str | None = None) -> SuiteSpec:
+        from snnarena.executor import data_root_env
+
         for key in data:
             if key not in _TOP_KEYS:
                 self.problem(key, f"unknown key; allowed: {', '.join(_TOP_KEYS)}")
@@ -464,6 +537,8 @@ class _Validator:
         train, optimizer = self.train(data.get("train", {}))
         seeds, Ts, self.protocol = self.grid(data.get("grid"))
         tune = self.tune(data["tune"], seeds) if "tune" in data else None
+        executor = self.executor(data["executor"]) if "executor" in data else None
+        root = data_root if data_root is not None else self.data_root(data.get("data_root"))
         methods = self.entries(data, "methods", "method", train["loss"])
         methods, added = reference_rows(methods)
         added = [*self.notes, *added]
@@ -475,7 +550,8 @@ class _Validator:
         self.preset_model_checks(methods, models)
         self.repeated_datasets(datasets, Ts)
         for dataset in datasets:
-            self.dataset_checks(dataset, dataset.Ts or Ts, train)
+            with data_root_env(root):
+                self.dataset_checks(dataset, dataset.Ts or Ts, train)
             task = self.task_checks(dataset, methods, train["loss"])
             if task is not None:
                 self.combination_checks(dataset, task, methods, models, metrics)
@@ -497,6 +573,8 @@ class _Validator:
         spec = SuiteSpec(name=name, description=description, source=self.source, text=text, grid=grid)
         spec.added = tuple(added)
         spec.tune = tune
+        spec.executor = executor
+        spec.data_root = root
         return spec
 
     def train(self, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -524,7 +602,9 @@ class _Validator:
                 "train.optimizer", f"expected a table such as {{ name = 'adam', lr = 1e-3 }}, got {optimizer_raw!r}"
             )
             optimizer_raw = {}
-        optimizer = self.resolve(OPTIMIZER_PARAMS, optimizer_raw, "train.optimizer") or {}
+        optimizer = optimizer_settings(self.resolve(OPTIMIZER_PARAMS, optimizer_raw, "train.optimizer") or {})
+        for key, message in schedule_problems(optimizer_raw):
+            self.problem(f"train.optimizer.{key}", message)
         chosen = optimizer_raw.get("name", OPTIMIZER_PARAMS.declared[0].default)
         if "momentum" in optimizer_raw and chosen != "sgd":
             self.problem(
@@ -562,6 +642,43 @@ class _Validator:
         if not ok or not isinstance(trials, int) or not isinstance(seed, int):
             return None
         return TuneSpec(trials, (bounds[0], bounds[1]), seed)
+
+    def executor(self, raw: Any) -> ExecutorChoice | None:
+        """The ``[executor]`` table: ``name`` (a registered executor) plus its options, checked
+        against the executor's ``PARAMS`` (and its packages: a missing extra is named)."""
+        from snnarena.executor import ExecutorChoice, executor_class
+
+        if not isinstance(raw, dict):
+            self.problem("executor", f"expected a table such as {{ name = 'ray', cpus_per_cell = 2 }}, got {raw!r}")
+            return None
+        options = {k: v for k, v in raw.items() if k != "name"}
+        name = raw.get("name")
+        if not isinstance(name, str):
+            self.problem("executor.name", f"expected the name of an executor, got {name!r}")
+            return None
+        try:
+            cls = executor_class(self.host, name)
+        except UnknownPluginError as err:
+            self.problem("executor.name", str(err))
+            return None
+        resolved = self.resolve(params_of(cls), options, "executor")
+        if resolved is None:
+            return None
+        try:
+            cls.check_environment(resolved)
+        except SnnarenaError as err:
+            self.problem("executor", str(err))
+            return None
+        return ExecutorChoice(name, options, f"{self.source}: executor.")
+
+    def data_root(self, raw: Any) -> str | None:
+        """The ``data_root`` key: a folder path (``~`` expanded; relative to the working directory)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw:
+            self.problem("data_root", f"expected the path of the folder holding the datasets' files, got {raw!r}")
+            return None
+        return str(Path(raw).expanduser())
 
     def grid(self, raw: Any) -> tuple[list[int], list[int], str]:
         if not isinstance(raw, dict):
@@ -765,8 +882,10 @@ class _Validator:
             self.problem(f"{where}.loss", f"expected one of {', '.join(map(repr, LOSS_FORMS))}, got {preset.loss!r}")
         if preset.optimizer is not None:
             optimizer = self.resolve(OPTIMIZER_PARAMS, dict(preset.optimizer), f"{where}.optimizer")
+            for key, message in schedule_problems(preset.optimizer):
+                self.problem(f"{where}.optimizer.{key}", message)
             if optimizer is not None:
-                fields["optimizer"] = optimizer
+                fields["optimizer"] = optimizer_settings(optimizer)
         if preset.model:
             fields[PRESET_MODEL_PARAMS] = dict(preset.model)
         return fields

@@ -616,7 +616,7 @@ def check_graph_contract(model: SpikingModel, x: Tensor) -> None:
 def model_checks(family: str) -> tuple[ModelCheck, ...]:
     """The model checks of ``family`` (see the module docstring)."""
     common: tuple[ModelCheck, ...] = (check_step_matches_sequence, check_resumes_from_state, check_state_detaches)
-    if family == "feedforward":
+    if family in ("feedforward", "residual"):
         return common
     if family == "recurrent":
         return (*common, check_recurrent_state)

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -447,7 +447,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_mnist(folder: Path, gz: bool = True) -> dict[str, Path]:
+def write_mnist(folder: Path, gz: bool = False) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     gen = np.random.default_rng(0)
     arrays = {
@@ -485,12 +485,19 @@ def test_a_healthy_mnist_folder_runs(tmp_path: Path, cli: Callable[..., Result])
 
 
 def spoil_magic(path: Path) -> None:
-    path.write_bytes(gzip.compress(b"\x12\x34\x56\x78" + gzip.decompress(path.read_bytes())[4:]))
+    path.write_bytes(b"\x12\x34\x56\x78" + path.read_bytes()[4:])
+
+
+def compress_in_place(paths: Iterable[Path]) -> None:
+    """Leave only the ``.gz`` archives, as downloaded from the official mirrors."""
+    for path in paths:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
 
 
 def images_count(path: Path) -> None:
     """train images that say they hold 21 images, complete, beside 20 labels."""
-    path.write_bytes(gzip.compress(idx_bytes(np.zeros((21, 28, 28)))))
+    path.write_bytes(idx_bytes(np.zeros((21, 28, 28))))
 
 
 MNIST_DAMAGE: dict[str, tuple[Callable[[dict[str, Path]], object], Callable[[dict[str, Path]], list[str]]]] = {
@@ -500,17 +507,17 @@ MNIST_DAMAGE: dict[str, tuple[Callable[[dict[str, Path]], object], Callable[[dic
     ),
     "one-of-four-missing": (
         lambda f: f[TEST_LABELS].unlink(),
-        lambda f: [f"missing {f[TEST_LABELS].parent}/{TEST_LABELS}[.gz]. "],
+        lambda f: [f"missing {f[TEST_LABELS].parent}/{TEST_LABELS}. "],
     ),
-    "gz-garbage": (
-        lambda f: f[IMAGES].write_bytes(b"this is no gzip stream" * 5),
-        lambda f: [str(f[IMAGES]), "cannot be read", "delete it and download it again"],
+    "only-the-gz-archives": (
+        lambda f: compress_in_place(f.values()),
+        lambda f: ["data files not found", f"gunzip -k {f[IMAGES].parent}/*.gz"],
     ),
-    "gz-truncated": (
+    "truncated": (
         lambda f: truncate(f[TEST_IMAGES]),
         lambda f: [str(f[TEST_IMAGES]), "delete it and download it again"],
     ),
-    "gz-empty": (lambda f: f[LABELS].write_bytes(b""), lambda f: [str(f[LABELS])]),
+    "empty": (lambda f: f[LABELS].write_bytes(b""), lambda f: [str(f[LABELS])]),
     "bad-magic": (lambda f: spoil_magic(f[IMAGES]), lambda f: [str(f[IMAGES]), "not an IDX file"]),
     "images-and-labels-disagree": (
         lambda f: images_count(f[IMAGES]),
@@ -536,7 +543,7 @@ def test_damaged_mnist_files_are_refused_before_training(
 
 
 def test_a_truncated_plain_idx_file_is_refused(tmp_path: Path, cli: Callable[..., Result]) -> None:
-    files = write_mnist(tmp_path / "data", gz=False)
+    files = write_mnist(tmp_path / "data" / "MNIST" / "raw")
     truncate(files[IMAGES])
     result = mnist_run(tmp_path, tmp_path / "data", cli)
     assert_clean_error(result, str(files[IMAGES]), "truncated or damaged", "delete it and download it again")

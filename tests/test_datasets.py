@@ -1,9 +1,9 @@
 """Built-in dataset plugins: shapes, labels, determinism, splits, encodings, class information,
-and the local-file loaders (MNIST IDX, N-MNIST .bin) on tiny files written in the real format."""
+and the local-file loaders (MNIST IDX, N-MNIST .bin) on tiny files written in the real format.
+The other torchvision image datasets are tested in test_image_datasets.py."""
 
 from __future__ import annotations
 
-import gzip
 import random
 import struct
 from collections import Counter
@@ -20,9 +20,7 @@ from snnarena.errors import DataFilesError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.params import ParamError, params_of
 from snnarena_plugins import datasets as ds
-from snnarena_plugins.datasets.mnist import read_idx
 from snnarena_plugins.datasets.mnist1d import generate, resample
-from snnarena_plugins.datasets.nmnist import events_to_frames, read_events
 from snnarena_plugins.datasets.randman import make_randman
 
 
@@ -80,17 +78,26 @@ def test_hook_registers_every_dataset() -> None:
     assert sorted(c.name for c in got) == [
         "adding",
         "amazon",
+        "cifar10",
+        "cifar100",
+        "cifar10_dvs",
         "coauthor",
         "copy",
         "digits",
+        "dvs_gesture",
+        "event_shapes",
+        "fashion_mnist",
+        "imagenet",
         "karate",
         "mnist",
         "mnist1d",
         "nmnist",
         "planetoid",
+        "poker_dvs",
         "randman",
         "sbm",
         "seq_digits",
+        "shd",
         "store_recall",
     ]
     for cls in got:
@@ -344,20 +351,18 @@ def test_a_linear_classifier_beats_chance(
     assert accuracy > least, f"{cls.name}: accuracy {accuracy:.3f} (chance {1 / bundle.info.n_classes:.2f})"
 
 
-# -- mnist (IDX files) ------------------------------------------------------------------------
+# -- mnist (IDX files read by torchvision.datasets.MNIST) -------------------------------------
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """IDX: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 sizes, bytes."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_mnist(folder: Path, n_train: int = 30, n_test: int = 12, gz: bool = False) -> dict[str, np.ndarray]:
+def write_mnist(root: Path, n_train: int = 30, n_test: int = 12) -> dict[str, np.ndarray]:
+    """The four uncompressed IDX files in ``root/MNIST/raw`` (torchvision's layout)."""
+    folder = root / "MNIST" / "raw"
     folder.mkdir(parents=True, exist_ok=True)
     gen = np.random.default_rng(0)
     arrays = {
@@ -367,22 +372,12 @@ def write_mnist(folder: Path, n_train: int = 30, n_test: int = 12, gz: bool = Fa
         "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10,
     }
     for name, array in arrays.items():
-        write_idx(folder / (name + (".gz" if gz else "")), array)
+        write_idx(folder / name, array)
     return arrays
 
 
-def test_idx_reader_roundtrip(tmp_path: Path) -> None:
-    images = np.arange(2 * 3 * 4).reshape(2, 3, 4)
-    write_idx(tmp_path / "a", images)
-    assert np.array_equal(read_idx(tmp_path / "a"), images)
-    (tmp_path / "bad").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")  # 5 promised, 2 given
-    with pytest.raises(ValueError, match="IDX"):
-        read_idx(tmp_path / "bad")
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_mnist_reads_torchvision_layout(tmp_path: Path, gz: bool) -> None:
-    arrays = write_mnist(tmp_path / "MNIST" / "raw", gz=gz)
+def test_mnist_reads_torchvision_layout(tmp_path: Path) -> None:
+    arrays = write_mnist(tmp_path)
     bundle = build(ds.MNIST, T=5, seed=0, root=str(tmp_path), encoding="direct")
     info = bundle.info
     assert info.input_shape == (784,) and (info.n_train, info.n_val, info.n_test) == (27, 3, 12)
@@ -398,8 +393,8 @@ def test_mnist_reads_torchvision_layout(tmp_path: Path, gz: bool) -> None:
     assert xb.shape == (5, 8, 784) and yb.shape == (8,)
 
 
-def test_mnist_flat_folder_image_shape_rate_and_subsets(tmp_path: Path) -> None:
-    write_mnist(tmp_path)  # files directly under root
+def test_mnist_image_shape_rate_and_subsets(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
     image = build(ds.MNIST, T=3, seed=0, root=str(tmp_path), flatten=False)
     assert image.info.input_shape == (1, 28, 28)
     xb, _ = next(image.train_batches(10, torch.Generator().manual_seed(0)))
@@ -418,13 +413,19 @@ def test_mnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as err:
         build(ds.MNIST, root=str(tmp_path / "nowhere"))
     message = str(err.value)
-    assert "t10k-images-idx3-ubyte" in message and str(tmp_path / "nowhere") in message
-    assert "download=True" in message
-    arrays_dir = tmp_path / "partial"
-    write_mnist(arrays_dir)
-    (arrays_dir / "t10k-labels-idx1-ubyte").unlink()
+    assert f"{tmp_path / 'nowhere'}/MNIST/raw/t10k-images-idx3-ubyte" in message
+    assert "download=True" in message and "gunzip" in message
+    partial = tmp_path / "partial"
+    write_mnist(partial)
+    (partial / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
-        build(ds.MNIST, root=str(arrays_dir))
+        build(ds.MNIST, root=str(partial))
+
+
+def test_mnist_root_defaults_to_the_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_mnist(tmp_path)
+    monkeypatch.setenv("SNNARENA_DATA", str(tmp_path))
+    assert build(ds.MNIST, T=2).info.n_test == 12
 
 
 # -- nmnist (.bin event files) ----------------------------------------------------------------
@@ -439,10 +440,11 @@ def encode_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray) ->
 
 
 def write_nmnist(root: Path, per_digit: dict[str, int]) -> None:
+    """``per_digit[split]`` files per digit in tonic's layout ``root/NMNIST/<split>/<digit>/*.bin``."""
     gen = np.random.default_rng(1)
     for split, n in per_digit.items():
         for digit in range(10):
-            folder = root / split / str(digit)
+            folder = root / "NMNIST" / split / str(digit)
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 m = 40
@@ -452,30 +454,34 @@ def write_nmnist(root: Path, per_digit: dict[str, int]) -> None:
                 (folder / f"{i:05d}.bin").write_bytes(encode_events(x, y, gen.integers(0, 2, m), t))
 
 
-def test_nmnist_event_decoding_and_binning(tmp_path: Path) -> None:
+def test_nmnist_files_are_decoded_by_tonic_and_binned(tmp_path: Path) -> None:
+    from tonic.datasets import NMNIST as TonicNMNIST
+    from tonic.io import read_mnist_file
+
     # x=3, y=5, ON, t=70000 µs = 0x011170 → bytes 03 05 81 11 70
     assert encode_events(np.array([3]), np.array([5]), np.array([1]), np.array([70000])) == bytes.fromhex("0305811170")
     path = tmp_path / "s.bin"
     t = np.array([0, 100, 250, 299, 8_388_607])  # the largest 23-bit timestamp too
     x, y, p = np.array([0, 1, 33, 1, 2]), np.array([0, 2, 33, 2, 3]), np.array([0, 1, 1, 1, 0])
     path.write_bytes(encode_events(x, y, p, t))
-    ev = read_events(path)
+    ev = read_mnist_file(str(path), dtype=TonicNMNIST.dtype)  # what the nmnist plugin reads with
     assert ev["t"].tolist() == t.tolist() and ev["p"].tolist() == [0, 1, 1, 1, 0]
     assert ev["x"].tolist() == [0, 1, 33, 1, 2] and ev["y"].tolist() == [0, 2, 33, 2, 3]
-    span = events_to_frames(ev, T=4)  # bins of the span [0, 8388607]: the first four land in bin 0
-    assert span.shape == (4, 2, 34, 34) and span.sum() == 4  # (1, 2, 1) twice: binary
-    assert span[0, 0, 0, 0] == 1 and span[0, 1, 2, 1] == 1 and span[0, 1, 33, 33] == 1 and span[3, 0, 3, 2] == 1
-    window = events_to_frames(ev, T=3, duration_us=300.0, binary=False)  # bins [0,100) [100,200) [200,300)
-    assert window.sum() == 4 and window[0, 0, 0, 0] == 1 and window[1, 1, 2, 1] == 1
-    assert window[2, 1, 33, 33] == 1 and window[2, 1, 2, 1] == 1
-    path.write_bytes(b"\x00" * 7)
-    with pytest.raises(ValueError, match="5-byte"):
-        read_events(path)
+    for split, names in (("Train", ("00000", "00001")), ("Test", ("00000",))):
+        (tmp_path / "NMNIST" / split / "7").mkdir(parents=True)
+        for name in names:
+            (tmp_path / "NMNIST" / split / "7" / f"{name}.bin").write_bytes(path.read_bytes())
+    bundle = build(ds.NMNIST, T=5, root=str(tmp_path), flatten=False, binary=False, binning="count", val_fraction=0.5)
+    frames = bundle.x_test[0]  # [T, 2, 34, 34]: one event per bin, [polarity, y, x]
+    assert bundle.y_test.tolist() == [7] and frames.shape == (5, 2, 34, 34) and int(frames.sum()) == 5
+    assert frames[0, 0, 0, 0] == 1 and frames[1, 1, 2, 1] == 1 and frames[2, 1, 33, 33] == 1 and frames[4, 0, 3, 2] == 1
+    by_time = build(ds.NMNIST, T=4, root=str(tmp_path), flatten=False, binary=False, val_fraction=0.5).x_test[0]
+    assert int(by_time[0].sum()) == 4 and int(by_time[1:].sum()) == 0  # bins of the span [0, 8388607]
 
 
 def test_nmnist_loads_frames_from_the_folder_layout(tmp_path: Path) -> None:
-    write_nmnist(tmp_path / "NMNIST", {"Train": 3, "Test": 1})
-    bundle = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path))
+    write_nmnist(tmp_path, {"Train": 3, "Test": 1})
+    bundle = build(ds.NMNIST, T=8, seed=0, root=str(tmp_path), binning="count")
     info = bundle.info
     assert info.input_shape == (2312,) and (info.n_train, info.n_val, info.n_test) == (27, 3, 10)
     labels = np.array(sorted(list(range(10)) * 3))
@@ -483,14 +489,15 @@ def test_nmnist_loads_frames_from_the_folder_layout(tmp_path: Path) -> None:
     assert bundle.y_train.tolist() == labels[train].tolist() and bundle.y_val.tolist() == labels[val].tolist()
     assert bundle.y_test.tolist() == list(range(10))
     xb, _ = next(bundle.train_batches(8, torch.Generator().manual_seed(0)))
-    assert xb.shape == (6, 8, 2312) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
-    image = build(ds.NMNIST, T=6, seed=0, root=str(tmp_path / "NMNIST"), flatten=False, binary=False)
+    assert xb.shape == (8, 8, 2312) and set(torch.unique(xb).tolist()) <= {0.0, 1.0}
+    image = build(ds.NMNIST, T=8, seed=0, root=str(tmp_path), flatten=False, binary=False, binning="count")
     assert image.info.input_shape == (2, 34, 34)
-    assert torch.equal(image.x_train.clamp(max=1).reshape(27, 6, -1), bundle.x_train)
-    assert torch.equal(image.x_val.clamp(max=1).reshape(3, 6, -1), bundle.x_val)
-    assert float(image.x_train.sum() + image.x_val.sum()) == 30 * 40  # counts: every event lands in one frame
+    assert torch.equal(image.x_train.clamp(max=1).reshape(27, 8, -1), bundle.x_train)
+    assert torch.equal(image.x_val.clamp(max=1).reshape(3, 8, -1), bundle.x_val)
+    total = image.x_train.float().sum() + image.x_val.float().sum()
+    assert float(total) == 30 * 40  # counts, 40 // 8 events per bin: every event lands in one frame
     # the digit-dependent column carries the label
-    column = torch.cat([image.x_train, image.x_val]).sum(dim=(1, 2, 3))  # [N, 34] events per x
+    column = torch.cat([image.x_train, image.x_val]).float().sum(dim=(1, 2, 3))  # [N, 34] events per x
     assert torch.equal(column[:, :10].argmax(dim=1), torch.cat([image.y_train, image.y_val]))
     sub = [build(ds.NMNIST, T=6, seed=s, root=str(tmp_path), max_train=7, max_test=3) for s in (0, 0, 1)]
     assert (sub[0].info.n_train, sub[0].info.n_val, sub[0].info.n_test) == (6, 1, 3)
@@ -501,9 +508,9 @@ def test_nmnist_missing_files_say_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as err:
         build(ds.NMNIST, root=str(tmp_path))
     message = str(err.value)
-    assert "Train/<digit 0-9>/*.bin" in message and str(tmp_path) in message and "Test.zip" in message
+    assert "NMNIST/Train/<digit 0-9>/*.bin" in message and str(tmp_path) in message and "Test.zip" in message
     write_nmnist(tmp_path, {"Train": 1})  # no Test/ folder
-    with pytest.raises(FileNotFoundError, match="Test"):
+    with pytest.raises(FileNotFoundError, match="NMNIST/Test"):
         build(ds.NMNIST, root=str(tmp_path))
 
 
@@ -533,7 +540,7 @@ def test_input_size_matches_the_built_data(
 
 
 def test_input_size_of_the_file_datasets(tmp_path: Path) -> None:
-    write_mnist(tmp_path)
+    write_mnist(tmp_path)  # into tmp_path/MNIST/raw
     write_nmnist(tmp_path, {"Train": 1, "Test": 1})
     for cls in (ds.MNIST, ds.NMNIST):
         for flatten in (True, False):
@@ -546,63 +553,58 @@ def mnist_problems(root: Path) -> list[str]:
     return ds.MNIST.check_files(params_of(ds.MNIST).resolve({"root": str(root)}))
 
 
-@pytest.mark.parametrize("gz", [False, True])
-def test_mnist_check_files_passes_good_files(tmp_path: Path, gz: bool) -> None:
-    write_mnist(tmp_path / "MNIST" / "raw", gz=gz)
+def test_mnist_check_files_passes_good_files(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
     assert mnist_problems(tmp_path) == []
 
 
 def test_mnist_names_only_the_missing_file(tmp_path: Path) -> None:
-    write_mnist(tmp_path / "MNIST" / "raw")
+    write_mnist(tmp_path)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     (problem,) = mnist_problems(tmp_path)
-    assert f"missing {tmp_path}/MNIST/raw/t10k-labels-idx1-ubyte[.gz]." in problem
-    assert "train-images" not in problem and "t10k-images" not in problem
+    assert f"missing {tmp_path}/MNIST/raw/t10k-labels-idx1-ubyte. " in problem
+    assert "train-images-idx3-ubyte," not in problem.split(". ")[0] and "t10k-images" not in problem.split(". ")[0]
     with pytest.raises(DataFilesError, match="missing .*t10k-labels-idx1-ubyte") as err:
         build(ds.MNIST, root=str(tmp_path))
-    assert "train-images" not in str(err.value)
+    assert f"{tmp_path}/MNIST/raw/train-images" not in str(err.value)
 
 
-def test_a_corrupt_mnist_gz_is_named_with_what_to_do(tmp_path: Path) -> None:
-    write_mnist(tmp_path, gz=True)
-    bad = tmp_path / "train-images-idx3-ubyte.gz"
-    bad.write_bytes(b"this is not gzip data at all")
+def test_a_garbage_mnist_file_is_named_with_what_to_do(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    bad = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    bad.write_bytes(b"<html>this is an error page, not IDX data</html>")
     (problem,) = mnist_problems(tmp_path)
-    assert problem.startswith(f"{bad}: cannot be read (BadGzipFile") and problem.endswith(
-        "delete it and download it again"
-    )
+    assert problem.startswith(f"{bad}: not an IDX file of bytes (bad magic number 3c68746d)")
+    assert problem.endswith("delete it and download it again")
     with pytest.raises(DataFilesError, match="delete it and download it again") as err:
         build(ds.MNIST, root=str(tmp_path))
     assert str(bad) in str(err.value)
 
 
 def test_a_truncated_mnist_file_is_found_from_its_size(tmp_path: Path) -> None:
-    write_mnist(tmp_path, gz=True)
-    whole = (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes()
-    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 2])
-    plain = tmp_path / "train-labels-idx1-ubyte"
-    write_idx(plain, np.arange(30) % 10)
-    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
-    plain.write_bytes(plain.read_bytes()[:-3])
+    write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    for name, cut in (("t10k-images-idx3-ubyte", 100), ("train-labels-idx1-ubyte", 3)):
+        (raw / name).write_bytes((raw / name).read_bytes()[:-cut])
     found = mnist_problems(tmp_path)
     assert len(found) == 2
-    assert found[0].startswith(f"{plain}: truncated or damaged: its IDX header promises shape [30]")
-    assert found[1].startswith(f"{tmp_path / 't10k-images-idx3-ubyte.gz'}: truncated or damaged")
+    promise = "truncated or damaged: its IDX header promises shape [30]"
+    assert found[0].startswith(f"{raw / 'train-labels-idx1-ubyte'}: {promise}")
+    assert found[1].startswith(f"{raw / 't10k-images-idx3-ubyte'}: truncated or damaged")
 
 
 def test_mnist_files_that_do_not_belong_together(tmp_path: Path) -> None:
     write_mnist(tmp_path)
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(11) % 10)  # 12 images, 11 labels
-    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((30, 8, 8)))
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(11) % 10)  # 12 images, 11 labels
+    write_idx(raw / "train-images-idx3-ubyte", np.zeros((30, 8, 8)))
     found = mnist_problems(tmp_path)
     assert (
-        found[0] == f"{tmp_path / 'train-images-idx3-ubyte'}: holds shape [30, 8, 8], expected [N, 28, 28]; "
+        found[0] == f"{raw / 'train-images-idx3-ubyte'}: holds shape [30, 8, 8], expected [N, 28, 28]; "
         "is it the right file?"
     )
     assert found[1].endswith(
-        "holds 12 images but "
-        f"{tmp_path / 't10k-labels-idx1-ubyte'} 11 labels; "
-        "the two files must come from the same release"
+        f"holds 12 images but {raw / 't10k-labels-idx1-ubyte'} 11 labels; the two files must come from the same release"
     )
 
 
@@ -613,10 +615,12 @@ def nmnist_problems(root: Path) -> list[str]:
 def test_nmnist_check_files(tmp_path: Path) -> None:
     write_nmnist(tmp_path, {"Train": 1})
     (problem,) = nmnist_problems(tmp_path)
-    assert f"missing {tmp_path}/Test/<digit 0-9>/*.bin." in problem and f"{tmp_path}/Train" not in problem
+    assert (
+        f"missing {tmp_path}/NMNIST/Test/<digit 0-9>/*.bin." in problem and f"{tmp_path}/NMNIST/Train/" not in problem
+    )
     write_nmnist(tmp_path, {"Test": 1})
     assert nmnist_problems(tmp_path) == []
-    damaged = tmp_path / "Test" / "0" / "00000.bin"
+    damaged = tmp_path / "NMNIST" / "Test" / "0" / "00000.bin"
     damaged.write_bytes(b"\x00" * 7)
     assert nmnist_problems(tmp_path) == [
         f"{damaged}: not a whole number of 5-byte N-MNIST events; delete it and download it again"

@@ -48,13 +48,21 @@ EXAMPLE_PLUGINS: dict[str, tuple[Kind, str]] = {
     "metric_plugin": ("metric", "calibration"),
     "convergent_model_plugin": ("model", "skip_hopfield"),
     "graph_model_plugin": ("model", "skip_gcn"),
+    "executor_plugin": ("executor", "futures"),
 }
 
 #: Examples that examples.toml leaves out: its example methods train feedforward models only, and
 #: its metric (calibration) scores sequence classification only.
-#: The convergent and graph models take other tasks (static and graph data) than the suite's dataset.
+#: The convergent and graph models take other tasks (static and graph data) than the suite's dataset;
+#: the executor is a run-level choice, tested on its own.
 NOT_IN_EXAMPLE_SUITE = frozenset(
-    {"recurrent_model_plugin", "per_step_dataset_plugin", "convergent_model_plugin", "graph_model_plugin"}
+    {
+        "recurrent_model_plugin",
+        "per_step_dataset_plugin",
+        "convergent_model_plugin",
+        "graph_model_plugin",
+        "executor_plugin",
+    }
 )
 
 #: A one-cell suite of built-ins; each test swaps in one example plugin.
@@ -66,6 +74,7 @@ BASE_CELL: dict[str, str] = {
     "dataset": 'name = "digits"',
     "metrics": "[]",
     "train": "",
+    "executor": "",
 }
 #: example file stem → the parts of :data:`BASE_CELL` it replaces
 EXAMPLE_CELL: dict[str, dict[str, str]] = {
@@ -88,6 +97,7 @@ EXAMPLE_CELL: dict[str, dict[str, str]] = {
         "train": 'loss = "final_mse"',
         "neuron": "",  # a convergent model builds no neuron
     },
+    "executor_plugin": {"executor": '[executor]\nname = "futures"\nworkers = 1'},
     "graph_model_plugin": {
         "model": 'name = "skip_gcn"\nparams = { hidden = [8] }',
         "dataset": 'name = "sbm"\nparams = { blocks = 2, block_size = 10 }',
@@ -116,6 +126,7 @@ T = [4]
 {cell["neuron"]}
 [[datasets]]
 {cell["dataset"]}
+{cell["executor"]}
 """
 
 
@@ -185,7 +196,12 @@ def test_example_runs_in_a_one_cell_suite(examples_host, tmp_path, stem):
     outcome = run_suite(suite, examples_host, results_root=tmp_path)
     row = outcome.results.iloc[0]
     assert row["status"] == "done", row["reason"]
-    assert f"local:{stem}" in plugins_used(row)
+    if stem == "executor_plugin":  # a run-level plugin: the manifest names it, a worker ran the cell
+        manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+        assert manifest["executor"] == {"name": "futures", "options": {"workers": 1}}
+        assert row["worker"]
+    else:
+        assert f"local:{stem}" in plugins_used(row)
     if stem == "metric_plugin":
         assert row["metric_errors"] == ""
         assert 0.0 <= row["ece"] <= 1.0 and 0.0 < row["mean_confidence"] <= 1.0

@@ -100,7 +100,8 @@ def register_metrics(register):
     )
     assert warnings_of(host, "local:empty") == [
         "registered nothing: it implements none of the snnarena hooks (register_neurons, register_surrogates, "
-        "register_models, register_datasets, register_gradient_methods, register_metrics; see snnarena.hookspecs)"
+        "register_models, register_datasets, register_gradient_methods, register_metrics, register_executors; "
+        "see snnarena.hookspecs)"
     ]
     assert warnings_of(host, "local:silent_hook") == [
         "registered nothing: its hooks ran but never called register(cls)"

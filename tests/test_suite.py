@@ -117,7 +117,8 @@ def test_shipped_suites_are_valid(host):
     shipped = shipped_suites()
     assert "quick" in shipped
     assert {"quick", "methods", "memory-scaling"} <= set(shipped)
-    needs_files = {"graphs-paper"}  # the MSG paper's datasets: read from local files only
+    # the papers' datasets: read from local files only
+    needs_files = {"graphs-paper", *(name for name in shipped if name.startswith("paper-"))}
     for name in set(shipped) - needs_files:
         assert load_suite(name, host).cells
     for name in needs_files:
