@@ -28,7 +28,8 @@ class BPTT(GradientMethod[SpikingModel]):
 
     name = "bptt"
     memory_class = "O(T)"
-    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})  # only step/forward_seq and the state
+    # only step/forward_seq and the state
+    families = frozenset({"feedforward", "residual", "recurrent", "convergent", "graph"})
     loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)
     PARAMS = (

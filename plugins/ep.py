@@ -71,6 +71,7 @@ import torch
 from torch import Tensor, nn
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.columns import Column
 from snnarena.data import DataInfo
 from snnarena.errors import ConfigurationError
@@ -152,6 +153,41 @@ class Settling:
         return self.unsettled / self.batches if self.batches else math.nan
 
 
+_SOURCE = "Ernoult et al., NeurIPS 2019 (arXiv 1905.13633)"
+#: The paper's headline claim (its title): EP's updates follow BPTT's gradients step by step.
+PAPER_CLAIMS = (
+    Claim(
+        "gdu-sign-agreement",
+        "EP's cumulative updates have the sign of -(K-step truncated BPTT's gradients) on at least 90 % of the "
+        "weights (the gradient-descending-updates property, measured by the gdu metric on the trained network).",
+        f"{_SOURCE}, title and abstract; GDU theorem (Sec. 3), sign-agreement recipe of the official code",
+        "title and abstract, confirmed (qualitative; the 90 % bar is ours)",
+        Check("threshold", "gdu_sign_agreement", ">=", 0.9),
+        Conditions(
+            "prototypical networks on MNIST (784-512-10 ...), beta -> 0 (0.01 in the GDU figures), T = 150, K = 10",
+            datasets=("mnist",),
+            models=("ep_prototypical",),
+            min_parameters=400_000,
+            T=(150,),
+        ),
+    ),
+    Claim(
+        "gdu-rmse",
+        "EP's cumulative updates match -(K-step truncated BPTT's gradients) step by step: relative RMSE below 0.1.",
+        f"{_SOURCE}, title ('Updates of EP match gradients of BPTT'); RMSE of the official code (compute_Hist)",
+        "title, confirmed (qualitative; the 0.1 bar is ours)",
+        Check("threshold", "gdu_rmse", "<=", 0.1),
+        Conditions(
+            "prototypical networks on MNIST, beta -> 0 (0.01 in the GDU figures), T = 150, K = 10",
+            datasets=("mnist",),
+            models=("ep_prototypical",),
+            min_parameters=400_000,
+            T=(150,),
+        ),
+    ),
+)
+
+
 class EquilibriumPropagation(GradientMethod[SpikingModel]):
     """Free phase of ``T`` steps, nudged phase of ``K``, update from ``∂Φ/∂θ`` at the two states."""
 
@@ -160,6 +196,7 @@ class EquilibriumPropagation(GradientMethod[SpikingModel]):
     families = frozenset({"convergent"})
     tasks = frozenset({"static_classification"})
     loss_forms = frozenset({"final", "final_mse"})
+    CLAIMS = PAPER_CLAIMS
     PARAMS = (
         Param("K", "int", 10, "nudged-phase steps (the truncation of the BPTT it matches)", low=1),
         Param("beta", "float", 0.1, _BETA_DOC, low=1e-12),

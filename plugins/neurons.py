@@ -9,6 +9,9 @@ With input current ``X[t]``, membrane ``V``, leak ``λ = 1 − 1/τ`` and thresh
 * reset, ``soft``: ``V[t] = H[t] − V_th S'[t]``; ``hard``: ``V[t] = H[t](1 − S'[t]) + V_reset S'[t]``,
   where ``S' = S`` or ``S' = stop_grad(S)`` when ``detach_reset`` is set.
 
+``forward_seq`` runs :func:`snnarena.multistep.lif_sequence` (one autograd node for all steps,
+the same spikes, states and gradients) unless ``fused`` is off or a subclass changes ``step``.
+
 ``V[−1] = 0``. ``τ = 1`` gives ``λ = 0``: no memory across steps (with soft reset and
 ``decay_input=False``, ``H[t] = X[t]``). IF is LIF without leak (``λ = 1``, ``decay_input=False``).
 Shapes: ``X``, ``S``, ``V`` are ``[B, ...]``; the state is ``LIFState(v)``.
@@ -17,6 +20,7 @@ Shapes: ``X``, ``S``, ``V`` are ``[B, ...]``; the state is ``LIFState(v)``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import snnarena
+from snnarena.multistep import DTYPES, ALIFConfig, LIFConfig, alif_sequence, heaviside_surrogate, lif_sequence
 from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -76,6 +81,39 @@ class IntegrateAndFire(Neuron):
             v = h * (1 - s) + self.v_reset * s
         return spike, LIFState(v)
 
+    def sequence_config(self) -> LIFConfig:
+        """The constants of :func:`~snnarena.multistep.lif_sequence` for this neuron."""
+        return LIFConfig(
+            leak=None,
+            input_divisor=None,
+            threshold=self.v_threshold,
+            hard_reset=self.reset_mode == "hard",
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+        )
+
+    def forward_seq(self, x: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """``X`` ``[T, B, ...]`` → spikes ``[T, B, ...]`` and ``V[T−1]``, through the fused path
+        when it applies (same values as ``T`` calls of :meth:`step`)."""
+        if not self._fused_applies(x):
+            return super().forward_seq(x, state)
+        state = self.init_state(x[0]) if state is None else state
+        spikes, v = lif_sequence(x, state.v, self.sequence_config(), self.surrogate)
+        return spikes, LIFState(v)
+
+    def _fused_applies(self, x: Tensor) -> bool:
+        """``fused`` is on, ``x`` is float32/float64, the dynamics are this module's (``step``/``charge``
+        not overridden by a subclass) and the surrogate is a plain Heaviside one."""
+        own_charge = (IntegrateAndFire.charge, LeakyIntegrateAndFire.charge)
+        return (
+            self.fused
+            and x.shape[0] > 0
+            and x.dtype in DTYPES
+            and type(self).step is IntegrateAndFire.step
+            and type(self).charge in own_charge
+            and heaviside_surrogate(self.surrogate)
+        )
+
 
 class LeakyIntegrateAndFire(IntegrateAndFire):
     """Leaky integrate-and-fire with leak λ = 1 − 1/τ (see the module docstring)."""
@@ -100,6 +138,9 @@ class LeakyIntegrateAndFire(IntegrateAndFire):
         if self.decay_input:
             return self.decay * v + x / self.tau
         return self.decay * v + x
+
+    def sequence_config(self) -> LIFConfig:
+        return replace(super().sequence_config(), leak=self.decay, input_divisor=self.tau if self.decay_input else None)
 
 
 class ALIFState(NamedTuple):
@@ -204,6 +245,39 @@ class AdaptiveLIF(Neuron):
         if self.n_refractory > 0:
             refractory = (refractory - 1).clamp_min(0) + self.n_refractory * spike.detach()
         return spike, ALIFState(v, b, refractory)
+
+    def sequence_config(self, n: int) -> ALIFConfig:
+        """The constants of :func:`~snnarena.multistep.alif_sequence` for a layer of ``n`` neurons."""
+        return ALIFConfig(
+            leak=self.decay,
+            input_divisor=self.tau if self.decay_input else None,
+            threshold=self.v_threshold,
+            detach_reset=self.detach_reset,
+            rho=self.rho,
+            beta=self.beta,
+            n_adaptive=self.n_adaptive(n),
+            refractory=self.n_refractory,
+        )
+
+    def forward_seq(self, x: Tensor, state: ALIFState | None = None) -> tuple[Tensor, ALIFState]:
+        """``X`` ``[T, B, ..., N]`` → spikes and the state after step ``T − 1``, through
+        :func:`~snnarena.multistep.alif_sequence` unless ``fused`` is off or a subclass changes
+        ``step``/``charge`` (same values as ``T`` calls of :meth:`step`)."""
+        fused = (
+            self.fused
+            and x.shape[0] > 0
+            and x.dtype in DTYPES
+            and type(self).step is AdaptiveLIF.step
+            and type(self).charge is AdaptiveLIF.charge
+            and heaviside_surrogate(self.surrogate)
+        )
+        if not fused:
+            return super().forward_seq(x, state)
+        state = self.init_state(x[0]) if state is None else state
+        spikes, (v, b, r) = alif_sequence(
+            x, (state.v, state.b, state.refractory), self.sequence_config(x.shape[-1]), self.surrogate
+        )
+        return spikes, ALIFState(v, b, r)
 
     def _adaptive_part(self, spike: Tensor) -> Tensor:
         """``m_j S[t]``: the spikes of the adaptive neurons, zeros elsewhere."""

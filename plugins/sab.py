@@ -81,6 +81,7 @@ import torch
 from torch import Tensor, nn
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, report_held_bytes
@@ -275,6 +276,34 @@ def _nbytes(*tensors: Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
+_SOURCE = "Ke et al., NeurIPS 2018 (arXiv 1809.03702)"
+_LONG_TERM = Conditions(
+    "LSTM (hidden 128) on copying with T = 100-300 and adding with T = 200-400; k_trunc, k_top and k_att per task",
+    datasets=("copy", "adding"),
+    models=("sab_lstm",),
+    T=(100, 200, 300),
+)
+#: The paper's headline claim: SAB matches or beats BPTT and truncated BPTT on long-term dependencies.
+PAPER_CLAIMS = (
+    Claim(
+        "matches-bptt",
+        "On tasks with long-term dependencies, SAB's test accuracy matches or beats full BPTT's (within 1 point).",
+        f"{_SOURCE}, abstract ('matches or outperforms regular BPTT and truncated BPTT')",
+        "abstract, confirmed (qualitative; the 1-point margin is ours; the copy/adding tables are not verified)",
+        Check("difference", "test_accuracy", ">=", -0.01, reference="bptt"),
+        _LONG_TERM,
+    ),
+    Claim(
+        "matches-tbptt",
+        "On tasks with long-term dependencies, SAB's test accuracy matches or beats truncated BPTT's (within 1 point).",
+        f"{_SOURCE}, abstract ('matches or outperforms regular BPTT and truncated BPTT')",
+        "abstract, confirmed (qualitative; the 1-point margin is ours)",
+        Check("difference", "test_accuracy", ">=", -0.01, reference="tbptt"),
+        _LONG_TERM,
+    ),
+)
+
+
 class SAB(GradientMethod[SpikingModel]):
     """Truncated BPTT in blocks of ``k_trunc`` steps plus gradients through the kept attention edges."""
 
@@ -282,6 +311,7 @@ class SAB(GradientMethod[SpikingModel]):
     memory_class = "O(T)"  # the memories grow like T/k_att; the graph is one block (module docstring)
     families = frozenset({"recurrent"})
     loss_forms = frozenset({"per_step"})  # each block back-propagates its own share of the loss
+    CLAIMS = PAPER_CLAIMS
     tasks = frozenset(TASK_KINDS)  # passes start to loss.segment
     PARAMS = (Param("k_trunc", "int", 10, "steps of local backpropagation (the block length)", low=1),)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod, Update
@@ -23,15 +24,30 @@ from snnarena.params import Param
 from snnarena.registry import Register
 from snnarena.task import TASK_KINDS
 
+#: Truncation's defining property (no seed paper states it as a headline number).
+DESIGN_CLAIMS = (
+    Claim(
+        "memory-bounded-by-K",
+        "Once T >= K, what it saves for the backward pass does not grow with T (at most 10 % more at the largest T "
+        "than at the smallest): the graph never spans more than K steps.",
+        "Williams & Peng, Neural Computation 1990 (truncated BPTT); methods.md section 0, memory O(K·L·B·N)",
+        "design property of the algorithm, not a paper's measurement",
+        Check("growth", "peak_activation_bytes", "<=", 1.1),
+        Conditions("any network, T >= K"),
+    ),
+)
+
 
 class TBPTT(GradientMethod[SpikingModel]):
     """Truncated BPTT: backward every K steps, state detached at segment boundaries."""
 
     name = "tbptt"
     memory_class = "O(K)"
-    families = frozenset({"feedforward", "recurrent", "convergent", "graph"})  # only step/forward_seq and the state
+    # only step/forward_seq and the state
+    families = frozenset({"feedforward", "residual", "recurrent", "convergent", "graph"})
     loss_forms = frozenset(LOSS_FORMS)
     tasks = frozenset(TASK_KINDS)  # passes start/t to the loss: per-step targets split exactly
+    CLAIMS = DESIGN_CLAIMS
     PARAMS = (
         Param("K", "int", 8, "truncation length in time steps", low=1),
         Param(

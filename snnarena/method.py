@@ -44,6 +44,7 @@ from snnarena.params import Param, params_of
 if TYPE_CHECKING:
     import torch
 
+    from snnarena.claims import Claim
     from snnarena.data import DataInfo
     from snnarena.loss import SequenceLoss
     from snnarena.measure import PhaseClock
@@ -92,6 +93,8 @@ class GradientMethod(Generic[PreparedT]):
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     #: Named configurations (``"paper"`` ...): see :class:`Preset`.
     PRESETS: ClassVar[Mapping[str, Preset]] = MappingProxyType({})
+    #: The paper's headline claims as data, checked by ``snnarena claims``: see :class:`snnarena.claims.Claim`.
+    CLAIMS: ClassVar[tuple[Claim, ...]] = ()
     #: How the bytes saved for backward grow with ``T`` (checked by ``snnarena.testing``).
     memory_class: ClassVar[MemoryClass] = "O(T)"
     #: Model families the method can train.

@@ -94,6 +94,10 @@ class Neuron(nn.Module):
         super().__init__()
         self.surrogate = surrogate
         self.params = params_of(type(self)).resolve(params)
+        #: Let :meth:`forward_seq` use the neuron's hand-written multi-step path where it has one
+        #: (:mod:`snnarena.multistep`: one autograd node for all ``T`` steps, same values and
+        #: gradients); ``False`` runs ``step`` under autograd (the reference). See ``set_fused``.
+        self.fused = True
 
     @property
     def leak(self) -> float | None:

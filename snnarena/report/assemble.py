@@ -28,6 +28,7 @@ import pandas as pd
 import snnarena
 from snnarena.columns import Column
 from snnarena.report import figures as F
+from snnarena.report.claims_section import installed_claims_section
 from snnarena.report.render import (
     Cell,
     Details,
@@ -730,6 +731,7 @@ def build_report(run_dirs: Sequence[str | Path], out_root: str | Path = "report"
     sections.append(results_section)
     sections.append(unfinished_section(data))
     optional: list[Callable[[], Section | None]] = [
+        lambda: installed_claims_section(data),
         lambda: metric_errors_section(data),
         lambda: profile_section(data, out_dir),
     ]
