@@ -169,6 +169,15 @@ def _plugin_info(host: PluginHost, spec: CellSpec) -> dict[str, dict[str, str | 
     return out
 
 
+def schedule_text(optimizer: Mapping[str, Any]) -> str:
+    """The learning-rate schedule of a resolved optimizer: ``constant``, ``cosine`` or
+    ``step(step_size=10, gamma=0.1)``."""
+    schedule = optimizer.get("schedule", "constant")
+    if schedule == "step":
+        return f"step(step_size={optimizer['step_size']}, gamma={optimizer['gamma']})"
+    return str(schedule)
+
+
 def training_settings(spec: CellSpec) -> dict[str, Any]:
     """The settings that change a result besides the grid coordinates: optimizer and budget.
 
@@ -181,6 +190,7 @@ def training_settings(spec: CellSpec) -> dict[str, Any]:
         "lr": optimizer["lr"],
         "weight_decay": optimizer["weight_decay"],
         "momentum": optimizer["momentum"],
+        "lr_schedule": schedule_text(optimizer),
         "budget_epochs": spec.train["epochs"],
         "budget_steps": spec.train["steps"],
         "batch_size": spec.train["batch_size"],

@@ -105,6 +105,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "lr",
     "weight_decay",
     "momentum",
+    "lr_schedule",
     "budget_epochs",
     "budget_steps",
     "select",
