@@ -19,6 +19,7 @@ from torch import Tensor, nn
 import snnarena
 from snnarena.data import DataInfo
 from snnarena.model import NeuronFactory, RecurrentStage, SpikingModel, Stage
+from snnarena.multistep import SpikeLinear
 from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -55,8 +56,9 @@ class SpikingMLP(SpikingModel):
     """Fully connected spiking net: ``[B, *input_shape]`` → hidden LIF layers → logits ``[B, C]``.
 
     Stage ``l``: ``I_l = W_l S_{l−1} + b_l`` (inputs flattened), neuron layer of width
-    ``hidden[l]``. ``weight_standardization`` makes the hidden synapses :class:`ScaledWSLinear`
-    (the readout stays plain, as in OTTT's code).
+    ``hidden[l]``. Synapses fed by spikes are :class:`~snnarena.multistep.SpikeLinear` (the same
+    map; it saves fused spikes as ``bool`` for the weight gradient). ``weight_standardization``
+    makes the hidden synapses :class:`ScaledWSLinear` (the readout stays plain, as in OTTT's code).
     """
 
     name = "mlp"
@@ -75,13 +77,15 @@ class SpikingMLP(SpikingModel):
         super().__init__(info, make_neuron, **params)
         width = math.prod(info.input_shape)
         bias = self.params["bias"]
-        layer = ScaledWSLinear if self.params["weight_standardization"] else nn.Linear
+        standardized = self.params["weight_standardization"]
         for i, out in enumerate(self.params["hidden"]):
+            # synapses fed by spikes keep them as bool for the weight gradient (SpikeLinear)
+            layer = ScaledWSLinear if standardized else nn.Linear if i == 0 else SpikeLinear
             linear = layer(width, out, bias=bias)
             synapse = _flat_input(info, linear) if i == 0 else linear
             self.stages.append(Stage(synapse, make_neuron()))
             width = out
-        self.readout = nn.Linear(width, info.n_classes, bias=bias)
+        self.readout = SpikeLinear(width, info.n_classes, bias=bias)
 
 
 class SpikingConvNet(SpikingModel):

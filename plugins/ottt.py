@@ -49,6 +49,7 @@ from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod, Preset, Update, affine_skip_reason
 from snnarena.model import SpikingModel
+from snnarena.multistep import SpikeLinear
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -91,7 +92,7 @@ def traced_affine(module: nn.Module, s: Tensor, trace: Tensor, bias_trace: float
     Shapes: ``s``, ``trace`` ``[B, ...]``; output ``[B, ...]``. A plain ``nn.Linear`` on ``[B, N]``
     takes a one-matmul path (:class:`_TracedLinear`); other modules run ``f`` at ``s`` and at ``trace``.
     """
-    if type(module) is nn.Linear and s.dim() == 2:
+    if type(module) in (nn.Linear, SpikeLinear) and s.dim() == 2:
         out: Tensor = _TracedLinear.apply(s, trace, module.weight, module.bias, bias_trace)
         return out
     frozen = {name: p.detach() for name, p in module.named_parameters()}

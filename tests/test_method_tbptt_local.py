@@ -19,6 +19,7 @@ from snnarena.factory import build_method, build_model, neuron_factory
 from snnarena.host import PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter
+from snnarena.multistep import set_fused
 from snnarena.neuron import detach_state
 from snnarena.params import ParamError, params_of
 from snnarena.reference import collect_gradients
@@ -108,6 +109,7 @@ def test_blocks_learn_from_their_own_loss_only(host: PluginHost, form: str) -> N
 
 def _peak(host: PluginHost, K: int, block_size: int, steps: int, width: int = 8, batch: int = 4) -> int:
     model = make_mlp(host, n_in=width, hidden=(width,) * 4, T=steps)
+    set_fused(model, False)  # plain autograd: float spikes and membranes, the bytes the formula below counts
     x, y = random_batch(T=steps, batch=batch, n_in=width)
     method = build_method(host, "tbptt_local", {"K": K, "block_size": block_size})
     prepared = method.prepare(model)
