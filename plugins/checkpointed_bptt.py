@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.data import DataInfo
 from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter, report_held_bytes
@@ -468,10 +469,37 @@ class _Executor:
 # -- the method ----------------------------------------------------------------------------------
 
 
+_GRUSLYS_SOURCE = "Gruslys et al., NeurIPS 2016 (arXiv 1606.03401)"
+_GRUSLYS_T1000 = Conditions(
+    "an RNN over sequences of length 1000, memory budget and alpha not stated in the abstract",
+    T=(1000,),
+)
+#: The paper's headline claims, checked by ``snnarena claims`` (:mod:`snnarena.claims`).
+PAPER_CLAIMS = (
+    Claim(
+        "memory-vs-bptt",
+        "At T = 1000 it saves 95 % of BPTT's memory (saved bytes at most 0.05 x BPTT's).",
+        f"{_GRUSLYS_SOURCE}, abstract ('saves 95% of memory usage while using only one third more time')",
+        "abstract, confirmed",
+        Check("ratio", "peak_activation_bytes", "<=", 0.05, reference="bptt"),
+        _GRUSLYS_T1000,
+    ),
+    Claim(
+        "time-vs-bptt",
+        "... for about one third more time per iteration than BPTT (step time at most 1.34 x BPTT's).",
+        f"{_GRUSLYS_SOURCE}, abstract",
+        "abstract, confirmed",
+        Check("ratio", "step_time_ms", "<=", 1.34, reference="bptt"),
+        _GRUSLYS_T1000,
+    ),
+)
+
+
 class CheckpointedBPTT(GradientMethod[SpikingModel]):
     """Exact BPTT within a memory budget: DP checkpointing (HSM/ISM/MSM) or √T checkpoints."""
 
     name = "checkpointed_bptt"
+    CLAIMS = PAPER_CLAIMS
     memory_class = "budget"
     families = frozenset({"feedforward", "residual", "recurrent", "convergent", "graph"})
     loss_forms = frozenset(LOSS_FORMS)

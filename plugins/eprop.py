@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.data import DataInfo
 from snnarena.errors import ConfigurationError
 from snnarena.loss import SequenceLoss
@@ -330,10 +331,25 @@ def draw_feedback(readout: nn.Linear, seed: int | None) -> Tensor:
 
 
 # -- the method -----------------------------------------------------------------------------------
+#: The paper's headline claims, checked by ``snnarena claims`` (:mod:`snnarena.claims`).
+PAPER_CLAIMS = (
+    Claim(
+        "memory-flat-in-T",
+        "Learns online, forward in time: its saved memory does not grow with T (at most 10 % more at the largest T "
+        "than at the smallest).",
+        "Bellec et al., Nat. Commun. 11:3625 (2020), abstract and Methods (eligibility traces computed forward)",
+        "abstract (online learning, no backward in time), confirmed in the official code",
+        Check("growth", "peak_activation_bytes", "<=", 1.1),
+        Conditions("LSNN (LIF + ALIF) on TIMIT / store-recall, T in the thousands", models=("rsnn",), T=(1000,)),
+    ),
+)
+
+
 class EProp(GradientMethod[SpikingModel | RandomFeedback]):
     """E-prop: eligibility traces forward in time times a learning signal from the readout error."""
 
     name = "eprop"
+    CLAIMS = PAPER_CLAIMS
     memory_class = "O(1)"
     families = frozenset({"recurrent"})
     loss_forms = frozenset({"per_step"})  # the learning signal of step t needs the loss of step t

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.data import DataInfo
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
@@ -196,10 +197,43 @@ def mse_skip_reason(method: str, lam: float, loss: SequenceLoss) -> str | None:
     return None
 
 
+_OTTT_SOURCE = "Xiao et al., NeurIPS 2022 (arXiv 2210.04195)"
+#: The paper's headline claims, checked by ``snnarena claims`` (:mod:`snnarena.claims`).
+PAPER_CLAIMS = (
+    Claim(
+        "memory-flat-in-T",
+        "Its training memory does not grow with T: at most 10 % more saved bytes at the largest T than at the "
+        "smallest.",
+        f"{_OTTT_SOURCE}, abstract ('constant training memory costs agnostic to time steps') and memory figure",
+        "abstract, confirmed",
+        Check("growth", "peak_activation_bytes", "<=", 1.1),
+        Conditions("VGG (sWS) on CIFAR-10, T = 2 ... 30 (memory figure), one GPU", models=("vgg11_ws",), T=(30,)),
+    ),
+    Claim(
+        "accuracy-vs-bptt",
+        "Reaches BPTT's accuracy in the same setting (within 1 point, paired by seed): 93.52 vs about 92.8 % on "
+        "CIFAR-10.",
+        f"{_OTTT_SOURCE}, Table 1 (OTTT_A vs BPTT, VGG sWS, T = 6)",
+        "OTTT values corroborated by later papers; the BPTT row is recalled, not verified",
+        Check("difference", "test_accuracy", ">=", -0.01, reference="bptt"),
+        Conditions(
+            "VGG (sWS) on CIFAR-10, T = 6, 300 epochs, one GPU",
+            datasets=("cifar10",),
+            models=("vgg11_ws",),
+            min_parameters=5_000_000,
+            T=(6,),
+            device="cuda",
+        ),
+        params={"mode": "A"},
+    ),
+)
+
+
 class OTTT(GradientMethod[SpikingModel]):
     """Online training through time: detached membrane, presynaptic traces, per-step backward."""
 
     name = "ottt"
+    CLAIMS = PAPER_CLAIMS
     memory_class = "O(1)"
     loss_forms = frozenset({"per_step"})
     tasks = frozenset(TASK_KINDS)  # passes t to the loss: per-step targets split exactly

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snnarena.claims import claim_lines, claims_of
+from snnarena.claims_cli import add_claims_parser, positive_int
 from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
@@ -85,6 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         for p in params_of(e.obj).declared
                     ],
                     "presets": {name: _preset_data(preset) for name, preset in _presets(e.obj).items()},
+                    "claims": [_plain(dataclasses.asdict(c)) for c in claims_of(e.obj)],
                 }
                 for e in entries
             ],
@@ -106,6 +110,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                     print(f"      preset {e.name}@{name}: {preset.doc}")
                     for line in _preset_lines(preset):
                         print(f"        {line}")
+                for line in claim_lines(e.obj):
+                    print(f"      {line}")
     if host.failures:
         print("\nplugins that failed to load:")
         for f in host.failures:
@@ -396,16 +402,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 # -- the parser -------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _add_global_options(parser: argparse.ArgumentParser, dest: str) -> None:
     """Options every subcommand takes, accepted before and after the subcommand's name."""
     parser.add_argument(
@@ -442,13 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", "list the loaded plugins (and plugins that failed to load or look wrong)")
     p.add_argument("--kind", choices=KINDS)
     p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="show each plugin's parameters")
+    p.add_argument("-v", "--verbose", action="store_true", help="show each plugin's parameters, presets and claims")
     p.set_defaults(func=cmd_list)
 
     p = command("run", "run a suite (default: the shipped quick suite)")
     p.add_argument("suite", nargs="?", default="quick", help="a suite file, or the name of a shipped suite")
     p.add_argument(
-        "--jobs", type=_positive_int, default=1, help="cells run in parallel worker processes (the process executor)"
+        "--jobs", type=positive_int, default=1, help="cells run in parallel worker processes (the process executor)"
     )
     p.add_argument(
         "--executor",
@@ -477,14 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--only", metavar="SELECTOR", help="key=glob[,key=glob] (method, model, dataset, T, seed ...)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads per cell (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads per cell (default 1)")
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the report")
     p.add_argument("--report-dir", default="report")
     p.add_argument("--yes", action="store_true", help="run a suite of more than --max-cells cells")
     p.add_argument(
         "--max-cells",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_CELLS,
         metavar="N",
         help=f"ask for --yes above N cells (default {DEFAULT_MAX_CELLS:,})",
@@ -541,11 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite")
     p.add_argument("--only", required=True, metavar="SELECTOR")
     p.add_argument("--first", action="store_true", help="profile the first selected cell")
-    p.add_argument("--steps", type=_positive_int, default=5)
+    p.add_argument("--steps", type=positive_int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--run-dir", help="write into this run directory's profile/ (default: a new run directory)")
     p.set_defaults(func=cmd_profile)
+
+    p = add_claims_parser(sub)
+    p.epilog = EXIT_CODES_HELP
+    _add_global_options(p, "plugins_dir")
     return parser
 
 
