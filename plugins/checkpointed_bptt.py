@@ -1,25 +1,32 @@
 """``checkpointed_bptt``: exact BPTT under a memory budget (Gruslys et al., NeurIPS 2016).
 
-The model is driven through its per-step transition ``model.step(x_t, h_t) → (o_t, h_{t+1})``
-(``x_t`` ``[B, ...]``, logits ``o_t`` ``[B, C]``, ``h`` the state of every stage). Instead of
-keeping all ``T`` steps of graph (BPTT, memory ``O(T)``), the executor keeps at most ``m``
-*slots* of checkpoints and recomputes the rest; the gradient is BPTT's exactly (float round-off).
+The model is driven through its transition ``model.step(x_t, h_t) → (o_t, h_{t+1})`` (``x_t``
+``[B, ...]``, logits ``o_t`` ``[B, C]``, ``h`` the state of every stage), a *unit* of ``segment``
+consecutive steps at a time: the plan below is over ``U = ⌈T/segment⌉`` units (the last may be
+shorter), and each unit runs as one ``model.forward_seq(x[a:b], h_a)`` from its carried state
+(``step`` for a one-step unit), so a fused multi-step model (:mod:`snnarena.multistep`) runs a unit
+as one call per layer and back-propagates it as one node. ``segment = 1`` (the default) is the
+paper's per-step plan; a larger unit trades one unit's graph memory for far fewer calls (at
+``T = 1000`` the per-step plan is Python-bound). Instead of keeping all ``T`` steps of graph (BPTT,
+memory ``O(T)``), the executor keeps at most ``m`` *slots* of checkpoints and recomputes the rest;
+the gradient is BPTT's exactly (float round-off).
 
 **Memory unit.** One slot holds one hidden state ``h`` (all stages; ``b_h`` bytes for the batch).
-Storing a hidden state costs 1 slot. Storing a step's *internal state* — the graph of step ``t``
+Storing a hidden state costs 1 slot. Storing a unit's *internal state* — the graph of unit ``u``
 run with autograd (its saved activations, ``b_a`` bytes), its input state (the leaf receiving
-``dL/dh_t``) and its output state — costs ``α = 2 + ⌈(b_a + b_o)/b_h⌉`` slots (``b_o``: the
-step's logits). The budget ``m`` counts every held slot, including the one holding the start of
-the sequence; the one step being back-propagated at a time (its graph and loss, input and output
-states) comes on top, so saved activations plus stored states stay within ``m·b_h`` plus one step.
-``b_h``, ``b_a`` and ``b_o`` are measured on the batch by a probe (two steps run from rest under a
-``SavedTensorMeter``, reported as ``probe_steps``, not part of the count) when the policy (ism,
-msm) or a byte budget needs them: ``budget_bytes`` becomes ``m = ⌊budget_bytes / b_h⌋`` slots
-(so it depends on the batch size), and must hold at least one state. Without a budget
-``m = ⌈√T⌉`` slots.
+``dL/dh``) and its output state — costs ``α = 2 + ⌈(b_a + b_o)/b_h⌉`` slots (``b_o``: the
+unit's logits). The budget ``m`` counts every held slot, including the one holding the start of
+the sequence; the one unit being back-propagated at a time (its graph and loss, input and output
+states) comes on top, so saved activations plus stored states stay within ``m·b_h`` plus one unit.
+``b_h``, ``b_a`` and ``b_o`` are measured on the batch by a probe (step 0 from rest without graph,
+then one unit with graph under a ``SavedTensorMeter``, reported as ``probe_steps``, not part of the
+count) when the policy (ism, msm) or a byte budget needs them: ``budget_bytes`` becomes
+``m = ⌊budget_bytes / b_h⌋`` slots (so it depends on the batch size), and must hold at least one
+state. Without a budget ``m = ⌈√U⌉`` slots.
 
-**Cost.** ``C(t, m)`` = the fewest forward step executions (with or without graph) that
-back-propagate a segment of ``t`` steps whose start state is held, within ``m`` slots:
+**Cost.** ``C(t, m)`` = the fewest forward unit executions (with or without graph) that
+back-propagate a segment of ``t`` units whose start state is held, within ``m`` slots (below,
+"step" means unit):
 
 * leaf (every policy): run ``t − 1`` steps without graph, the last one with graph,
   back-propagate it, then solve the first ``t − 1`` steps: ``t + C(t − 1, m)``;
@@ -31,8 +38,9 @@ back-propagate a segment of ``t`` steps whose start state is held, within ``m`` 
   then the first ``y − 1`` steps: ``y + C(t−y, m−α) + C(y−1, m)``; needs ``m − α ≥ 1``;
 * ``C(0, m) = 0``, ``C(1, m) = 1``. Policy ``hsm`` uses leaf + HSM splits, ``ism`` leaf + ISM
   splits, ``msm`` all of them. :func:`cost_table` is the dynamic program, :func:`forward_cost`
-  reads ``C(T, m)`` off it and the executor follows the argmin choices, so the executed step
-  count (``last_forward_steps``) equals ``forward_cost(T, m, policy, α)``. Budgets beyond what
+  reads ``C(T, m)`` off it and the executor follows the argmin choices, so the executed unit
+  count (``last_stats.forward_units``) equals ``forward_cost(U, m, policy, α)``, and the time steps
+  run (``last_forward_steps``) are ``segment`` times that when ``segment`` divides ``T``. Budgets beyond what
   helps are capped (``m ≤ T`` for HSM, ``m ≤ 1 + α(T−1)`` = store everything for ISM/MSM; both
   exact) and the table is limited to :data:`DP_MAX_SLOTS` rows. ISM with ``m ≤ α`` can only use
   leaves (``t(t+1)/2``). The table costs ``O(m·T²)`` integer operations (about a second for
@@ -44,9 +52,9 @@ last segment first: ``2T − (length of the last segment)`` step executions, ``�
 ``k`` steps of graph; it takes no budget.
 
 **Backward.** Segments are back-propagated last step first, carrying ``g = dL/dh`` backward:
-``torch.autograd.backward([objective, *h_out], [1, *g])`` on one step (or one √T segment) at a
+``torch.autograd.backward([objective, *h_out], [1, *g])`` on one unit (or one √T segment) at a
 time fills ``p.grad`` and the input leaf's ``.grad`` (the next ``g``). ``per_step``:
-the objective of step ``t`` is ``CE(o_t, y)/T``. ``rate``: ``L = CE(ō, y)`` with
+the objective of steps ``a .. b−1`` is ``loss.segment`` (``Σ_t CE(o_t, y)/T``). ``rate``: ``L = CE(ō, y)`` with
 ``ō = (1/T) Σ_t o_t`` so ``dL/do_t = (1/T)·∇_ō CE(ō, y)`` is the same for every step; ``ō`` is
 known when the first step is back-propagated (step ``T − 1``: every earlier step has run by then)
 and the objective of step ``t`` is ``⟨o_t, dL/do_t⟩``.
@@ -71,7 +79,7 @@ from snnarena.data import DataInfo
 from snnarena.loss import LOSS_FORMS, SequenceLoss
 from snnarena.measure import PhaseClock, SavedTensorMeter, report_held_bytes
 from snnarena.method import GradientMethod
-from snnarena.model import SpikingModel
+from snnarena.model import SeqOutput, SpikingModel
 from snnarena.neuron import detach_state
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -246,17 +254,24 @@ class StepSizes:
         return self.step_saved_bytes + self.logits_bytes + 2 * self.state_bytes
 
 
-def measure_step(model: nn.Module, x: Tensor) -> StepSizes:
-    """Probe two steps from rest (``x`` ``[T, B, ...]``): the second runs with graph under a meter."""
+def measure_step(model: SpikingModel, x: Tensor, steps: int = 1) -> StepSizes:
+    """Probe one unit of ``steps`` time steps (``x`` ``[T, B, ...]``): ``x[0]`` from rest without
+    graph, then the next ``steps`` steps (``x[1 : 1+steps]``; ``x[0:1]`` when ``T = 1``) as one
+    ``forward_seq`` with graph under a meter. ``step_saved_bytes`` and ``logits_bytes`` are the unit's."""
     exclude = list(model.parameters()) + [x]
     with torch.no_grad():
-        state = model.step(x[0], model.init_state()).state
+        state = model.forward_seq(x[:1], model.init_state()).state
     t = 1 if x.shape[0] > 1 else 0
     leaf = _as_leaf(state)
     with SavedTensorMeter(exclude=exclude + _leaves(leaf)) as meter, torch.enable_grad():
-        out = model.step(x[t], leaf)
+        out = model.forward_seq(x[t : t + steps], leaf)
     saved = meter.peak_bytes
     return StepSizes(_nbytes(_leaves(out.state)), saved, _nbytes([out.logits]))
+
+
+def unit_bounds(T: int, steps: int) -> list[int]:
+    """Start of every DP unit and ``T``: ``[0, k, 2k, ..., T]`` (the last unit may be shorter)."""
+    return [*range(0, T, steps), T]
 
 
 # -- the executor ------------------------------------------------------------------------------
@@ -264,27 +279,32 @@ def measure_step(model: nn.Module, x: Tensor) -> StepSizes:
 
 @dataclass
 class _Graph:
-    """Steps ``t0 .. t0+len(logits)−1`` run with autograd from the leaves ``inputs``.
-
-    ``inputs`` and ``outputs`` list the state tensors in the same order (:func:`_leaves`).
-    """
+    """Time steps ``t0 .. t0+k−1`` run with autograd (one ``forward_seq``) from the leaves ``inputs``;
+    ``logits`` ``[k, B, C]``. ``inputs`` and ``outputs`` list the state tensors in the same order
+    (:func:`_leaves`)."""
 
     t0: int
     inputs: list[Tensor]
     outputs: list[Tensor]
     state: Any
-    logits: list[Tensor]
+    logits: Tensor
 
 
 @dataclass
 class ExecutionStats:
-    """What one ``accumulate_gradients`` call did (kept as ``method.last_stats``)."""
+    """What one ``accumulate_gradients`` call did (kept as ``method.last_stats``).
+
+    The plan counts *units* of ``segment`` time steps (``units = ⌈T/segment⌉``): ``predicted_units``
+    is ``C(units, slots)``, ``forward_units`` the units executed, ``forward_steps`` the time steps
+    they cover (equal to the units for ``segment = 1``)."""
 
     policy: str
     T: int
     slots: int
     alpha: int
-    predicted_steps: int
+    predicted_units: int
+    segment: int = 1
+    forward_units: int = 0
     forward_steps: int = 0
     probe_steps: int = 0
     peak_slots: int = 0
@@ -294,13 +314,29 @@ class ExecutionStats:
 
 
 class _Executor:
-    """Runs one batch under a plan; see the module docstring for the algorithm."""
+    """Runs one batch under a plan; see the module docstring for the algorithm.
 
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss: SequenceLoss, stats: ExecutionStats) -> None:
+    Positions are unit indices: unit ``u`` is time steps ``bounds[u] .. bounds[u+1]−1``. Each unit
+    runs as one ``model.forward_seq`` from the carried state (the model contract: ``forward_seq``
+    resumes from a state exactly as ``step`` would; a one-step unit calls ``step``), without graph
+    when advancing, with graph when it is back-propagated. Advancing unit by unit keeps the
+    transient activations of a no-graph run within one unit's.
+    """
+
+    def __init__(
+        self,
+        model: SpikingModel,
+        x: Tensor,
+        y: Tensor,
+        loss: SequenceLoss,
+        stats: ExecutionStats,
+        bounds: list[int],
+    ) -> None:
         self.model, self.x, self.y, self.loss, self.stats = model, x, y, loss, stats
         self.T = x.shape[0]
+        self.bounds = bounds
         self.logit_sum: Tensor | None = None
-        self.next_unseen = 0
+        self.next_unseen = 0  # first time step whose logits are not in ``logit_sum`` yet
         self.grad_logits: Tensor | None = None
         self.value = 0.0
         self.in_use = 0
@@ -318,53 +354,47 @@ class _Executor:
         self.in_use -= slots
         self.stats.live_state_bytes -= nbytes
 
-    def _see(self, t: int, logits: Tensor) -> None:
-        """Record the logits of step ``t`` the first time it runs (the first pass is in order)."""
-        if t == self.next_unseen:
-            detached = logits.detach()
-            self.logit_sum = detached.clone() if self.logit_sum is None else self.logit_sum + detached
-            self.next_unseen += 1
+    def _run(self, state: Any, u: int, n: int) -> SeqOutput:
+        """Units ``u .. u+n−1`` as one ``forward_seq`` (graph as the caller's grad mode says)."""
+        a, b = self.bounds[u], self.bounds[u + n]
+        if b - a == 1:  # one step: ``step`` (the same values) without the sequence path's overhead
+            one = self.model.step(self.x[a], state)
+            out = SeqOutput(one.logits.unsqueeze(0), one.state, one.spikes)
+        else:
+            out = self.model.forward_seq(self.x[a:b], state)
+        self.stats.forward_units += n
+        self.stats.forward_steps += b - a
+        if a <= self.next_unseen < b:  # the first pass runs in order: add the logits of new steps
+            new = out.logits[self.next_unseen - a :].detach().sum(0)
+            self.logit_sum = new if self.logit_sum is None else self.logit_sum + new
+            self.next_unseen = b
+        return out
 
-    # running steps
-    def advance(self, state: Any, t: int, n: int) -> Any:
-        """Run steps ``t .. t+n−1`` without graph; returns ``h_{t+n}``."""
+    # running units
+    def advance(self, state: Any, u: int, n: int) -> Any:
+        """Run units ``u .. u+n−1`` without graph; returns the state at the start of unit ``u+n``."""
         with torch.no_grad():
-            for i in range(t, t + n):
-                out = self.model.step(self.x[i], state)
-                self.stats.forward_steps += 1
-                self._see(i, out.logits)
-                state = out.state
+            for i in range(u, u + n):
+                state = self._run(state, i, 1).state
         return state
 
-    def run_graph(self, state: Any, t: int, n: int) -> _Graph:
-        """Run steps ``t .. t+n−1`` with graph from a leaf copy of ``state``."""
+    def run_graph(self, state: Any, u: int, n: int) -> _Graph:
+        """Run units ``u .. u+n−1`` with graph from a leaf copy of ``state``."""
         leaf = _as_leaf(state)
-        inputs = _leaves(leaf)
-        logits = []
-        current = leaf
         with torch.enable_grad():
-            for i in range(t, t + n):
-                out = self.model.step(self.x[i], current)
-                self.stats.forward_steps += 1
-                self._see(i, out.logits)
-                logits.append(out.logits)
-                current = out.state
-        return _Graph(t, inputs, _leaves(current), current, logits)
+            out = self._run(leaf, u, n)
+        return _Graph(self.bounds[u], _leaves(leaf), _leaves(out.state), out.state, out.logits)
 
     def backprop(self, graph: _Graph, grad_out: list[Tensor | None] | None) -> list[Tensor | None]:
         """Back-propagate ``graph`` given ``dL/dh`` at its end; returns ``dL/dh`` at its start."""
         if self.grad_logits is None and self.loss.form == "rate":
             self._rate_gradient()
-        terms = []
-        for i, o in enumerate(graph.logits):
-            if self.loss.form == "rate":
-                assert self.grad_logits is not None
-                terms.append((o * self.grad_logits).sum())
-            else:
-                term = self.loss.step(o, self.y, self.T, graph.t0 + i)
-                self.value += float(term.detach())
-                terms.append(term)
-        objective = torch.stack(terms).sum() if len(terms) > 1 else terms[0]
+        if self.loss.form == "rate":
+            assert self.grad_logits is not None
+            objective = (graph.logits * self.grad_logits).sum()
+        else:
+            objective = self.loss.segment(graph.logits, self.y, self.T, graph.t0)
+            self.value += float(objective.detach())
         tensors, grads = [objective], [torch.ones_like(objective)]
         for out, g in zip(graph.outputs, grad_out or [], strict=False):
             if g is not None and out.requires_grad:
@@ -387,7 +417,8 @@ class _Executor:
 
     # plans
     def run_dp(self, tables: _Tables, m: int, alpha: int, clock: PhaseClock) -> float:
-        stack: list[tuple[Any, ...]] = [("seg", self.model.init_state(), 0, self.T, m)]
+        units = len(self.bounds) - 1
+        stack: list[tuple[Any, ...]] = [("seg", self.model.init_state(), 0, units, m)]
         self._alloc(1, 0)  # the start of the sequence (the rest state)
         grad: list[Tensor | None] | None = None
         with clock.phase("forward"):
@@ -445,23 +476,24 @@ class _Executor:
         return grad
 
     def run_sqrt(self, clock: PhaseClock) -> float:
-        k = sqrt_segment(self.T)
-        starts = list(range(0, self.T, k))
+        """The √T baseline over units of ``k = ⌈√T⌉`` steps (``bounds``): a state at every unit's start,
+        then each unit recomputed with graph and back-propagated, last unit first."""
+        units = len(self.bounds) - 1
         with clock.phase("forward"):
             states = [self.model.init_state()]
             self._alloc(1, 0)
-            for a, b in zip(starts[:-1], starts[1:], strict=False):
-                states.append(self.advance(states[-1], a, b - a))
+            for u in range(units - 1):
+                states.append(self.advance(states[-1], u, 1))
                 self._alloc(1, _nbytes(_leaves(states[-1])))
-            graph = self.run_graph(states[-1], starts[-1], self.T - starts[-1])
+            graph = self.run_graph(states[-1], units - 1, 1)
         grad: list[Tensor | None] | None = None
         with clock.phase("backward"):
-            for i in range(len(starts) - 1, -1, -1):
-                if i < len(starts) - 1:
-                    graph = self.run_graph(states[i], starts[i], starts[i + 1] - starts[i])
+            for u in range(units - 1, -1, -1):
+                if u < units - 1:
+                    graph = self.run_graph(states[u], u, 1)
                 grad = self.backprop(graph, grad)
                 del graph
-                self._free(1, _nbytes(_leaves(states[i])))
+                self._free(1, _nbytes(_leaves(states[u])))
                 states.pop()
         return self.value
 
@@ -530,6 +562,14 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
             low=1,
             nullable=True,
         ),
+        Param(
+            "segment",
+            "int",
+            1,
+            "time steps per unit of the plan: each unit runs as one forward_seq and is back-propagated "
+            "at once (1: the paper's per-step plan; more: fewer, larger calls for one unit's graph memory)",
+            low=1,
+        ),
     )
 
     def __init__(self, **params: Any) -> None:
@@ -545,12 +585,17 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
                 "budget_slots/budget_bytes: policy 'sqrt' fixes its memory (ceil(T/k) states plus k "
                 "steps, k = ceil(sqrt(T))); leave both null or use policy hsm/ism/msm"
             )
+        if self.params["policy"] == "sqrt" and self.params["segment"] != 1:
+            raise ValueError(
+                f"segment: policy 'sqrt' fixes its segments (k = ceil(sqrt(T)) steps), got segment="
+                f"{self.params['segment']}; leave it at 1 or use policy hsm/ism/msm"
+            )
         #: Statistics of the last ``accumulate_gradients`` call.
         self.last_stats: ExecutionStats | None = None
 
     @property
     def last_forward_steps(self) -> int:
-        """Forward step executions of the last batch (probe steps excluded)."""
+        """Time steps the last batch ran forward, with or without graph (probe steps excluded)."""
         if self.last_stats is None:
             raise RuntimeError("no batch has been processed yet")
         return self.last_stats.forward_steps
@@ -564,14 +609,19 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
             )
         return reason
 
-    def plan(self, model: nn.Module, x: Tensor) -> tuple[ExecutionStats, _Tables | None]:
-        """The slot budget, α and predicted cost for batch ``x`` ``[T, B, ...]``."""
+    def plan(self, model: SpikingModel, x: Tensor) -> tuple[ExecutionStats, list[int], _Tables | None]:
+        """The slot budget, α, unit bounds (:func:`unit_bounds`) and predicted cost for batch ``x``
+        ``[T, B, ...]``."""
         policy, T = self.params["policy"], x.shape[0]
         if policy == "sqrt":
-            return ExecutionStats(policy, T, 0, 1, sqrt_cost(T)), None
+            bounds = unit_bounds(T, sqrt_segment(T))  # the first pass runs all units but the last
+            return ExecutionStats(policy, T, 0, 1, max(2 * len(bounds) - 3, 0), sqrt_segment(T)), bounds, None
+        segment = min(self.params["segment"], max(T, 1))
+        bounds = unit_bounds(T, segment)
+        units = len(bounds) - 1
         sizes = None
         if policy != "hsm" or self.params["budget_bytes"] is not None:
-            sizes = measure_step(model, x)
+            sizes = measure_step(model, x, segment)
         alpha = sizes.alpha if sizes is not None and policy != "hsm" else 1
         if self.params["budget_bytes"] is not None:
             assert sizes is not None
@@ -585,20 +635,20 @@ class CheckpointedBPTT(GradientMethod[SpikingModel]):
         elif self.params["budget_slots"] is not None:
             m = self.params["budget_slots"]
         else:
-            m = sqrt_segment(T)
-        mm = effective_slots(T, m, policy, alpha)
-        tables = _tables(T, mm, policy, alpha)
-        stats = ExecutionStats(policy, T, mm, alpha, int(tables.cost[mm, T]), sizes=sizes)
-        stats.probe_steps = 0 if sizes is None else min(T, 2)
-        return stats, tables
+            m = sqrt_segment(units)
+        mm = effective_slots(units, m, policy, alpha)
+        tables = _tables(units, mm, policy, alpha)
+        stats = ExecutionStats(policy, T, mm, alpha, int(tables.cost[mm, units]), segment, sizes=sizes)
+        stats.probe_steps = 0 if sizes is None else 1 + min(segment, T - 1 if T > 1 else 1)
+        return stats, bounds, tables
 
     def accumulate_gradients(
         self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock
     ) -> float:
         with clock.phase("forward"):
-            stats, tables = self.plan(model, x)
+            stats, bounds, tables = self.plan(model, x)
         self.last_stats = stats  # live while the batch runs (stored-state bytes, step count)
-        executor = _Executor(model, x, y, loss, stats)
+        executor = _Executor(model, x, y, loss, stats, bounds)
         if tables is None:
             return executor.run_sqrt(clock)
         return executor.run_dp(tables, stats.slots, stats.alpha, clock)

@@ -2,8 +2,8 @@
 
 A plugin class (a gradient method, a model or a neuron) declares its paper's claims as
 ``CLAIMS``, a tuple of :class:`Claim`: a one-line statement in the plugin's own words, its
-source (paper, section or table), how sure the number is (``evidence``, as
-``/work/shared/research/methods.md`` rates it), the :class:`Conditions` under which the paper
+source (paper, section or table), how sure the number is (``evidence``: read in the paper's text,
+its official code, or a secondary summary), the :class:`Conditions` under which the paper
 states it, and a measurable :class:`Check`:
 
 * ``ratio``: the subject's ``metric`` over the reference's (same run, setting, ``T``, loss and

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -14,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snnarena.claims import claim_lines, claims_of
+from snnarena.claims import Claim, claim_lines, claims_of
 from snnarena.claims_cli import add_claims_parser, positive_int
 from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
@@ -88,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         for p in params_of(e.obj).declared
                     ],
                     "presets": {name: _preset_data(preset) for name, preset in _presets(e.obj).items()},
-                    "claims": [_plain(dataclasses.asdict(c)) for c in claims_of(e.obj)],
+                    "claims": [_claim_data(c) for c in claims_of(e.obj)],
                 }
                 for e in entries
             ],
@@ -121,6 +120,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         for w in host.warnings:
             print(f"  {w.plugin}: {w.message}")
     return EXIT_OK
+
+
+def _claim_data(claim: Claim) -> dict[str, Any]:
+    """A declared claim as JSON data (``snnarena list --json``)."""
+    return {
+        "name": claim.name,
+        "statement": claim.statement,
+        "source": claim.source,
+        "evidence": claim.evidence,
+        "check": claim.check.describe(),
+        "conditions": claim.conditions.setting,
+        "params": _plain(dict(claim.params)),
+    }
 
 
 def _presets(cls: Any) -> Mapping[str, Preset]:

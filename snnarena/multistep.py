@@ -23,8 +23,9 @@ Saved for backward: ``H`` ``[T, B, ...]`` in the input's dtype, nothing else (``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -96,24 +97,46 @@ def _scaled_input(x: Tensor, divisor: float | None) -> Tensor:
 def _lif_forward(x: Tensor, v: Tensor, cfg: LIFConfig) -> tuple[Tensor, Tensor, Tensor]:
     """``X`` ``[T, B, ...]``, ``V[−1]`` → spikes ``[T, B, ...]``, ``H`` ``[T, B, ...]``, ``V[T−1]``.
 
-    Bit for bit ``step``'s values with fewer operations: ``Θ(H − V_th) = 1[H ≥ V_th]`` (IEEE
+    Bit for bit ``step``'s values with fewer operations per step: the charge ``λ V + X`` is one
+    ``addcmul`` ``X + (λ V)·1`` (the product by 1 is exact), ``Θ(H − V_th) = 1[H ≥ V_th]`` (IEEE
     subtraction keeps the sign), ``H − V_th S`` is one fused subtraction (``V_th·S`` is exact for
     ``S ∈ {0, 1}``) and the hard reset ``H (1 − S) + V_reset S`` is ``lerp(H, V_reset, S)``, exact at
-    ``S ∈ {0, 1}``."""
+    ``S ∈ {0, 1}``. A hard reset to 0 needs only ``K = 1[H < V_th]`` per step, ``H[t] = X[t] + (λ H[t−1])·K``
+    (:func:`_lif_forward_reset_to_zero`)."""
     x = _scaled_input(x, cfg.input_divisor)
+    if cfg.hard_reset and cfg.v_reset == 0.0:
+        return _lif_forward_reset_to_zero(x, v, cfg)
     h, spikes = torch.empty_like(x), torch.empty_like(x)
-    leak, threshold, v_reset = (
-        _constant(c, x) for c in (1.0 if cfg.leak is None else cfg.leak, cfg.threshold, cfg.v_reset)
-    )
+    leak = 1.0 if cfg.leak is None else cfg.leak
+    one, threshold, v_reset = (_constant(c, x) for c in (1.0, cfg.threshold, cfg.v_reset))
+    after = torch.empty_like(v)  # V[t], overwritten each step once the next charge has read it
     for h_t, s_t, x_t in zip(h.unbind(0), spikes.unbind(0), x.unbind(0), strict=True):
-        if cfg.leak is None:
-            torch.add(v, x_t, out=h_t)
-        else:
-            torch.mul(v, leak, out=h_t)
-            h_t.add_(x_t)
+        torch.addcmul(x_t, v, one, value=leak, out=h_t)
         torch.ge(h_t, threshold, out=s_t)
-        v = torch.lerp(h_t, v_reset, s_t) if cfg.hard_reset else torch.sub(h_t, s_t, alpha=cfg.threshold)
-    return spikes, h, v
+        if cfg.hard_reset:
+            torch.lerp(h_t, v_reset, s_t, out=after)
+        else:
+            torch.sub(h_t, s_t, alpha=cfg.threshold, out=after)
+        v = after
+    return spikes, h, after
+
+
+def _lif_forward_reset_to_zero(x: Tensor, v: Tensor, cfg: LIFConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_lif_forward` for the hard reset to ``V_reset = 0``: ``V[t] = H[t] K[t]`` with
+    ``K = 1[H < V_th] = 1 − S``, so a step is ``H[t] = X[t] + (λ H[t−1])·K[t−1]`` and ``K[t]`` (two
+    kernels, both exact against ``step``); the spikes of all steps are one comparison at the end."""
+    h = torch.empty_like(x)
+    leak = 1.0 if cfg.leak is None else cfg.leak
+    threshold = _constant(cfg.threshold, x)
+    keep, previous = _constant(1.0, x), v  # V[−1] is a state after its reset: K = 1
+    below = torch.empty_like(v)
+    for h_t, x_t in zip(h.unbind(0), x.unbind(0), strict=True):
+        torch.addcmul(x_t, previous, keep, value=leak, out=h_t)
+        torch.lt(h_t, threshold, out=below)
+        keep, previous = below, h_t
+    spikes = torch.empty_like(x)
+    torch.ge(h, threshold, out=spikes)
+    return spikes, h, below.mul_(h[-1])
 
 
 #: Elements per block of steps whose backward coefficients are computed together on the CPU: small
@@ -128,53 +151,47 @@ def _blocks(steps: int, like: Tensor) -> list[tuple[int, int]]:
     return [(t0, min(t0 + size, steps)) for t0 in reversed(range(0, steps, size))]
 
 
-def _lif_coefficient(h: Tensor, cfg: LIFConfig, d: Tensor, scale: float) -> Tensor | None:
-    """``scale · a`` for ``H`` (any leading shape), ``D = σ'(H − V_th)``; ``None`` when ``a = 1``.
+def _lif_coefficient(h: Tensor, cfg: LIFConfig, d: Tensor) -> Tensor | None:
+    """``a`` for ``H`` (any leading shape), ``D = σ'(H − V_th)``; ``None`` when ``a = 1``.
     Overwrites ``d``."""
     if cfg.hard_reset:
-        a = (h < cfg.threshold).to(h.dtype)  # 1 − S
+        a = torch.lt(h, _constant(cfg.threshold, h), out=torch.empty_like(h))  # 1 − S
         if not cfg.detach_reset:
             a.addcmul_(cfg.v_reset - h, d)
-        return a.mul_(scale) if scale != 1.0 else a
+        return a
     if cfg.detach_reset:
         return None
-    return d.mul_(-cfg.threshold * scale).add_(scale)  # scale (1 − V_th D)
+    return d.mul_(-cfg.threshold).add_(1.0)  # 1 − V_th D
 
 
 def _lif_backward(
     h: Tensor, g_spikes: Tensor | None, g_v: Tensor | None, cfg: LIFConfig, surrogate: Surrogate
 ) -> Tensor:
-    """``g_H`` ``[T, B, ...]`` by the reverse recurrence (module docstring), block by block."""
+    """``g_H`` ``[T, B, ...]`` by the reverse recurrence (module docstring): per block of steps,
+    ``D g_S`` and ``a`` for all its steps at once, then one in-place ``addcmul`` per step."""
     leak = 1.0 if cfg.leak is None else cfg.leak
     steps = h.shape[0]
-    g_h = torch.empty_like(h)
+    g_h = torch.zeros_like(h) if g_spikes is None else torch.empty_like(h)
     rows = g_h.unbind(0)
     # The last step: g_H = a g_V + D g_S with the final state's gradient g_V.
     d = surrogate.derivative(h[-1] - cfg.threshold)
-    last = rows[-1]
-    if g_spikes is None:
-        last.zero_()
-    else:
-        torch.mul(d, g_spikes[-1], out=last)
+    if g_spikes is not None:
+        torch.mul(d, g_spikes[-1], out=rows[-1])
     if g_v is not None:
-        a = _lif_coefficient(h[-1], cfg, d, 1.0)
-        last.add_(g_v) if a is None else last.addcmul_(a, g_v)
-    # Earlier steps: g_H[t] = λ a[t] g_H[t + 1] + D[t] g_S[t].
+        a = _lif_coefficient(h[-1], cfg, d)
+        rows[-1].add_(g_v) if a is None else rows[-1].addcmul_(a, g_v)
+    # Earlier steps: g_H[t] = D[t] g_S[t] + λ a[t] g_H[t + 1].
     for t0, t1 in _blocks(steps - 1, h[0]):
         d = surrogate.derivative(h[t0:t1] - cfg.threshold)
-        q = None if g_spikes is None else d * g_spikes[t0:t1]
-        carry = _lif_coefficient(h[t0:t1], cfg, d, leak)
-        for i in range(t1 - t0 - 1, -1, -1):
-            out, later = rows[t0 + i], rows[t0 + i + 1]
-            if carry is None:
-                if q is None:
-                    torch.mul(later, leak, out=out)
-                else:
-                    torch.add(q[i], later, alpha=leak, out=out)
-            elif q is None:
-                torch.mul(carry[i], later, out=out)
-            else:
-                torch.addcmul(q[i], carry[i], later, out=out)
+        if g_spikes is not None:
+            torch.mul(d, g_spikes[t0:t1], out=g_h[t0:t1])
+        carry = _lif_coefficient(h[t0:t1], cfg, d)
+        if carry is None:
+            for t in range(t1 - 1, t0 - 1, -1):
+                rows[t].add_(rows[t + 1], alpha=leak)
+        else:
+            for t, a_t in zip(range(t1 - 1, t0 - 1, -1), reversed(carry.unbind(0)), strict=True):
+                rows[t].addcmul_(a_t, rows[t + 1], value=leak)
     return g_h
 
 
@@ -342,46 +359,108 @@ def alif_sequence(
     return spikes, (v, b, r)
 
 
-# -- a linear synapse that keeps its spike input as bool --------------------------------------------
+# -- a linear synapse that does not keep its spike input --------------------------------------------
 
 
-#: The autograd nodes of the fused layers; their output 0 is a spike train.
-_SPIKING_NODES = (_LIFSequence._backward_cls, _ALIFSequence._backward_cls)
+def _lif_spikes(saved: tuple[Tensor | None, ...], cfg: LIFConfig, dtype: torch.dtype) -> Tensor:
+    """The spikes of a fused LIF/IF layer from its saved ``H``: ``1[H ≥ V_th]`` (as the forward)."""
+    (h,) = saved
+    assert h is not None
+    return torch.ge(h, _constant(cfg.threshold, h), out=torch.empty(h.shape, dtype=dtype, device=h.device))
+
+
+def _alif_spikes(saved: tuple[Tensor | None, ...], cfg: ALIFConfig, dtype: torch.dtype) -> Tensor:
+    """The spikes of a fused ALIF layer from its saved ``H``, ``A`` and mask: ``1[H ≥ A] 1[r[t−1] = 0]``."""
+    h, a, free = saved
+    assert h is not None and a is not None
+    fired = torch.ge(h, a)
+    if free is not None:
+        fired.logical_and_(free)
+    return fired.to(dtype)
+
+
+#: The autograd nodes of the fused layers (their output 0 is a spike train) and how each rebuilds
+#: that spike train from what it saved for backward.
+_SPIKE_REBUILDS: dict[type, Callable[[tuple[Tensor | None, ...], Any, torch.dtype], Tensor]] = {
+    _LIFSequence._backward_cls: _lif_spikes,
+    _ALIFSequence._backward_cls: _alif_spikes,
+}
 
 
 def is_fused_spikes(x: Tensor) -> bool:
     """Whether ``x`` (or the tensor it is a view of) is the spike output of :func:`lif_sequence` or
     :func:`alif_sequence`, hence holds only 0 and 1."""
     base = x if x._base is None else x._base
+    return base.output_nr == 0 and type(base.grad_fn) in _SPIKE_REBUILDS
+
+
+class SpikeSource(NamedTuple):
+    """A fused layer's spike train as a function of the tensors that layer saved for backward:
+    ``rebuild(tensors, config, dtype)`` gives the spikes ``[T, B, ...]`` (contiguous) in ``dtype``."""
+
+    rebuild: Callable[[tuple[Tensor | None, ...], Any, torch.dtype], Tensor]
+    config: Any
+    tensors: tuple[Tensor | None, ...]
+
+
+def spike_source(x: Tensor) -> SpikeSource | None:
+    """How to rebuild ``x`` from what its fused layer saved, when ``x`` is that layer's whole spike
+    output (or a contiguous reshape of all of it, e.g. ``[T·B, N]``); else ``None``."""
+    if not is_fused_spikes(x):
+        return None
+    base = x if x._base is None else x._base
+    whole = (
+        x.numel() == base.numel()
+        and x.data_ptr() == base.data_ptr()
+        and x.is_contiguous()
+        and base.is_contiguous()
+    )
+    if not whole:
+        return None
     node = base.grad_fn
-    return base.output_nr == 0 and node is not None and type(node) in _SPIKING_NODES
+    return SpikeSource(_SPIKE_REBUILDS[type(node)], node.cfg, tuple(node.saved_tensors))
 
 
 class _BinaryLinear(torch.autograd.Function):
-    """``X W^T + b`` for ``X`` ``[M, K]`` of 0/1 values, saving ``X`` as ``bool`` (4 or 8 times fewer
-    bytes than float) for the weight gradient ``g^T X``."""
+    """``X W^T + b`` for ``X`` ``[M, K]`` of 0/1 values. For the weight gradient ``g^T X`` it saves
+    no copy of ``X``: with a :class:`SpikeSource` it saves the tensors the spiking layer already
+    saved (the same storage) and rebuilds ``X`` from them; otherwise ``X`` as ``bool`` (4 or 8 times
+    fewer bytes than float)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x.to(torch.bool) if ctx.needs_input_grad[1] else None, weight)
-        ctx.has_bias = bias is not None
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, source: SpikeSource | None) -> Tensor:
+        kept: tuple[Tensor | None, ...] = ()
+        if ctx.needs_input_grad[1]:
+            kept = (x.to(torch.bool),) if source is None else source.tensors
+        ctx.save_for_backward(weight, *kept)
+        ctx.rebuild = None if source is None else (source.rebuild, source.config)
+        ctx.x_shape, ctx.has_bias = x.shape, bias is not None
         return torch.nn.functional.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        weight, *kept = ctx.saved_tensors
         g_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
-        g_w = grad.t().mm(x.to(grad.dtype)) if ctx.needs_input_grad[1] else None
-        g_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return g_x, g_w, g_b
+        g_w = g_b = None
+        if ctx.needs_input_grad[1]:
+            if ctx.rebuild is None:
+                x = kept[0].to(grad.dtype)
+            else:
+                rebuild, config = ctx.rebuild
+                x = rebuild(tuple(kept), config, grad.dtype).view(ctx.x_shape)
+            g_w = grad.t().mm(x)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            g_b = grad.sum(0)
+        return g_x, g_w, g_b, None
 
 
 class SpikeLinear(nn.Linear):
-    """``nn.Linear`` that, on the spikes of a fused LIF/IF/ALIF layer (``[M, K]``, 0/1), saves its
-    input for the weight gradient as ``bool``; on any other input it is ``nn.Linear``."""
+    """``nn.Linear`` for the spikes of a fused LIF/IF/ALIF layer (``[M, K]``, 0/1): for the weight
+    gradient it keeps no copy of its input, only a reference to what the spiking layer saved anyway
+    (its whole output), or the input as ``bool`` (a part of it). On any other input: ``nn.Linear``."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2 and torch.is_grad_enabled() and is_fused_spikes(x):
-            out: Tensor = _BinaryLinear.apply(x, self.weight, self.bias)
+            out: Tensor = _BinaryLinear.apply(x, self.weight, self.bias, spike_source(x))
             return out
         return super().forward(x)

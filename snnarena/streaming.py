@@ -8,6 +8,10 @@ drawn in the main process before any sample is read; workers only read and trans
 ``workers``); the batch is then coded over time (:func:`snnarena.data.encode`) in the main
 process with the caller's generator. Validation and test batches are read in order, never
 augmented, and coded with the generators fixed by the bundle's seed.
+
+Temporal samples (``encoding="none"``: each item already ``[T, ...]``, e.g. binned event frames
+read from a memory-mapped file) are batched to ``[B, T, ...]`` and turned time-first, as
+:class:`~snnarena.data.DataBundle` does.
 """
 
 from __future__ import annotations
@@ -103,7 +107,8 @@ class StreamingBundle:
     ``seed``: the same samples :class:`~snnarena.data.DataBundle` holds out). ``transform`` turns
     a stored sample into the input (``None``: samples already are float-able tensors);
     ``workers`` is the number of loader processes (``0``: read in this process). ``input_shape``
-    is that of the transformed first test sample (read once, here).
+    is that of the transformed first test sample (read once, here), without its leading ``T``
+    for temporal samples (``encoding="none"``).
     """
 
     def __init__(
@@ -121,8 +126,6 @@ class StreamingBundle:
         workers: int = 0,
         task: str = "classification",
     ) -> None:
-        if encoding == "none":
-            raise ValueError("StreamingBundle streams static samples; temporal data (encoding='none') is not supported")
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if val is None:
@@ -134,8 +137,11 @@ class StreamingBundle:
         self.seed = seed
         self.workers = workers
         first, _ = _Transformed(test, transform)[0, None]
+        steps = first.shape[0] if first.dim() else 0
+        if encoding == "none" and steps != T:
+            raise ValueError(f"temporal samples have {steps} steps, expected T={T}")
         self._info = DataInfo(
-            tuple(first.shape),
+            tuple(first.shape[1:] if encoding == "none" else first.shape),
             n_classes,
             T,
             len(train),

@@ -403,7 +403,7 @@ SUITE_CASES = [
     # [[datasets]]
     pytest.param({"datasets": ""}, ["datasets: expected at least one"], id="datasets-missing"),
     pytest.param(
-        {"datasets": '[[datasets]]\nname = "imagenet"\n'}, ["datasets[0].name", "imagenet"], id="dataset-unknown"
+        {"datasets": '[[datasets]]\nname = "imagenet21k"\n'}, ["datasets[0].name", "imagenet21k"], id="dataset-unknown"
     ),
     pytest.param(
         {"datasets": '[[datasets]]\nname = "tiny_blobs"\nparams = { m = 3 }\n'},

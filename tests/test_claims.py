@@ -239,12 +239,37 @@ def test_the_T_closest_to_the_papers_is_read():
 
 
 # -- declarations ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["ratebp", "ep", "sab", "dvm", "tbptt"])
+BUILT_IN_CLAIMANTS = (
+    "ratebp",
+    "ep",
+    "sab",
+    "dvm",
+    "tbptt",
+    "ottt",
+    "sltt",
+    "checkpointed_bptt",
+    "tbptt_local",
+    "eprop",
+)
+
+
+@pytest.mark.parametrize("name", BUILT_IN_CLAIMANTS)
 def test_built_in_methods_declare_claims_shown_by_list(host, name):
     cls = host.get("method", name).obj
     assert claims_of(cls), name
     lines = claim_lines(cls)
     assert lines[0].startswith("claim ") and any(line.strip().startswith("source:") for line in lines)
+
+
+def test_every_built_in_method_but_the_reference_declares_claims(host, capsys):
+    from snnarena.cli import main
+
+    methods = set(host.names("method"))
+    assert {m for m in methods if m != "bptt" and not claims_of(host.get("method", m).obj)} == set()
+    assert main(["list", "--kind", "method", "--json"]) == 0
+    listed = {p["name"]: p["claims"] for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert listed["bptt"] == [] and all(listed[name] for name in BUILT_IN_CLAIMANTS)
+    assert {"name", "statement", "source", "evidence", "check", "conditions", "params"} == set(listed["sltt"][0])
 
 
 # -- a deliberately broken method flips a claim, on a tiny real run ---------------------------------------------

@@ -464,3 +464,18 @@ def test_graph_model_example_passes_messages_along_edges_and_keeps_each_nodes_ow
     h = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
     (jacobian,) = torch.autograd.grad(synapse(h)[3].sum(), h)
     assert jacobian[3].abs().sum() > 0 and jacobian[:3].abs().sum() == 0  # the isolated node sees itself only
+
+
+def test_method_example_claim_is_evaluated_by_snnarena_claims(examples_host, tmp_path, capsys):
+    from snnarena.cli import main
+
+    text = one_cell_suite("method_plugin").replace("T = [4]", "T = [6, 12]").replace("steps = 2", "steps = 1")
+    outcome = run_suite(parse_suite(text, examples_host, "claims.toml"), examples_host, results_root=tmp_path)
+    assert set(outcome.results["status"]) == {"done"}
+    capsys.readouterr()
+    code = main(
+        ["--plugins-dir", str(EXAMPLES), "claims", "tail_bptt", "--run", str(outcome.run_dir), "--format", "json"]
+    )
+    (result,) = json.loads(capsys.readouterr().out)["claims"]
+    assert code == 0 and result["claim"] == "memory-flat-in-T"
+    assert result["verdict"] == "holds"  # K = 2 steps unrolled whatever T: the saved bytes do not grow

@@ -5,8 +5,11 @@ download, and the generated ``event_shapes`` dataset; each dataset trains one ce
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import struct
+import tracemalloc
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +19,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 import snnarena
 from snnarena.cell import run_cell
-from snnarena.data import DataBundle, Dataset
+from snnarena.data import Bundle, DataBundle, Dataset
 from snnarena.errors import DataFilesError
 from snnarena.host import HostConfig, PluginHost
 from snnarena.params import params_of
+from snnarena.streaming import Samples, StreamingBundle
 from snnarena.suite import parse_suite
 from snnarena_plugins.datasets import events
 from snnarena_plugins.datasets._common import MissingDataFiles
@@ -39,12 +44,20 @@ EVENT_DATASETS: tuple[type[Dataset], ...] = (NMNIST, DVSGesture, SHD, CIFAR10DVS
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to reach the network (tonic's downloads included) fails the test."""
+    """Any attempt to reach the network (tonic's downloads included) fails the test; local
+    (Unix) sockets stay open, data-loader workers hand batches over through them."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"network access attempted: {args!r}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    local_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family != socket.AF_UNIX:
+            refuse(self, address)
+        local_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr("tonic.download_utils.download_url", refuse)
     monkeypatch.setattr("tonic.download_utils.download_and_extract_archive", refuse)
@@ -185,32 +198,88 @@ def write_poker_dvs(root: Path) -> None:
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
+# AEDAT 4 (inivation's DV format, read by the ``aedat`` package tonic uses): the magic line, a u32
+# length and an ``IOHE`` flatbuffer whose description (XML) declares the streams, then packets of
+# u32 stream id, u32 length and a size-prefixed ``EVTS`` flatbuffer (here uncompressed) holding a
+# vector of 16-byte ``Event`` structs (t int64 µs, x int16, y int16, on bool, padding).
+AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
+AEDAT4_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("padding", "V3")])
+
+
+def aedat4_description(width: int, height: int) -> bytes:
+    """The IOHeader's XML: one polarity-event stream (id 0) of a ``width x height`` sensor."""
+    return (
+        '<dv version="2.0"><node name="outInfo" path="/mainloop/output_file/outInfo/">'
+        '<node name="0" path="/mainloop/output_file/outInfo/0/">'
+        '<attr key="compression" type="string">NONE</attr>'
+        '<attr key="typeIdentifier" type="string">EVTS</attr>'
+        '<node name="info" path="/mainloop/output_file/outInfo/0/info/">'
+        f'<attr key="sizeX" type="int">{width}</attr><attr key="sizeY" type="int">{height}</attr>'
+        "</node></node></node></dv>"
+    ).encode()
+
+
+def aedat4_ioheader(description: bytes) -> bytes:
+    """Flatbuffer ``IOHE``: root offset, identifier, a vtable of 3 fields (compression and
+    file_data_position left at their defaults None and -1), the table, the description string."""
+    text = struct.pack("<I", len(description)) + description + b"\0"
+    text += b"\0" * (-len(text) % 4)
+    vtable = struct.pack("<5H", 10, 8, 0, 0, 4) + b"\0\0"  # bytes 8..20
+    return struct.pack("<I", 20) + b"IOHE" + vtable + struct.pack("<iI", 20 - 8, 4) + text
+
+
+def aedat4_event_packet(events: np.ndarray) -> bytes:
+    """Size-prefixed flatbuffer ``EVTS``: table at byte 20 (vtable at 12), its vector's length at
+    28, so the 8-byte aligned events start at byte 32."""
+    body = (
+        struct.pack("<I", 16)  # root table at 4 + 16
+        + b"EVTS"
+        + struct.pack("<3H", 6, 8, 4)
+        + b"\0\0"
+        + struct.pack("<iI", 20 - 12, 4)  # table: its vtable, then the vector 4 bytes on
+        + struct.pack("<I", len(events))
+        + events.tobytes()
+    )
+    return struct.pack("<I", len(body)) + body
+
+
+def aedat4_bytes(packets: list[np.ndarray], width: int = 128, height: int = 128) -> bytes:
+    """A whole ``.aedat4`` file: header, then one packet per array of :data:`AEDAT4_EVENT`."""
+    header = aedat4_ioheader(aedat4_description(width, height))
+    data = b"".join(struct.pack("<II", 0, len(packet)) + packet for packet in map(aedat4_event_packet, packets))
+    return AEDAT4_MAGIC + struct.pack("<I", len(header)) + header + data
+
 
 def write_cifar10_dvs(root: Path, per_class: int = 4) -> None:
-    """tonic's layout ``CIFAR10DVS/<class>/*.aedat4``; the contents are what the ``aedat`` decoder
-    yields (t, x, y, on), stored so that :func:`fake_aedat4` reads them (aedat is not installed)."""
+    """tonic's layout ``CIFAR10DVS/<class>/*.aedat4``, each a genuine AEDAT 4 file of two packets."""
     gen = np.random.default_rng(5)
     for label, name in enumerate(CIFAR_CLASSES):
         folder = root / "CIFAR10DVS" / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             ev = random_events(gen, 30, label, 128)
-            decoded = np.zeros(30, dtype=[("t", np.uint64), ("x", np.uint16), ("y", np.uint16), ("on", bool)])
-            decoded["t"], decoded["x"], decoded["y"], decoded["on"] = ev["t"], ev["x"], ev["y"], ev["p"]
-            with open(folder / f"cifar10_{name}_{i}.aedat4", "wb") as handle:
-                np.save(handle, decoded)
-
-
-def fake_aedat4(path: str) -> np.ndarray:
-    with open(path, "rb") as handle:
-        return np.load(handle)
+            events = np.zeros(30, dtype=AEDAT4_EVENT)
+            events["t"], events["x"], events["y"], events["on"] = ev["t"], ev["x"], ev["y"], ev["p"]
+            (folder / f"cifar10_{name}_{i}.aedat4").write_bytes(aedat4_bytes([events[:12], events[12:]]))
 
 
 @pytest.fixture
-def aedat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand in for the optional ``aedat`` decoder tonic's CIFAR10DVS reads ``.aedat4`` with."""
-    monkeypatch.setattr("tonic.datasets.cifar10dvs.read_aedat4", fake_aedat4)
-    monkeypatch.setattr("snnarena_plugins.datasets.cifar10_dvs.load_aedat", lambda: None)
+def aedat() -> None:
+    """CIFAR10-DVS reads ``.aedat4`` through the optional ``aedat`` package (snnarena[events])."""
+    pytest.importorskip("aedat")
+
+
+def test_a_genuine_aedat4_file_reads_through_tonic(tmp_path: Path, aedat: None) -> None:
+    from tonic.io import read_aedat4
+
+    events = np.zeros(5, dtype=AEDAT4_EVENT)
+    events["t"], events["x"], events["y"], events["on"] = [5, 9, 20, 40, 41], [0, 1, 127, 3, 4], [9, 8, 0, 127, 6], 1
+    events["on"][1] = 0
+    path = tmp_path / "sample.aedat4"
+    path.write_bytes(aedat4_bytes([events[:2], events[2:]]))
+    read = read_aedat4(str(path))
+    assert read["t"].tolist() == [5, 9, 20, 40, 41] and read["x"].tolist() == [0, 1, 127, 3, 4]
+    assert read["y"].tolist() == [9, 8, 0, 127, 6] and read["on"].tolist() == [True, False, True, True, True]
 
 
 WRITERS = {NMNIST: write_nmnist, DVSGesture: write_dvs_gesture, SHD: write_shd, POKERDVS: write_poker_dvs}
@@ -282,8 +351,8 @@ def test_nmnist_frames_carry_the_events_of_the_file(tmp_path: Path) -> None:
 # -- the cache ---------------------------------------------------------------------------------
 
 
-def test_a_second_build_reads_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_poker_dvs(tmp_path)
+def count_binning(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch :func:`events.bin_events` to append to the returned list on every sample binned."""
     calls: list[int] = []
     real = events.bin_events
 
@@ -292,10 +361,20 @@ def test_a_second_build_reads_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
         return real(stream, framing)
 
     monkeypatch.setattr(events, "bin_events", counting)
+    return calls
+
+
+def test_a_second_build_reads_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_poker_dvs(tmp_path)
+    calls = count_binning(monkeypatch)
     first = build(POKERDVS, T=4, root=str(tmp_path))
-    assert len(calls) == 20 and len(list((tmp_path / "snnarena-cache").glob("poker_dvs-*.npz"))) == 2
+    entries = sorted((tmp_path / "snnarena-cache").iterdir())
+    assert len(calls) == 20 and [entry.name[:15] for entry in entries] == ["poker_dvs-test-", "poker_dvs-train"]
+    assert all(sorted(path.name for path in entry.iterdir()) == ["frames.npy", "labels.npy"] for entry in entries)
     second = build(POKERDVS, T=4, root=str(tmp_path))
     assert len(calls) == 20 and torch.equal(first.x_train, second.x_train) and torch.equal(first.y_val, second.y_val)
+    streamed = build(POKERDVS, T=4, root=str(tmp_path), stream=True)  # streaming reads the same cache
+    assert len(calls) == 20 and streamed.info == first.info
     build(POKERDVS, T=5, root=str(tmp_path))  # another T: binned again
     assert len(calls) == 40
     build(POKERDVS, T=4, root=str(tmp_path), binning="count")  # another framing
@@ -306,6 +385,124 @@ def test_a_second_build_reads_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(calls) == 68  # only the test split (8 samples) is binned again
     build(POKERDVS, T=4, root=str(tmp_path), cache=False)
     assert len(calls) == 88
+    assert not list((tmp_path / "snnarena-cache").glob(".*"))  # no partial folder left behind
+
+
+def test_an_unreadable_cache_entry_is_binned_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_poker_dvs(tmp_path)
+    first = build(POKERDVS, T=3, root=str(tmp_path))
+    (entry,) = (tmp_path / "snnarena-cache").glob("poker_dvs-test-*")
+    (entry / "frames.npy").write_bytes(b"not an array")
+    calls = count_binning(monkeypatch)
+    with pytest.warns(UserWarning, match=f"{entry}: unreadable cache"):
+        again = build(POKERDVS, T=3, root=str(tmp_path))
+    assert len(calls) == 8 and torch.equal(again.x_test, first.x_test)
+    assert build(POKERDVS, T=3, root=str(tmp_path)).info == first.info and len(calls) == 8
+
+
+def test_counts_beyond_uint8_widen_the_stored_frames_to_int16(tmp_path: Path) -> None:
+    framing = Framing((4, 4, 2), T=1, binning="count")
+    quiet = dvs_events(("x", "y", "t", "p"), x=np.array([0, 1]), y=np.zeros(2), t=np.arange(2), p=np.ones(2))
+    busy = dvs_events(("x", "y", "t", "p"), x=np.full(300, 2), y=np.zeros(300), t=np.arange(300), p=np.ones(300))
+    source = [(quiet, 0), (quiet, 1), (busy, 2), (quiet, 3)]
+    events.write_split(source, np.arange(4), framing, tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["frames.npy", "labels.npy"]
+    stored = np.load(tmp_path / "frames.npy")
+    assert stored.dtype == np.int16 and stored[2, 0, 1, 0, 2] == 300  # [sample, step, polarity, y, x]
+    assert stored[0, 0, 1, 0, :2].tolist() == [1, 1] and stored[3].sum() == 2  # rows before and after the widening
+    assert np.load(tmp_path / "labels.npy").tolist() == [0, 1, 2, 3]
+    in_memory, _ = events.bin_samples(source, np.arange(4), framing)
+    np.testing.assert_array_equal(in_memory, stored)
+    assert events.bin_samples(source[:2], np.arange(2), framing)[0].dtype == np.uint8
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def all_batches(bundle: Bundle, epochs: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two epochs of training batches (batch 3, one generator), then the validation and test batches."""
+    generator = torch.Generator().manual_seed(11)
+    batches = [batch for _ in range(epochs) for batch in bundle.train_batches(3, generator)]
+    return batches + list(bundle.val_batches(4)) + list(bundle.test_batches(5))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streaming_gives_the_batches_of_the_in_memory_bundle(tmp_path: Path, workers: int) -> None:
+    write_dvs_gesture(tmp_path)
+    given: dict[str, Any] = {"root": str(tmp_path), "max_train": 17, "binning": "count", "val_fraction": 0.2}
+    in_memory = build(DVSGesture, T=3, seed=4, **given)
+    streamed = build(DVSGesture, T=3, seed=4, stream=True, workers=workers, **given)
+    assert isinstance(streamed, StreamingBundle) and streamed.workers == workers
+    assert streamed.info == in_memory.info and streamed.info.input_shape == (2, 32, 32)
+    expected, got = all_batches(in_memory), all_batches(streamed)
+    assert len(got) == len(expected) == 2 * 4 + 1 + 3
+    for (x, y), (x_expected, y_expected) in zip(got, expected, strict=True):
+        assert x.dtype == torch.float32 and x.shape[0] == 3
+        assert torch.equal(x, x_expected) and torch.equal(y, y_expected)
+    other_seed = build(DVSGesture, T=3, seed=5, stream=True, workers=workers, **given)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(all_batches(other_seed), expected, strict=False))
+
+
+def test_a_streaming_bundle_of_temporal_samples_checks_their_steps() -> None:
+    x, y = torch.zeros(6, 3, 2), torch.arange(6) % 2
+    samples = Samples(TensorDataset(x, y), y)
+    bundle = StreamingBundle(samples, samples, T=3, n_classes=2, encoding="none", seed=0, val_fraction=0.5)
+    assert bundle.info.input_shape == (2,)
+    with pytest.raises(ValueError, match="temporal samples have 3 steps, expected T=4"):
+        StreamingBundle(samples, samples, T=4, n_classes=2, encoding="none", seed=0)
+
+
+def test_cifar10_dvs_streams_its_split_of_the_binned_recordings(tmp_path: Path, aedat: None) -> None:
+    write_cifar10_dvs(tmp_path, per_class=5)
+    given: dict[str, Any] = {"root": str(tmp_path), "spatial_factor": 1.0, "binning": "count", "flatten": True}
+    in_memory = build(CIFAR10DVS, T=2, **given)
+    streamed = build(CIFAR10DVS, T=2, stream=True, **given)
+    assert streamed.info == in_memory.info and streamed.info.input_shape == (2 * 128 * 128,)
+    for (x, y), (x_expected, y_expected) in zip(all_batches(streamed), all_batches(in_memory), strict=True):
+        assert torch.equal(x, x_expected) and torch.equal(y, y_expected)
+    # the events of the files: 30 per recording, the first ten in the column x = label
+    frames = in_memory.x_test.float().reshape(len(in_memory.y_test), 2, 2, 128, 128)
+    assert torch.all(frames.sum(dim=(1, 2, 3, 4)) == 30)
+    assert torch.all(frames.sum(dim=(1, 2, 3))[torch.arange(len(in_memory.y_test)), in_memory.y_test] >= 10)
+
+
+def test_a_streaming_build_never_holds_a_split_in_memory(tmp_path: Path) -> None:
+    gen = np.random.default_rng(6)
+    for folder, users in (("ibmGestureTrain", range(1, 13)), ("ibmGestureTest", (24,))):
+        for user in users:
+            path = tmp_path / "DVSGesture" / folder / f"user{user:02d}_led"
+            path.mkdir(parents=True)
+            for label in range(11):
+                ev = random_events(gen, 40, label, 128)
+                np.save(path / f"{label}.npy", np.stack([ev["x"], ev["y"], ev["p"], ev["t"] // 1000], axis=1))
+    given: dict[str, Any] = {"root": str(tmp_path), "spatial_factor": 1.0, "T": 8}
+    split_bytes = 132 * 8 * 2 * 128 * 128  # the training split's uint8 frames: 34.6 MB
+    for stream in (True, False):
+        tracemalloc.start()
+        bundle = build(DVSGesture, stream=stream, cache=not stream, **given)  # binned afresh, twice
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        if stream:
+            assert peak < split_bytes / 4, f"a streaming build peaked at {peak / 1e6:.1f} MB"
+            assert isinstance(bundle, StreamingBundle)
+        else:
+            assert peak > split_bytes  # the measurement sees an in-memory split
+    frames = next(bundle.train_batches(4, torch.Generator().manual_seed(0)))[0]
+    assert frames.shape == (8, 4, 2, 128, 128)
+
+
+def test_streaming_without_the_cache_bins_into_a_folder_removed_after_use(tmp_path: Path) -> None:
+    write_poker_dvs(tmp_path)
+    bundle = build(POKERDVS, T=2, root=str(tmp_path), stream=True, cache=False)
+    assert not (tmp_path / "snnarena-cache").exists()
+    assert isinstance(bundle, StreamingBundle)
+    dataset = bundle.test.dataset
+    assert isinstance(dataset, events.FrameFile)
+    folder = dataset.folder
+    assert (folder / "frames.npy").is_file() and len(list(bundle.test_batches(3))) == 3
+    del bundle, dataset
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_an_unwritable_cache_folder_warns_and_still_builds(tmp_path: Path) -> None:

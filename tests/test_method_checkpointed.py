@@ -51,15 +51,25 @@ def _bptt(host: PluginHost, model: Any, x: torch.Tensor, y: torch.Tensor, loss: 
 
 
 def _counting(model: Any) -> list[int]:
-    """Count ``model.step`` calls (instance attribute shadows the method)."""
-    calls = [0]
-    step = model.step
+    """Count the time steps ``model`` advances: ``step`` covers one, ``forward_seq(x)`` covers
+    ``x.shape[0]``; calls made from inside a counted call are not counted again (instance attributes
+    shadow the methods)."""
+    calls, depth = [0], [0]
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return step(*args, **kwargs)
+    def counted(fn: Any, steps: Any) -> Any:
+        def wrapper(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if depth[0] == 0:
+                calls[0] += steps(x)
+            depth[0] += 1
+            try:
+                return fn(x, *args, **kwargs)
+            finally:
+                depth[0] -= 1
 
-    model.step = counted
+        return wrapper
+
+    model.step = counted(model.step, lambda x: 1)
+    model.forward_seq = counted(model.forward_seq, lambda x: x.shape[0])
     return calls
 
 
@@ -152,6 +162,47 @@ def test_equals_bptt_and_runs_the_dp_step_count(host: PluginHost, policy: str, f
         if policy != "hsm":
             assert stats.sizes is not None and stats.sizes.state_bytes == STATE_BYTES
             assert stats.alpha == 2 + math.ceil((stats.sizes.step_saved_bytes + stats.sizes.logits_bytes) / STATE_BYTES)
+
+
+def _sequence_calls(model: Any) -> list[int]:
+    """Count ``model.forward_seq`` calls (on top of :func:`_counting`'s wrapper)."""
+    calls = [0]
+    forward_seq = model.forward_seq
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return forward_seq(*args, **kwargs)
+
+    model.forward_seq = counted
+    return calls
+
+
+@pytest.mark.parametrize("form", ["per_step", "rate"])
+@pytest.mark.parametrize("policy", ["hsm", "msm"])
+@pytest.mark.parametrize("segment", [3, 5])  # 5 does not divide T = 12: units of 5, 5 and 2 steps
+def test_segments_equal_bptt_and_run_the_dp_over_units(host: PluginHost, policy: str, form: str, segment: int) -> None:
+    model = _model(host)
+    x, y = random_batch(T=T, batch=BATCH)
+    loss = SequenceLoss(form)
+    ref_value, ref = _bptt(host, model, x, y, loss)
+    steps = _counting(model)
+    sequences = _sequence_calls(model)
+    units = math.ceil(T / segment)
+    for m in (1, 2, units):
+        method = build_method(host, "checkpointed_bptt", {"policy": policy, "budget_slots": m, "segment": segment})
+        model.zero_grad(set_to_none=True)
+        steps[0] = sequences[0] = 0
+        value = method.accumulate_gradients(model, x, y, loss, _clock())
+        stats = method.last_stats
+        assert stats is not None and stats.segment == segment
+        assert _max_diff(collect_gradients(model), ref) <= 1e-12, (policy, m)
+        assert value == pytest.approx(ref_value, rel=1e-12)
+        assert stats.forward_units == forward_cost(units, m, policy, stats.alpha) == stats.predicted_units
+        assert method.last_forward_steps == steps[0] - stats.probe_steps
+        if T % segment == 0:
+            assert method.last_forward_steps == segment * stats.forward_units
+        probe_calls = 0 if stats.sizes is None else 2
+        assert sequences[0] - probe_calls == stats.forward_units  # one forward_seq per unit, no step loop
 
 
 @pytest.mark.parametrize("form", ["per_step", "rate"])
@@ -255,6 +306,23 @@ def test_memory_within_budget_plus_one_step(host: PluginHost, policy: str) -> No
             assert joint.saved_peak <= one_step - 2 * STATE_BYTES
 
 
+def test_memory_within_budget_plus_one_unit(host: PluginHost) -> None:
+    steps, segment = 32, 4
+    model = _model(host)
+    x, y = random_batch(T=steps, batch=BATCH)
+    unit = build_method(host, "bptt")
+    with SavedTensorMeter(exclude=list(model.parameters()) + [x]) as meter:
+        unit.accumulate_gradients(model, x[:segment], y, SequenceLoss(), _clock())
+    one_unit = meter.peak_bytes + 2 * STATE_BYTES
+    for policy in ("hsm", "msm"):
+        for m in (1, 3, 8):
+            method = build_method(host, "checkpointed_bptt", {"policy": policy, "budget_slots": m, "segment": segment})
+            joint = _run_metered(model, x, y, method)
+            stats = method.last_stats
+            assert stats is not None and stats.peak_slots <= m and stats.live_state_bytes == 0
+            assert joint.peak_bytes <= m * STATE_BYTES + one_unit, (policy, m, joint.peak_bytes)
+
+
 def test_budget_bytes_become_slots(host: PluginHost) -> None:
     model = _model(host)
     x, y = random_batch(T=T, batch=BATCH)
@@ -289,7 +357,9 @@ def test_parameter_validation() -> None:
         CheckpointedBPTT(budget_slots=4, budget_bytes=4096)
     with pytest.raises(ValueError, match=r"policy 'sqrt' fixes its memory"):
         CheckpointedBPTT(policy="sqrt", budget_slots=4)
-    assert CheckpointedBPTT().params == {"policy": "hsm", "budget_slots": None, "budget_bytes": None}
+    assert CheckpointedBPTT().params == {"policy": "hsm", "budget_slots": None, "budget_bytes": None, "segment": 1}
+    with pytest.raises(ValueError, match=r"segment: policy .sqrt. fixes its segments"):
+        CheckpointedBPTT(policy="sqrt", segment=4)
 
 
 def test_skips_batchnorm(host: PluginHost) -> None:

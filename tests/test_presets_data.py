@@ -114,7 +114,7 @@ def test_ottt_paper_uses_the_official_trace_conventions(host: PluginHost) -> Non
     assert _lif(preset) == {"tau": 2.0, "decay_input": False, "v_threshold": 1.0, "reset": "soft", "detach_reset": True}
     assert preset.surrogate == {"name": "sigmoid", "params": {"alpha": 4.0}}
     assert preset.loss == "per_step" and preset.params["loss_lambda"] == 0.05  # §3(c), §12: CIFAR
-    assert preset.optimizer == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+    assert preset.optimizer == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "schedule": "cosine"}
 
 
 def test_sltt_paper_values(host: PluginHost) -> None:
@@ -137,7 +137,7 @@ def test_ratebp_paper_values(host: PluginHost) -> None:
     assert preset.surrogate == {"name": "sigmoid", "params": {"alpha": 4.0}}
     assert preset.params["eligibility_surrogate"] == "sigmoid4" and preset.params["official_grad_scale"] is True
     assert preset.loss == "rate"
-    assert preset.optimizer == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+    assert preset.optimizer == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
 
 
 def test_tbptt_local_paper_unlocks_updates(host: PluginHost) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 import snnarena
+from snnarena.claims import Check, Claim, Conditions
 from snnarena.loss import SequenceLoss
 from snnarena.measure import PhaseClock
 from snnarena.method import GradientMethod
@@ -38,6 +39,17 @@ class TailBPTT(GradientMethod[SpikingModel]):
     loss_forms = frozenset({"per_step"})
     tasks = frozenset(TASK_KINDS)  # it passes t/start to the loss, so per-step targets split exactly
     PARAMS = (Param("K", "int", 8, "time steps back-propagated (the last K of each sequence)", low=1),)
+    # what the method promises, checked by `snnarena claims tail_bptt` on any run with two or more T
+    CLAIMS = (
+        Claim(
+            "memory-flat-in-T",
+            "Its saved memory does not grow with T (at most 10 % more at the largest T than at the smallest).",
+            "docs/plugins.md, this example's docstring (memory class O(K))",
+            "follows from the algorithm: only the last K steps are unrolled with autograd",
+            Check("growth", "peak_activation_bytes", "<=", 1.1),
+            Conditions("any network, T > K"),
+        ),
+    )
 
     def accumulate_gradients(
         self, model: SpikingModel, x: Tensor, y: Tensor, loss: SequenceLoss, clock: PhaseClock

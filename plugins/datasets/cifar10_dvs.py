@@ -18,12 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from snnarena.data import DataBundle, data_root
+from snnarena.data import Bundle, data_root
 from snnarena.extras import ExtraMissing, import_extra
 from snnarena.params import Param
 
 from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, stratified_split, subset
-from .events import TonicEventDataset, TonicSource, first_file, framing_params, offline, root_param, subset_params
+from .events import (
+    TonicEventDataset,
+    TonicSource,
+    first_file,
+    framing_params,
+    offline,
+    root_param,
+    stream_params,
+    subset_params,
+)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SOURCE = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
@@ -55,6 +64,7 @@ class CIFAR10DVS(TonicEventDataset):
         Param("test_fraction", "float", 0.1, "share of each class held out for testing", low=0.01, high=0.99),
         *framing_params(spatial_factor=0.375),
         *subset_params(),
+        *stream_params(),
     )
 
     @classmethod
@@ -81,7 +91,7 @@ class CIFAR10DVS(TonicEventDataset):
         source: TonicSource = offline(TonicCIFAR10DVS)(str(data_root(self.params.get("root"))))
         return source
 
-    def build(self, T: int, seed: int) -> DataBundle:
+    def build(self, T: int, seed: int) -> Bundle:
         """Bin the samples the seeded split and subsets keep (all of them, whatever the seed,
         without ``max_train``/``max_test``, so the cache serves every seed) and split them."""
         self.require_files()
@@ -92,6 +102,6 @@ class CIFAR10DVS(TonicEventDataset):
         train = np.sort(train[subset(len(train), self.params["max_train"], seed, STREAM_TRAIN_SUBSET)])
         test = np.sort(test[subset(len(test), self.params["max_test"], seed, STREAM_TEST_SUBSET)])
         needed = np.union1d(train, test)
-        x, y = self.frames_of(source, "all", needed, T)
+        binned = self.binned(source, "all", needed, T)
         at_train, at_test = np.searchsorted(needed, train), np.searchsorted(needed, test)
-        return self.bundle((x[at_train], y[at_train]), (x[at_test], y[at_test]), T, seed)
+        return self.bundle(binned.select(at_train), binned.select(at_test), T, seed)

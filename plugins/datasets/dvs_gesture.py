@@ -28,6 +28,7 @@ from .events import (
     npy_events_problem,
     offline,
     root_param,
+    stream_params,
     subset_params,
 )
 
@@ -58,6 +59,7 @@ class DVSGesture(TonicEventDataset):
         Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)"),
         *framing_params(spatial_factor=0.25),
         *subset_params(),
+        *stream_params(),
     )
 
     @classmethod

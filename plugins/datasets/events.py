@@ -15,13 +15,18 @@ source uses; every field is read by name. :func:`bin_events` turns one stream in
 4. ``binary``: 1 where a pixel had an event in the bin.
 
 Frames are ``[T, P, H, W]`` for DVS streams and ``[T, P * X]`` for audio streams. They are
-stored compactly (``uint8`` when every count fits, else ``int16``); :class:`~snnarena.data.DataBundle`
-turns them into float batches.
+stored compactly (``uint8`` when every count fits, else ``int16``); the bundles turn them into
+float batches.
 
-Binning a real dataset takes minutes, so :func:`cached_frames` keeps the binned split under
+A split is binned one sample at a time into a memory-mapped ``frames.npy`` (``[N, T, *frame]``)
+beside ``labels.npy`` (:func:`write_split`), so binning never holds more than one sample's frames.
+Binning a real dataset takes minutes, so :func:`cached_split` keeps that folder under
 ``<data root>/snnarena-cache/``, keyed by a hash of the dataset, split, framing, chosen samples
 and the sizes and modification times of the source files: a second build with the same key reads
-the cache, and any change (a new ``T``, a replaced file) bins again.
+the cache, and any change (a new ``T``, a replaced file) bins again (``cache = false``: a
+temporary folder, removed after use). The in-memory bundle reads the chosen rows into memory;
+``stream = true`` reads them sample by sample through data loaders (:class:`FrameFile`,
+:class:`~snnarena.streaming.StreamingBundle`), which gives the same batches.
 """
 
 from __future__ import annotations
@@ -29,17 +34,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
+from torch import Tensor
+from torch.utils.data import Dataset as TorchDataset
 
-from snnarena.data import DEFAULT_DATA_ROOT, DataBundle, Dataset, data_root
+from snnarena.data import DEFAULT_DATA_ROOT, Bundle, DataBundle, Dataset, data_root
 from snnarena.params import Param
+from snnarena.streaming import Samples, StreamingBundle
 
 from ._common import (
     STREAM_TEST_SUBSET,
@@ -57,8 +69,9 @@ from ._common import (
 BINNINGS: tuple[str, ...] = ("time", "count")
 #: The folder under the data root that holds binned splits.
 CACHE_FOLDER = "snnarena-cache"
-#: Bumped whenever the binning code changes what it writes, so older caches are not read.
-CACHE_VERSION = 1
+#: Bumped whenever the binning code changes what it writes, so older caches are not read
+#: (2: a folder of memory-mappable ``frames.npy`` and ``labels.npy`` instead of one ``.npz``).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -145,11 +158,9 @@ def _on_sensor(events: np.ndarray, framing: Framing) -> np.ndarray:
     return events[keep]
 
 
-def frames_dtype(frames: np.ndarray) -> np.ndarray:
-    """``frames`` as ``uint8`` when every value fits, else unchanged."""
-    if frames.dtype == np.uint8 or (frames.size and (frames.min() < 0 or frames.max() > 255)):
-        return frames
-    return frames.astype(np.uint8)
+def fits_uint8(frames: np.ndarray) -> bool:
+    """Whether every value of ``frames`` lies in ``0..255``."""
+    return frames.dtype == np.uint8 or not frames.size or (int(frames.min()) >= 0 and int(frames.max()) <= 255)
 
 
 class EventSource(Protocol):
@@ -170,20 +181,158 @@ class TonicSource(EventSource, Protocol):
     targets: list[Any]
 
 
-def bin_samples(source: EventSource, indices: np.ndarray, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``[len(indices), T, *frame_shape]`` (compact dtype) and labels ``[len(indices)]``
-    (``int64``) of the samples ``indices`` of ``source``."""
-    store = np.uint8 if framing.binary else np.int16
-    x = np.zeros((len(indices), framing.T, *framing.frame_shape), dtype=store)
-    y = np.empty(len(indices), dtype=np.int64)
+#: Allocates the ``[N, T, *frame_shape]`` array binned frames are written into, given its dtype.
+Allocate = Callable[[np.dtype[Any]], np.ndarray]
+#: Rows copied at a time when frames are widened from ``uint8`` to ``int16``.
+WIDEN_CHUNK = 256
+
+
+def bin_into(
+    source: EventSource, indices: np.ndarray, framing: Framing, allocate: Allocate
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin the samples ``indices`` of ``source`` one at a time into rows of ``allocate(dtype)``:
+    ``uint8`` until a count exceeds 255, then an ``int16`` array from a second ``allocate`` (the
+    rows so far copied over in chunks). Only one sample's events and frames are held besides the
+    array itself, so with a memory-mapped array a split never has to fit in memory. Returns the
+    array last allocated and the labels ``[len(indices)]`` (``int64``)."""
+    rows = allocate(np.dtype(np.uint8))
+    labels = np.empty(len(indices), dtype=np.int64)
     for row, index in enumerate(indices):
         events, label = source[int(index)]
-        x[row] = bin_events(events, framing)
-        y[row] = int(label)
-    return frames_dtype(x), y
+        frames = bin_events(events, framing)
+        if rows.dtype == np.uint8 and not fits_uint8(frames):
+            rows = _widened(rows, row, allocate)
+        rows[row] = frames
+        labels[row] = int(label)
+    return rows, labels
 
 
-# -- disk cache -------------------------------------------------------------------------------
+def _widened(rows: np.ndarray, filled: int, allocate: Allocate) -> np.ndarray:
+    """An ``int16`` array from ``allocate`` holding the first ``filled`` rows of ``rows``."""
+    wide = allocate(np.dtype(np.int16))
+    for start in range(0, filled, WIDEN_CHUNK):
+        stop = min(start + WIDEN_CHUNK, filled)
+        wide[start:stop] = rows[start:stop]
+    return wide
+
+
+def bin_samples(source: EventSource, indices: np.ndarray, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``[len(indices), T, *frame_shape]`` (``uint8`` when every count fits, else
+    ``int16``) and labels ``[len(indices)]`` (``int64``) of the samples ``indices``, in memory."""
+    shape = (len(indices), framing.T, *framing.frame_shape)
+    return bin_into(source, indices, framing, lambda dtype: np.zeros(shape, dtype=dtype))
+
+
+#: The files of a binned split's folder: frames ``[N, T, *frame_shape]`` and labels ``[N]``.
+FRAMES_FILE, LABELS_FILE = "frames.npy", "labels.npy"
+
+
+def write_split(source: EventSource, indices: np.ndarray, framing: Framing, folder: Path) -> None:
+    """Bin the samples ``indices`` of ``source`` into ``folder/frames.npy`` (written through a
+    memory map, one sample at a time) and ``folder/labels.npy``; ``folder`` must exist."""
+    shape = (len(indices), framing.T, *framing.frame_shape)
+    allocated: list[Path] = []
+
+    def on_disk(dtype: np.dtype[Any]) -> np.ndarray:
+        allocated.append(folder / f"frames-{dtype.name}.npy")
+        return np.lib.format.open_memmap(allocated[-1], mode="w+", dtype=dtype, shape=shape)
+
+    rows, labels = bin_into(source, indices, framing, on_disk)
+    if isinstance(rows, np.memmap):
+        rows.flush()
+    del rows
+    os.replace(allocated[-1], folder / FRAMES_FILE)
+    for narrow in allocated[:-1]:  # the uint8 file of frames that were widened to int16
+        narrow.unlink()
+    np.save(folder / LABELS_FILE, labels)
+
+
+# -- binned splits on disk --------------------------------------------------------------------
+
+
+class TemporaryFolder:
+    """A fresh folder for binned frames that are not cached, removed with its contents when the
+    object is collected (only in the process that made it, not in forked data-loader workers)."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="snnarena-frames-"))
+        weakref.finalize(self, _remove_in_process, os.getpid(), self.path)
+
+
+def _remove_in_process(pid: int, path: Path) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class BinnedSplit:
+    """Binned samples on disk: ``folder/frames.npy`` (``[N, T, *frame_shape]``, read through a
+    memory map) and ``folder/labels.npy`` (``[N]``); ``rows`` picks and orders the samples used
+    (``None``: all). ``keep`` holds a :class:`TemporaryFolder` alive while the split is used."""
+
+    folder: Path
+    rows: np.ndarray | None = None
+    keep: TemporaryFolder | None = field(default=None, compare=False, repr=False)
+
+    def select(self, rows: np.ndarray) -> BinnedSplit:
+        """The samples ``rows`` of this split (indices into its current rows)."""
+        chosen = np.asarray(rows, dtype=np.int64)
+        return replace(self, rows=chosen if self.rows is None else self.rows[chosen])
+
+    def memmap(self) -> np.ndarray:
+        """All stored frames ``[N, T, *frame_shape]``, memory-mapped read-only."""
+        return np.load(self.folder / FRAMES_FILE, mmap_mode="r")
+
+    def labels(self) -> np.ndarray:
+        """Labels ``[n]`` (``int64``) of the chosen rows."""
+        labels = np.load(self.folder / LABELS_FILE)
+        return labels if self.rows is None else labels[self.rows]
+
+    def frames(self) -> np.ndarray:
+        """Frames ``[n, T, *frame_shape]`` of the chosen rows, read into memory."""
+        stored = self.memmap()
+        return np.array(stored) if self.rows is None else stored[self.rows]
+
+    def problem(self) -> str | None:
+        """Why the folder does not hold a readable split (``None``: it does)."""
+        try:
+            n_frames = len(self.memmap())
+            n_labels = len(np.load(self.folder / LABELS_FILE, mmap_mode="r"))
+        except (OSError, ValueError) as err:
+            return str(err)
+        return None if n_frames == n_labels else f"{n_frames} frames but {n_labels} labels"
+
+    def samples(self, shape: tuple[int, ...]) -> Samples:
+        """The chosen rows as :class:`~snnarena.streaming.Samples` read lazily (each ``[T, *shape]``)."""
+        frames = FrameFile(self, shape)
+        return Samples(frames, torch.from_numpy(frames.labels))
+
+
+class FrameFile(TorchDataset[tuple[Tensor, int]]):
+    """Item ``i``: the frames of row ``i`` of a :class:`BinnedSplit` as a tensor ``[T, *shape]``
+    (stored dtype) and its label, read from the memory-mapped file; each process (data-loader
+    workers included) maps the file on its first read."""
+
+    def __init__(self, split: BinnedSplit, shape: tuple[int, ...]) -> None:
+        self.folder, self.shape = split.folder, shape
+        self.labels = split.labels()
+        self.rows = np.arange(len(self.labels)) if split.rows is None else split.rows
+        self.keep = split.keep
+        self._frames: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        if self._frames is None:
+            self._frames = np.load(self.folder / FRAMES_FILE, mmap_mode="r")
+        frames = np.array(self._frames[int(self.rows[index])])
+        return torch.from_numpy(frames.reshape(len(frames), *self.shape)), int(self.labels[index])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for worker processes without the map (each opens its own) or the temporary
+        folder's owner (it stays in the process that made it)."""
+        return {**self.__dict__, "_frames": None, "keep": None}
 
 
 def file_fingerprint(paths: Iterable[Path]) -> str:
@@ -201,31 +350,50 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cached_frames(
-    folder: Path, label: str, key: str, make: Callable[[], tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``make()`` (frames, labels), read from ``folder/<label>-<key[:20]>.npz`` when a previous
-    call stored it, else computed and stored there (atomically). A cache folder that cannot be
-    written only costs the binning: a warning names it and the frames are returned uncached."""
-    path = folder / f"{label}-{key[:20]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                return stored["x"], stored["y"]
-        except (OSError, ValueError, KeyError) as err:
-            warnings.warn(f"{path}: unreadable cache ({err}); binning again", stacklevel=2)
-    x, y = make()
+#: Writes a binned split into the (existing, empty) folder it is given.
+WriteSplit = Callable[[Path], None]
+
+
+def uncached_split(write: WriteSplit) -> BinnedSplit:
+    """The split ``write`` bins, in a :class:`TemporaryFolder` removed once the split is unused."""
+    folder = TemporaryFolder()
+    write(folder.path)
+    return BinnedSplit(folder.path, keep=folder)
+
+
+def cached_split(cache: Path, label: str, key: str, write: WriteSplit) -> BinnedSplit:
+    """The split in ``cache/<label>-<key[:20]>/`` when a previous call stored it, else binned by
+    ``write`` into a partial folder beside it and renamed into place (atomically: a run that
+    stops half-way leaves no entry). A cache folder that cannot be written only costs the
+    binning: a warning names it and the split is binned into a temporary folder."""
+    path = cache / f"{label}-{key[:20]}"
+    if path.is_dir():
+        problem = BinnedSplit(path).problem()
+        if problem is None:
+            return BinnedSplit(path)
+        warnings.warn(f"{path}: unreadable cache ({problem}); binning again", stacklevel=2)
+        shutil.rmtree(path, ignore_errors=True)
+    partial = cache / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        with open(partial, "wb") as handle:
-            np.savez(handle, x=x, y=y)
-        os.replace(partial, path)
+        partial.mkdir(parents=True)
     except OSError as err:
         warnings.warn(
-            f"{folder}: cannot store binned frames there ({err}); they are binned again next time", stacklevel=2
+            f"{cache}: cannot store binned frames there ({err}); they are binned again next time", stacklevel=2
         )
-    return x, y
+        return uncached_split(write)
+    try:
+        write(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    try:
+        os.replace(partial, path)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if BinnedSplit(path).problem() is not None:
+            raise
+        # another process stored the same split first: use it
+    return BinnedSplit(path)
 
 
 # -- datasets read through tonic --------------------------------------------------------------
@@ -266,6 +434,27 @@ def framing_params(*, binary: bool = False, spatial_factor: float = 1.0) -> tupl
             nullable=True,
         ),
         Param("cache", "bool", True, "keep the binned frames under <root>/snnarena-cache and reuse them"),
+    )
+
+
+def stream_params() -> tuple[Param, ...]:
+    """``stream`` and ``workers``: read the binned frames through data loaders."""
+    return (
+        Param(
+            "stream",
+            "bool",
+            False,
+            "read the binned frames sample by sample from the disk through data loaders instead of holding them "
+            "in memory (the same batches)",
+        ),
+        Param(
+            "workers",
+            "int",
+            0,
+            "data-loader worker processes when streaming (0: read in the training process)",
+            low=0,
+            high=512,
+        ),
     )
 
 
@@ -373,19 +562,22 @@ class TonicEventDataset(Dataset):
         if problems:
             raise DamagedDataFile("; ".join(problems))
 
-    def split_frames(
-        self, split: str, T: int, limit: int | None, seed: int, stream: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Binned frames and labels of ``split``, ``limit`` samples of it drawn by ``seed``."""
+    def split_frames(self, split: str, T: int, limit: int | None, seed: int, stream: int) -> BinnedSplit:
+        """The binned ``split``, ``limit`` samples of it drawn by ``seed``."""
         source = self.open_split(split)
         indices = subset(len(source), limit, seed, stream)
-        return self.frames_of(source, split, indices, T)
+        return self.binned(source, split, indices, T)
 
-    def frames_of(self, source: TonicSource, split: str, indices: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frames and labels of the samples ``indices`` of ``source``, through the disk cache."""
+    def binned(self, source: TonicSource, split: str, indices: np.ndarray, T: int) -> BinnedSplit:
+        """The samples ``indices`` of ``source`` binned on disk, through the cache unless
+        ``cache = false``."""
         framing = framing_of(self.params, self.sensor_size, T)
+
+        def write(folder: Path) -> None:
+            write_split(source, indices, framing, folder)
+
         if not self.params.get("cache", True):
-            return bin_samples(source, indices, framing)
+            return uncached_split(write)
         key = cache_key(
             {
                 "dataset": self.name,
@@ -398,32 +590,39 @@ class TonicEventDataset(Dataset):
             }
         )
         folder = data_root(self.params.get("root")) / CACHE_FOLDER
-        return cached_frames(folder, f"{self.name}-{split}", key, lambda: bin_samples(source, indices, framing))
+        return cached_split(folder, f"{self.name}-{split}", key, write)
 
     def cache_extra(self) -> Mapping[str, Any]:
         """Parameters other than the framing that change what is read (e.g. a tonic option)."""
         return {}
 
-    def bundle(
-        self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], T: int, seed: int
-    ) -> DataBundle:
-        """The :class:`DataBundle` of binned ``(frames, labels)`` splits, frames reshaped by ``flatten``."""
+    def sample_shape(self, T: int) -> tuple[int, ...]:
+        """One step of a sample as the model sees it: the frame shape, or its size with ``flatten``."""
         shape = framing_of(self.params, self.sensor_size, T).frame_shape
-        if self.params.get("flatten", False):
-            shape = (int(np.prod(shape)),)
-        tensors = []
-        for x, y in (train, test):
-            tensors += [torch.from_numpy(np.ascontiguousarray(x).reshape(len(x), T, *shape)), as_labels(y)]
-        return DataBundle(
-            *tensors,
-            T=T,
-            n_classes=self.n_classes,
-            encoding="none",
-            seed=seed,
-            val_fraction=float(self.params["val_fraction"]),
-        )
+        return (int(np.prod(shape)),) if self.params.get("flatten", False) else shape
 
-    def build(self, T: int, seed: int) -> DataBundle:
+    def bundle(self, train: BinnedSplit, test: BinnedSplit, T: int, seed: int) -> Bundle:
+        """The bundle of binned splits: a :class:`DataBundle` holding their frames, or with
+        ``stream = true`` a :class:`StreamingBundle` reading them from the disk through
+        ``workers`` data-loader processes (the same batches for the same seed)."""
+        shape = self.sample_shape(T)
+        common: dict[str, Any] = {
+            "T": T,
+            "n_classes": self.n_classes,
+            "encoding": "none",
+            "seed": seed,
+            "val_fraction": float(self.params["val_fraction"]),
+        }
+        if self.params.get("stream", False):
+            workers = int(self.params.get("workers", 0))
+            return StreamingBundle(train.samples(shape), test.samples(shape), workers=workers, **common)
+        tensors = []
+        for split in (train, test):
+            x = split.frames()
+            tensors += [torch.from_numpy(x.reshape(len(x), T, *shape)), as_labels(split.labels())]
+        return DataBundle(*tensors, **common)
+
+    def build(self, T: int, seed: int) -> Bundle:
         self.require_files()
         train = self.split_frames("train", T, self.params["max_train"], seed, STREAM_TRAIN_SUBSET)
         test = self.split_frames("test", T, self.params["max_test"], seed, STREAM_TEST_SUBSET)

@@ -28,7 +28,16 @@ from snnarena.data import data_root
 from snnarena.params import Param
 
 from ._common import damaged_file_error
-from .events import TonicEventDataset, TonicSource, first_file, framing_params, offline, root_param, subset_params
+from .events import (
+    TonicEventDataset,
+    TonicSource,
+    first_file,
+    framing_params,
+    offline,
+    root_param,
+    stream_params,
+    subset_params,
+)
 
 EVENT_BYTES = 5
 SPLITS = {"train": "Train", "test": "Test"}
@@ -60,6 +69,7 @@ class NMNIST(TonicEventDataset):
         Param("first_saccade_only", "bool", False, "keep only the first of the three saccades (tonic's option)"),
         *framing_params(binary=True),
         *subset_params(),
+        *stream_params(),
     )
 
     @classmethod

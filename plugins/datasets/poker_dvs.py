@@ -26,6 +26,7 @@ from .events import (
     npy_events_problem,
     offline,
     root_param,
+    stream_params,
     subset_params,
 )
 
@@ -53,6 +54,7 @@ class POKERDVS(TonicEventDataset):
         Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)"),
         *framing_params(),
         *subset_params(),
+        *stream_params(),
     )
 
     @classmethod

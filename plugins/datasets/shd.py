@@ -21,7 +21,15 @@ import numpy as np
 from snnarena.data import data_root
 
 from ._common import damaged_file_error
-from .events import TonicEventDataset, TonicSource, framing_params, offline, root_param, subset_params
+from .events import (
+    TonicEventDataset,
+    TonicSource,
+    framing_params,
+    offline,
+    root_param,
+    stream_params,
+    subset_params,
+)
 
 FILES = {"train": "shd_train.h5", "test": "shd_test.h5"}
 #: The HDF5 datasets tonic reads.
@@ -52,6 +60,7 @@ class SHD(TonicEventDataset):
         root_param("SHD/shd_train.h5 and SHD/shd_test.h5"),
         *framing_params(),
         *subset_params(),
+        *stream_params(),
     )
 
     @classmethod
