@@ -5,7 +5,6 @@ The other torchvision image datasets are tested in test_image_datasets.py."""
 from __future__ import annotations
 
 import random
-import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_image_datasets import write_idx, write_idx_dataset
 from torch import Tensor
 
 from snnarena.data import DataBundle, Dataset, validation_split
@@ -354,26 +354,9 @@ def test_a_linear_classifier_beats_chance(
 # -- mnist (IDX files read by torchvision.datasets.MNIST) -------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 sizes, bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def write_mnist(root: Path, n_train: int = 30, n_test: int = 12) -> dict[str, np.ndarray]:
     """The four uncompressed IDX files in ``root/MNIST/raw`` (torchvision's layout)."""
-    folder = root / "MNIST" / "raw"
-    folder.mkdir(parents=True, exist_ok=True)
-    gen = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": gen.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": gen.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10,
-    }
-    for name, array in arrays.items():
-        write_idx(folder / name, array)
-    return arrays
+    return write_idx_dataset(root / "MNIST" / "raw", n_train, n_test)
 
 
 def test_mnist_reads_torchvision_layout(tmp_path: Path) -> None:

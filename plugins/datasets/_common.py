@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from snnarena.data import DEFAULT_VAL_FRACTION
+from snnarena.data import DEFAULT_DATA_ROOT, DEFAULT_VAL_FRACTION
 from snnarena.errors import DataFilesError
 from snnarena.params import Param
 
@@ -26,6 +26,37 @@ VAL_FRACTION = Param(
     low=0.01,
     high=0.9,
 )
+#: Subsets of the file-backed datasets, drawn by the seed.
+MAX_TRAIN = Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True)
+MAX_TEST = Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True)
+#: Loader processes of the datasets that can stream (``stream = true``).
+WORKERS = Param(
+    "workers",
+    "int",
+    0,
+    "data-loader worker processes when streaming (0: read in the training process)",
+    low=0,
+    high=512,
+)
+
+
+def root_param(layout: str) -> Param:
+    """The ``root`` parameter of a file-backed dataset: where ``layout`` lies (default:
+    :func:`snnarena.data.data_root`)."""
+    return Param(
+        "root",
+        "str",
+        None,
+        f"data root holding {layout} (default: $SNNARENA_DATA, else {DEFAULT_DATA_ROOT})",
+        nullable=True,
+    )
+
+
+def stream_param(what: str) -> Param:
+    """The ``stream`` parameter: read ``what`` through data loaders (:mod:`snnarena.streaming`)."""
+    return Param("stream", "bool", False, f"read {what} through data loaders instead of holding them in memory")
+
+
 #: Sizes of the generated sequence datasets (``copy``, ``adding``, ``store_recall``).
 N_TRAIN_SEQUENCES = Param(
     "n_train", "int", 4096, "training sequences (validation is carved from them)", low=2, high=10_000_000

@@ -22,14 +22,13 @@ from snnarena.data import Bundle, data_root
 from snnarena.extras import ExtraMissing, import_extra
 from snnarena.params import Param
 
-from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, stratified_split, subset
+from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, root_param, stratified_split, subset
 from .events import (
     TonicEventDataset,
     TonicSource,
     first_file,
     framing_params,
     offline,
-    root_param,
     stream_params,
     subset_params,
 )

@@ -20,6 +20,7 @@ from typing import Any
 from snnarena.data import data_root
 from snnarena.params import Param
 
+from ._common import root_param
 from .events import (
     TonicEventDataset,
     TonicSource,
@@ -27,7 +28,6 @@ from .events import (
     framing_params,
     npy_events_problem,
     offline,
-    root_param,
     stream_params,
     subset_params,
 )

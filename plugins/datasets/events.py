@@ -49,19 +49,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset as TorchDataset
 
-from snnarena.data import DEFAULT_DATA_ROOT, Bundle, DataBundle, Dataset, data_root
+from snnarena.data import Bundle, DataBundle, Dataset, data_root
 from snnarena.params import Param
 from snnarena.streaming import Samples, StreamingBundle
 
 from ._common import (
+    MAX_TEST,
+    MAX_TRAIN,
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
     VAL_FRACTION,
+    WORKERS,
     DamagedDataFile,
     MissingDataFiles,
     as_labels,
     damaged_file_error,
     missing_files_error,
+    stream_param,
     subset,
 )
 
@@ -399,17 +403,6 @@ def cached_split(cache: Path, label: str, key: str, write: WriteSplit) -> Binned
 # -- datasets read through tonic --------------------------------------------------------------
 
 
-def root_param(layout: str) -> Param:
-    """The ``root`` parameter of the file-backed event datasets."""
-    return Param(
-        "root",
-        "str",
-        None,
-        f"data root holding {layout} (default: $SNNARENA_DATA, else {DEFAULT_DATA_ROOT})",
-        nullable=True,
-    )
-
-
 def framing_params(*, binary: bool = False, spatial_factor: float = 1.0) -> tuple[Param, ...]:
     """Parameters of :class:`Framing` every event dataset offers (with its defaults)."""
     return (
@@ -439,30 +432,14 @@ def framing_params(*, binary: bool = False, spatial_factor: float = 1.0) -> tupl
 
 def stream_params() -> tuple[Param, ...]:
     """``stream`` and ``workers``: read the binned frames through data loaders."""
-    return (
-        Param(
-            "stream",
-            "bool",
-            False,
-            "read the binned frames sample by sample from the disk through data loaders instead of holding them "
-            "in memory (the same batches)",
-        ),
-        Param(
-            "workers",
-            "int",
-            0,
-            "data-loader worker processes when streaming (0: read in the training process)",
-            low=0,
-            high=512,
-        ),
-    )
+    return (stream_param("the binned frames sample by sample from the disk (the same batches)"), WORKERS)
 
 
 def subset_params() -> tuple[Param, ...]:
     """``max_train``, ``max_test`` and ``val_fraction``."""
     return (
-        Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True),
-        Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True),
+        MAX_TRAIN,
+        MAX_TEST,
         VAL_FRACTION,
     )
 

@@ -40,33 +40,27 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from snnarena.data import DEFAULT_DATA_ROOT, ENCODINGS, Bundle, DataBundle, Dataset, data_root
+from snnarena.data import ENCODINGS, Bundle, DataBundle, Dataset, data_root
 from snnarena.params import Param
 from snnarena.streaming import Samples, StreamingBundle
 
 from ._common import (
+    MAX_TEST,
+    MAX_TRAIN,
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
     VAL_FRACTION,
+    WORKERS,
     DamagedDataFile,
     MissingDataFiles,
     damaged_file_error,
     missing_files_error,
+    root_param,
+    stream_param,
     subset,
 )
 
 # -- parameters shared by the image datasets ----------------------------------------------------
-
-
-def root_param(layout: str) -> Param:
-    """The ``root`` parameter: where ``layout`` lies (default: :func:`snnarena.data.data_root`)."""
-    return Param(
-        "root",
-        "str",
-        None,
-        f"data root holding {layout} (default: $SNNARENA_DATA, else {DEFAULT_DATA_ROOT})",
-        nullable=True,
-    )
 
 
 ENCODING = Param(
@@ -76,17 +70,7 @@ ENCODING = Param(
     "direct (pixels as current), rate (Bernoulli spikes) or static (the constant input of a relaxing network)",
     choices=ENCODINGS,
 )
-MAX_TRAIN = Param("max_train", "int", None, "use this many training samples (drawn by the seed)", low=1, nullable=True)
-MAX_TEST = Param("max_test", "int", None, "use this many test samples (drawn by the seed)", low=1, nullable=True)
-STREAM = Param("stream", "bool", False, "read samples through data loaders instead of holding them in memory")
-WORKERS = Param(
-    "workers",
-    "int",
-    0,
-    "data-loader worker processes when streaming (0: read in the training process)",
-    low=0,
-    high=512,
-)
+STREAM = stream_param("samples")
 AUGMENT = Param("augment", "bool", False, "the papers' standard augmentation of training samples (seeded)")
 NORMALIZE = Param(
     "normalize",

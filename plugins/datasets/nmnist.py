@@ -27,14 +27,13 @@ from typing import Any
 from snnarena.data import data_root
 from snnarena.params import Param
 
-from ._common import damaged_file_error
+from ._common import damaged_file_error, root_param
 from .events import (
     TonicEventDataset,
     TonicSource,
     first_file,
     framing_params,
     offline,
-    root_param,
     stream_params,
     subset_params,
 )

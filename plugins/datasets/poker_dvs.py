@@ -18,6 +18,7 @@ from typing import Any
 from snnarena.data import data_root
 from snnarena.params import Param
 
+from ._common import root_param
 from .events import (
     TonicEventDataset,
     TonicSource,
@@ -25,7 +26,6 @@ from .events import (
     framing_params,
     npy_events_problem,
     offline,
-    root_param,
     stream_params,
     subset_params,
 )

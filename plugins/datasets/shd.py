@@ -20,13 +20,12 @@ import numpy as np
 
 from snnarena.data import data_root
 
-from ._common import damaged_file_error
+from ._common import damaged_file_error, root_param
 from .events import (
     TonicEventDataset,
     TonicSource,
     framing_params,
     offline,
-    root_param,
     stream_params,
     subset_params,
 )
