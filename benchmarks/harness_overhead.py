@@ -5,8 +5,9 @@ rate-coded, T=16, B=64, Adam) reports ``step_time_ms``, the median over its step
 ``timing_warmup`` of forward + backward + optimizer. The bare loop builds the same model and
 data (``build_cell`` with the cell's seed), walks the same batches in the same order, and times
 ``zero_grad``, ``model.forward_seq``, the loss, ``backward`` and ``optimizer.step`` with nothing
-around them; ``bare + meter`` adds only the cell's ``SavedTensorMeter``. The bare loop runs before
-and after the cell (medians pooled) so load drifting during the run hits both alike.
+around them; ``bare + meter`` adds only the cell's ``SavedTensorMeter``. ``--rounds`` rounds of
+(bare, bare + meter, cell) run in rotating order so load drifting during the run hits all alike;
+the bare loops' steps are pooled, the cell's figure is the median of its rounds' ``step_time_ms``.
 
     python benchmarks/harness_overhead.py               # bptt multi- and single-step, ~30 s
     python benchmarks/harness_overhead.py --steps 40 --modes multi
@@ -15,6 +16,7 @@ and after the cell (medians pooled) so load drifting during the run hits both al
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -113,15 +115,29 @@ def _step(
 
 
 def measure(host: PluginHost, args: argparse.Namespace, mode: str) -> Overhead:
+    """``args.rounds`` rounds of (bare loop, bare + meter, cell), the order rotating each round so
+    load drifting during the run hits all three alike; medians over the pooled steps (bare loops)
+    and over the rounds' ``step_time_ms`` (the cell)."""
     spec = cell_spec(host, args, mode)
-    bare = bare_loop(spec, host, meter=False)
-    metered = bare_loop(spec, host, meter=True)
-    record = run_cell(spec, host, "harness-overhead", "cpu")
-    if record.row["status"] != "done":
-        raise RuntimeError(f"the cell did not finish: {record.row.get('reason')}")
-    bare += bare_loop(spec, host, meter=False)
-    metered += bare_loop(spec, host, meter=True)
-    return Overhead(mode, record.row["step_time_ms"], 1e3 * statistics.median(bare), 1e3 * statistics.median(metered))
+    bare: list[float] = []
+    metered: list[float] = []
+    cells: list[float] = []
+
+    def run_cell_once() -> None:
+        record = run_cell(spec, host, "harness-overhead", "cpu")
+        if record.row["status"] != "done":
+            raise RuntimeError(f"the cell did not finish: {record.row.get('reason')}")
+        cells.append(record.row["step_time_ms"])
+
+    runs = [
+        lambda: bare.extend(bare_loop(spec, host, meter=False)),
+        lambda: metered.extend(bare_loop(spec, host, meter=True)),
+        run_cell_once,
+    ]
+    for r in range(args.rounds):
+        for run in runs[r % 3 :] + runs[: r % 3]:
+            run()
+    return Overhead(mode, statistics.median(cells), 1e3 * statistics.median(bare), 1e3 * statistics.median(metered))
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -132,6 +148,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--T", type=int, default=16)
     p.add_argument("--modes", type=lambda s: s.split(","), default=["multi", "single"], help="bptt step modes")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of (bare, bare + meter, cell), order rotating")
     return p.parse_args(argv)
 
 
@@ -142,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> list[Overhead]:
     rows = [measure(host, args, mode) for mode in args.modes]
     print(
         f"BPTT, MLP 64-128-128-10 LIF, digits rate, T={args.T}, B={args.batch}, Adam, {args.threads} thread(s); "
-        f"median of {args.steps - args.warmup} steps (bare: two loops pooled)"
+        f"median of {args.steps - args.warmup} steps x {args.rounds} rounds (order rotating); "
+        f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     head = f"{'bptt step_mode':<15} {'cell ms':>8} {'bare ms':>8} {'bare+meter':>11} {'cell/bare':>10}  target ≤ 1.05"
     print(head + "\n" + "-" * len(head))

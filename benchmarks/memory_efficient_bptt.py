@@ -12,7 +12,9 @@ On CUDA ``cuda MiB`` is ``max_memory_allocated`` during one step, minus what was
 median step time over single-step BPTT (``model.step`` unrolled, the same per-step execution the
 checkpointing executor uses: the paper's "standard BPTT" of the same cell); ``time× multi`` is
 over the arena's default multi-step BPTT. ``fwd/T`` is ``C(T, m)/T`` from the dynamic program,
-checked against the executed step count.
+checked against the executed step count; ``seg`` is the plan's unit in time steps (``--segments``:
+1 is the paper's per-step plan, more runs each unit as one ``forward_seq`` and one backward, for one
+unit's graph memory on top of the budget; ``m`` then counts states at unit boundaries).
 
     python benchmarks/memory_efficient_bptt.py                 # CPU, 2-3 min on 2 busy cores
     python benchmarks/memory_efficient_bptt.py --device cuda --hidden 256,256 --batch 64
@@ -35,7 +37,7 @@ from snnarena.host import HostConfig, PluginHost
 from snnarena.loss import SequenceLoss
 from snnarena.measure import DeviceMemory, PhaseClock, SavedTensorMeter
 from snnarena.method import GradientMethod
-from snnarena_plugins.checkpointed_bptt import CheckpointedBPTT, forward_cost, measure_step, sqrt_cost
+from snnarena_plugins.checkpointed_bptt import CheckpointedBPTT, forward_cost, measure_step, sqrt_cost, sqrt_segment
 
 PAPER_MEMORY, PAPER_TIME = 0.05, 1.33
 
@@ -44,6 +46,7 @@ PAPER_MEMORY, PAPER_TIME = 0.05, 1.33
 class Row:
     label: str
     policy: str
+    segment: int
     slots: str
     alpha: str
     fwd_per_T: float
@@ -66,6 +69,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--budgets", type=_ints, default=[10, 32, 100], help="slot budgets for the DP policies")
     p.add_argument("--policies", default="hsm,msm", help="DP policies among hsm,ism,msm (sqrt always runs)")
+    p.add_argument(
+        "--segments",
+        type=_ints,
+        default=[1, 25],
+        help="time steps per unit of the DP plans (1: the paper's per-step plan), e.g. 1,25",
+    )
     p.add_argument(
         "--max-cost",
         type=float,
@@ -131,28 +140,33 @@ def main() -> None:
     sizes = measure_step(model, x)
     policies = [p for p in args.policies.split(",") if p]
 
-    configs: list[tuple[str, GradientMethod, str, str, str, float]] = [
-        ("bptt (multi-step)", build_method(host, "bptt"), "-", "T", "-", 1.0),
-        ("bptt (single-step)", build_method(host, "bptt", {"step_mode": "single"}), "-", "T", "-", 1.0),
+    configs: list[tuple[str, GradientMethod, str, int, str, str, float]] = [
+        ("bptt (multi-step)", build_method(host, "bptt"), "-", 1, "T", "-", 1.0),
+        ("bptt (single-step)", build_method(host, "bptt", {"step_mode": "single"}), "-", 1, "T", "-", 1.0),
         (
             "checkpointed",
             CheckpointedBPTT(policy="sqrt"),
             "sqrt",
-            f"√T={math.ceil(math.sqrt(args.T))}",
+            sqrt_segment(args.T),
+            f"√T={sqrt_segment(args.T)}",
             "-",
             sqrt_cost(args.T) / args.T,
         ),
     ]
     skipped = []
-    for policy in policies:
-        alpha = sizes.alpha if policy != "hsm" else 1
-        for m in args.budgets:
-            per_step = forward_cost(args.T, m, policy, alpha) / args.T
-            if per_step > args.max_cost:
-                skipped.append(f"{policy} m={m} (C(T,m)/T = {per_step:.1f})")
-                continue
-            method = CheckpointedBPTT(policy=policy, budget_slots=m)
-            configs.append(("checkpointed", method, policy, str(m), str(alpha) if policy != "hsm" else "-", per_step))
+    for segment in args.segments:
+        units = math.ceil(args.T / segment)
+        unit_alpha = measure_step(model, x, segment).alpha
+        for policy in policies:
+            alpha = unit_alpha if policy != "hsm" else 1
+            for m in args.budgets:
+                per_step = forward_cost(units, m, policy, alpha) * segment / args.T  # exact when segment | T
+                if per_step > args.max_cost:
+                    skipped.append(f"{policy} seg={segment} m={m} (C(U,m)·segment/T = {per_step:.1f})")
+                    continue
+                method = CheckpointedBPTT(policy=policy, budget_slots=m, segment=segment)
+                shown = str(alpha) if policy != "hsm" else "-"
+                configs.append(("checkpointed", method, policy, segment, str(m), shown, per_step))
 
     print(
         f"LIF MLP {args.inputs}-{'-'.join(map(str, args.hidden))}-{args.classes}, T={args.T}, batch={args.batch}, "
@@ -163,15 +177,17 @@ def main() -> None:
         f"internal state α = {sizes.alpha} slots"
     )
     rows = []
-    for label, method, policy, slots, alpha, per_step in configs:
+    for label, method, policy, segment, slots, alpha, per_step in configs:
         peak, stored, cuda, ms = _measure(method, model, x, y, loss, args)
         if isinstance(method, CheckpointedBPTT):
-            assert method.last_forward_steps == round(per_step * args.T)
-        rows.append(Row(label, policy, slots, alpha, per_step, peak, stored, cuda, ms))
+            stats = method.last_stats
+            assert stats is not None and stats.forward_units == stats.predicted_units
+            per_step = method.last_forward_steps / args.T
+        rows.append(Row(label, policy, segment, slots, alpha, per_step, peak, stored, cuda, ms))
 
     ref, single = rows[0], rows[1]
     header = (
-        f"{'method':<19} {'policy':<6} {'m':>7} {'α':>3} {'fwd/T':>6} {'peak MiB':>10} {'stored MiB':>10} "
+        f"{'method':<19} {'policy':<6} {'seg':>4} {'m':>7} {'α':>3} {'fwd/T':>6} {'peak MiB':>10} {'stored MiB':>10} "
         f"{'mem×':>7} {'ms/step':>9} {'time×':>6} {'time× multi':>11}"
     )
     if args.device == "cuda":
@@ -181,14 +197,15 @@ def main() -> None:
     for r in rows:
         mem = r.peak / ref.peak
         line = (
-            f"{r.label:<19} {r.policy:<6} {r.slots:>7} {r.alpha:>3} {r.fwd_per_T:>6.2f} {r.peak / 2**20:>10.3f} "
-            f"{r.stored / 2**20:>10.3f} {mem:>7.3f} {r.ms:>9.1f} {r.ms / single.ms:>6.2f} {r.ms / ref.ms:>11.2f}"
+            f"{r.label:<19} {r.policy:<6} {r.segment:>4} {r.slots:>7} {r.alpha:>3} {r.fwd_per_T:>6.2f} "
+            f"{r.peak / 2**20:>10.3f} {r.stored / 2**20:>10.3f} {mem:>7.3f} {r.ms:>9.1f} "
+            f"{r.ms / single.ms:>6.2f} {r.ms / ref.ms:>11.2f}"
         )
         if args.device == "cuda":
             line += f" {r.cuda:>9.2f} {r.cuda / ref.cuda:>6.2f}"
         print(line)
     print(
-        f"{'Gruslys et al. 2016':<19} {'paper':<6} {'':>7} {'':>3} {'':>6} {'':>10} {'':>10} "
+        f"{'Gruslys et al. 2016':<19} {'paper':<6} {'':>4} {'':>7} {'':>3} {'':>6} {'':>10} {'':>10} "
         f"{PAPER_MEMORY:>7.3f} {'':>9} {PAPER_TIME:>6.2f} {'':>11}   (abstract, T=1000: -95 % memory, +33 % time)"
     )
     if skipped:
@@ -197,7 +214,8 @@ def main() -> None:
     if within:
         best = min(within, key=lambda r: r.ms)
         print(
-            f"fastest configuration within {PAPER_MEMORY:.0%} of BPTT's memory: {best.policy} m={best.slots}: "
+            f"fastest configuration within {PAPER_MEMORY:.0%} of BPTT's memory: "
+            f"{best.policy} seg={best.segment} m={best.slots}: "
             f"{best.peak / ref.peak:.3f}x memory, {best.ms / single.ms:.2f}x the time of "
             f"single-step BPTT ({best.ms / ref.ms:.2f}x multi-step)"
         )

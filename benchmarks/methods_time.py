@@ -9,7 +9,12 @@ model's ``Linear`` layers over all ``T·B`` rows with no neuron dynamics, forwar
 
 Sizes: ``matmul`` (MLP 784-1024-1024-10, T=16, B=128: the matmuls dominate) and ``methods`` (the
 ``methods`` suite's MLP 64-128-128-10, T=16, B=64), each with 1 thread and torch's default. Then
-checkpointed BPTT at T=1000 with a slot budget of about 5 % of BPTT's saved memory (``--long``).
+checkpointed BPTT at T=1000 with a slot budget of about 5 % of BPTT's saved memory (``--long``):
+the paper's per-step plans (hsm, msm), the same plans over units of ``--long-segment`` steps (one
+``forward_seq`` and one backward per unit) and the √T baseline. Its ``fwd ms``/``bwd ms`` are the phases' medians and
+``steps/T`` the forward time steps per time step: an exact checkpointed run costs at least about
+``(steps/T · fwd + bwd) / (fwd + bwd)`` of BPTT with BPTT's ``fwd`` and ``bwd`` (≈ 1.5× at 2 steps/T
+when, as with the fused LIF layers, backward costs about as much as forward).
 
     python benchmarks/methods_time.py                    # ~2 min on 2 busy cores
     python benchmarks/methods_time.py --sizes methods --threads 1 --repeats 5 --no-long
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +83,10 @@ class Runner:
     loss: SequenceLoss
     clock: PhaseClock
     peak_saved: int = 0
+
+    def phase_ms(self, phase: str) -> float:
+        """Median time of one phase (``forward``, ``backward``, ``optimizer``) over the steps, in ms."""
+        return 1e3 * statistics.median(s[phase] for s in self.clock.steps) if self.clock.steps else float("nan")
 
     @property
     def median_ms(self) -> float:
@@ -209,7 +219,6 @@ def _long_run(host: PluginHost, args: argparse.Namespace, size: Size) -> list[Ru
     base = build_model_for(host, size, args.seed)
     x, y = batch_for(size, args.seed + 1)
     loss = SequenceLoss("per_step")
-    sizes = measure_step(base, x)
     runners = []
     for label, params in (("bptt", {}), ("bptt single-step", {"step_mode": "single"})):
         method = build_method(host, "bptt", params)
@@ -217,32 +226,50 @@ def _long_run(host: PluginHost, args: argparse.Namespace, size: Size) -> list[Ru
         runners.append(Runner(label, method, model, torch.optim.SGD(model.parameters(), lr=1e-3), loss, PhaseClock()))
     cell_step(runners[0], x, y)
     bptt_peak = runners[0].peak_saved
-    slots = max(1, int(args.fraction * bptt_peak / max(sizes.state_bytes, 1)))
-    for policy in ("hsm", "msm"):
-        # the budget counts stored states; the one step back-propagated comes on top: leave room for it
-        m = max(2, slots - (sizes.step_bytes // max(sizes.state_bytes, 1)))
-        method = CheckpointedBPTT(policy=policy, budget_slots=m)
-        model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        runners.append(Runner(f"checkpointed {policy} m={m}", method, model, opt, loss, PhaseClock()))
+    budget = args.fraction * bptt_peak
+    for segment in (1, args.long_segment):
+        # the budget counts stored states; the one unit back-propagated comes on top: leave room for it
+        unit = measure_step(base, x, segment)
+        m = max(2, int((budget - unit.step_bytes) // max(unit.state_bytes, 1)))
+        for policy in ("hsm", "msm"):
+            method = CheckpointedBPTT(policy=policy, budget_slots=m, segment=segment)
+            model = copy.deepcopy(base)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            label = f"checkpointed {policy}" + (f" seg={segment}" if segment > 1 else "") + f" m={m}"
+            runners.append(Runner(label, method, model, opt, loss, PhaseClock()))
+    model = copy.deepcopy(base)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    runners.append(Runner("checkpointed sqrt", CheckpointedBPTT(policy="sqrt"), model, opt, loss, PhaseClock()))
     for r in runners:
         r.clock.steps.clear()
     interleave_long(runners, x, y, args.long_repeats)
     ref = runners[0]
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
         f"\ncheckpointed BPTT at T={size.T}: MLP 32-64-64-10, B=16, 1 thread, per_step loss, "
         f"median of {args.long_repeats}; target ≈ {args.fraction:.0%} of BPTT's saved memory "
-        f"(Gruslys et al. 2016: 5 % memory for 1.33× time)"
+        f"(Gruslys et al. 2016: 5 % memory for 1.33× time); load average {load}"
     )
-    head = f"{'method':<26} {'ms/step':>9} {'× bptt':>7} {'× single':>9} {'saved MiB':>10} {'mem×':>7}"
+    head = (
+        f"{'method':<30} {'ms/step':>9} {'× bptt':>7} {'× single':>9} {'fwd ms':>7} {'bwd ms':>7} {'steps/T':>7} "
+        f"{'saved MiB':>10} {'mem×':>7}"
+    )
     print(head + "\n" + "-" * len(head))
     for r in runners:
         print(
-            f"{r.label:<26} {r.median_ms:>9.1f} {r.median_ms / ref.median_ms:>7.2f} "
-            f"{r.median_ms / runners[1].median_ms:>9.2f} {r.peak_saved / 2**20:>10.2f} "
+            f"{r.label:<30} {r.median_ms:>9.1f} {r.median_ms / ref.median_ms:>7.2f} "
+            f"{r.median_ms / runners[1].median_ms:>9.2f} {r.phase_ms('forward'):>7.1f} {r.phase_ms('backward'):>7.1f} "
+            f"{_steps_per_T(r, size.T):>7.2f} {r.peak_saved / 2**20:>10.2f} "
             f"{r.peak_saved / ref.peak_saved:>7.3f}"
         )
     return runners
+
+
+def _steps_per_T(runner: Runner, T: int) -> float:
+    """Forward time steps per time step of the runner's last batch (1 for BPTT)."""
+    if isinstance(runner.method, CheckpointedBPTT):
+        return runner.method.last_forward_steps / T
+    return 1.0
 
 
 def interleave_long(runners: Sequence[Runner], x: Tensor, y: Tensor, repeats: int) -> None:
@@ -271,6 +298,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-long", dest="long", action="store_false", help="skip the T=1000 checkpointed run")
     p.add_argument("--long-T", type=int, default=1000)
     p.add_argument("--long-repeats", type=int, default=3)
+    p.add_argument("--long-segment", type=int, default=25, help="time steps per unit of the long run's segmented plans")
     p.add_argument("--fraction", type=float, default=0.05, help="memory target of the long run (share of BPTT's)")
     args = p.parse_args(argv)
     if "bptt" not in args.methods:

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import snnarena
 from snnarena.claims import Check, Claim, Conditions

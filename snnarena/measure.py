@@ -97,12 +97,12 @@ def report_held_bytes(nbytes: int) -> None:
 
 
 class _Held:
-    """Placeholder autograd keeps instead of a saved tensor; releases its bytes from ``meter``
-    when freed (``__del__``: far cheaper per saved tensor than a ``weakref.finalize``)."""
+    """Placeholder autograd keeps instead of a saved tensor; releases its storage's bytes from
+    ``meter`` when freed (``__del__``: far cheaper per saved tensor than a ``weakref.finalize``)."""
 
     __slots__ = ("tensor", "meter", "key")
 
-    def __init__(self, tensor: Tensor, meter: SavedTensorMeter, key: tuple[int, int]) -> None:
+    def __init__(self, tensor: Tensor, meter: SavedTensorMeter, key: int) -> None:
         self.tensor = tensor
         self.meter = meter
         self.key = key
@@ -114,45 +114,47 @@ class _Held:
 class SavedTensorMeter:
     """Context manager tracking live and peak bytes saved for backward.
 
-    ``exclude`` are tensors (usually the parameters) whose storage is not counted.
+    ``exclude`` are tensors (usually the parameters) whose storage is not counted; they must stay
+    alive while the meter is entered (a storage is known by its address).
     """
 
     def __init__(self, exclude: Iterable[Tensor] = ()) -> None:
-        self._excluded = {self._key(t) for t in exclude}
-        self._refs: dict[tuple[int, int], int] = {}
+        self._excluded = {t.untyped_storage().data_ptr() for t in exclude}
+        #: Live storages by address: ``[saved tensors holding it, its bytes]``. A storage cannot
+        #: move or be freed while a saved tensor holds it, so its address names it while listed.
+        self._refs: dict[int, list[int]] = {}
         self.live_bytes = 0
         self.peak_bytes = 0
         self._hooks: Any = None
 
-    @staticmethod
-    def _key(t: Tensor) -> tuple[int, int]:
-        storage = t.untyped_storage()
-        return (storage.data_ptr(), storage.nbytes())
-
     def _pack(self, t: Tensor) -> Any:
-        if t.layout != torch.strided or t.device.type == "meta":
+        if t.layout is not torch.strided or t.is_meta:
             return t
-        key = self._key(t)
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
         if key in self._excluded:
             return t
-        count = self._refs.get(key, 0)
-        if count == 0:
-            self.live_bytes += key[1]
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        self._refs[key] = count + 1
+        entry = self._refs.get(key)
+        if entry is None:
+            nbytes = storage.nbytes()
+            self._refs[key] = [1, nbytes]
+            self.live_bytes += nbytes
+            if self.live_bytes > self.peak_bytes:
+                self.peak_bytes = self.live_bytes
+        else:
+            entry[0] += 1
         return _Held(t, self, key)
 
     @staticmethod
     def _unpack(held: Any) -> Tensor:
-        return held.tensor if isinstance(held, _Held) else held
+        return held.tensor if type(held) is _Held else held
 
-    def _release(self, key: tuple[int, int]) -> None:
-        count = self._refs[key] - 1
-        if count == 0:
+    def _release(self, key: int) -> None:
+        entry = self._refs[key]
+        entry[0] -= 1
+        if entry[0] == 0:
             del self._refs[key]
-            self.live_bytes -= key[1]
-        else:
-            self._refs[key] = count
+            self.live_bytes -= entry[1]
 
     def add_held(self, nbytes: int) -> None:
         """Count bytes a method holds outside autograd (see :func:`report_held_bytes`)."""
