@@ -45,6 +45,7 @@ from snnarena.factory import neuron_factory
 from snnarena.host import HostConfig, PluginHost
 from snnarena.measure import SavedTensorMeter
 from snnarena.model import Stage
+from snnarena.multistep import SpikeLinear
 
 TAU, THRESHOLD, INPUTS, CLASSES = 2.0, 1.0, 784, 10
 #: Scales the default ``nn.Linear`` initialisation so that every layer fires (a few % to ~20 %).
@@ -99,6 +100,13 @@ def copied(layers: Sequence[nn.Linear], scale: float = 1.0) -> nn.ModuleList:
     return out
 
 
+def spike_linear(linear: nn.Linear) -> SpikeLinear:
+    """A :class:`~snnarena.multistep.SpikeLinear` holding ``linear``'s weights."""
+    out = SpikeLinear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    out.load_state_dict(linear.state_dict())
+    return out
+
+
 def _over_rows(linear: nn.Module, h: Tensor) -> Tensor:
     """``linear`` applied to all ``T·B`` rows of ``h`` ``[T, B, N]`` at once."""
     return linear(h.flatten(0, 1)).unflatten(0, h.shape[:2])
@@ -135,7 +143,9 @@ def snnarena_net(layers: Sequence[nn.Linear]) -> Net:
         "fast_sigmoid",
         {"slope": 1.0},
     )
-    stages = nn.ModuleList(Stage(linear, make()) for linear in copied(layers))
+    # as the mlp plugin: synapses fed by spikes are SpikeLinear (no copy of their input kept)
+    synapses = [linear if i == 0 else spike_linear(linear) for i, linear in enumerate(copied(layers))]
+    stages = nn.ModuleList(Stage(synapse, make()) for synapse in synapses)
 
     def forward(x: Tensor) -> Tensor:
         h = x

@@ -139,29 +139,34 @@ def _lif_forward_reset_to_zero(x: Tensor, v: Tensor, cfg: LIFConfig) -> tuple[Te
     return spikes, h, below.mul_(h[-1])
 
 
-#: Elements per block of steps whose backward coefficients are computed together on the CPU: small
-#: enough to stay in cache between their computation and the recurrence that reads them. Other
-#: devices take all steps at once (fewer, larger kernels).
+#: Elements per block of steps (per CPU thread) whose backward terms are computed together on the
+#: CPU: small enough to stay in a core's cache between their computation and the recurrence that
+#: reads them. Other devices take all steps at once (fewer, larger kernels).
 CPU_BLOCK_ELEMENTS = 1 << 15
 
 
 def _blocks(steps: int, like: Tensor) -> list[tuple[int, int]]:
     """``[t0, t1)`` blocks of ``0 … steps − 1``, last block first (``like``: one step ``[B, ...]``)."""
-    size = max(1, CPU_BLOCK_ELEMENTS // max(1, like.numel())) if like.device.type == "cpu" else max(1, steps)
+    if like.device.type != "cpu":
+        return [(0, steps)] if steps > 0 else []
+    size = max(1, CPU_BLOCK_ELEMENTS * torch.get_num_threads() // max(1, like.numel()))
     return [(t0, min(t0 + size, steps)) for t0 in reversed(range(0, steps, size))]
 
 
-def _lif_coefficient(h: Tensor, cfg: LIFConfig, d: Tensor) -> Tensor | None:
-    """``a`` for ``H`` (any leading shape), ``D = σ'(H − V_th)``; ``None`` when ``a = 1``.
-    Overwrites ``d``."""
-    if cfg.hard_reset:
-        a = torch.lt(h, _constant(cfg.threshold, h), out=torch.empty_like(h))  # 1 − S
-        if not cfg.detach_reset:
-            a.addcmul_(cfg.v_reset - h, d)
-        return a
-    if cfg.detach_reset:
-        return None
-    return d.mul_(-cfg.threshold).add_(1.0)  # 1 − V_th D
+def _lif_terms(h: Tensor, g_spikes: Tensor | None, out: Tensor, cfg: LIFConfig, surrogate: Surrogate) -> Tensor | None:
+    """For ``H`` of some steps: writes ``D g_S`` into ``out`` (zeros without ``g_S``) and returns ``a``
+    (``None`` when ``a = 1``), ``D = σ'(Z)``, ``Z = H − V_th``; ``1 − S = 1[Z < 0]`` (IEEE subtraction
+    keeps the sign, as the forward's ``1[H < V_th]``)."""
+    z = h - cfg.threshold
+    a = torch.lt(z, 0.0, out=torch.empty_like(h)) if cfg.hard_reset else None  # 1 − S
+    d = surrogate.derivative(z)
+    if g_spikes is None:
+        out.zero_()
+    else:
+        torch.mul(d, g_spikes, out=out)
+    if a is not None:
+        return a if cfg.detach_reset else a.addcmul_(cfg.v_reset - h, d)
+    return None if cfg.detach_reset else d.mul_(-cfg.threshold).add_(1.0)  # 1 − V_th D
 
 
 def _lif_backward(
@@ -171,26 +176,25 @@ def _lif_backward(
     ``D g_S`` and ``a`` for all its steps at once, then one in-place ``addcmul`` per step."""
     leak = 1.0 if cfg.leak is None else cfg.leak
     steps = h.shape[0]
-    g_h = torch.zeros_like(h) if g_spikes is None else torch.empty_like(h)
+    g_h = torch.empty_like(h)
     rows = g_h.unbind(0)
-    # The last step: g_H = a g_V + D g_S with the final state's gradient g_V.
-    d = surrogate.derivative(h[-1] - cfg.threshold)
-    if g_spikes is not None:
-        torch.mul(d, g_spikes[-1], out=rows[-1])
+
+    def terms(t0: int, t1: int) -> Tensor | None:
+        g_s = None if g_spikes is None else g_spikes[t0:t1]
+        return _lif_terms(h[t0:t1], g_s, g_h[t0:t1], cfg, surrogate)
+
+    # The last step: g_H = D g_S + a g_V with the final state's gradient g_V.
+    a = terms(steps - 1, steps)
     if g_v is not None:
-        a = _lif_coefficient(h[-1], cfg, d)
-        rows[-1].add_(g_v) if a is None else rows[-1].addcmul_(a, g_v)
+        rows[-1].add_(g_v) if a is None else rows[-1].addcmul_(a[0], g_v)
     # Earlier steps: g_H[t] = D[t] g_S[t] + λ a[t] g_H[t + 1].
     for t0, t1 in _blocks(steps - 1, h[0]):
-        d = surrogate.derivative(h[t0:t1] - cfg.threshold)
-        if g_spikes is not None:
-            torch.mul(d, g_spikes[t0:t1], out=g_h[t0:t1])
-        carry = _lif_coefficient(h[t0:t1], cfg, d)
-        if carry is None:
+        a = terms(t0, t1)
+        if a is None:
             for t in range(t1 - 1, t0 - 1, -1):
                 rows[t].add_(rows[t + 1], alpha=leak)
         else:
-            for t, a_t in zip(range(t1 - 1, t0 - 1, -1), reversed(carry.unbind(0)), strict=True):
+            for t, a_t in zip(range(t1 - 1, t0 - 1, -1), reversed(a.unbind(0)), strict=True):
                 rows[t].addcmul_(a_t, rows[t + 1], value=leak)
     return g_h
 
@@ -247,17 +251,15 @@ def _alif_forward(
     v, b, r = state
     x = _scaled_input(x, cfg.input_divisor)
     h, a, spikes = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-    leak, beta, threshold = (_constant(c, x) for c in (cfg.leak, cfg.beta, cfg.threshold))
+    one, threshold = _constant(1.0, x), _constant(cfg.threshold, x)
     free = torch.empty(x.shape, dtype=torch.bool, device=x.device) if cfg.refractory > 0 else None
     free_rows = (None,) * x.shape[0] if free is None else free.unbind(0)
     n_adaptive = min(cfg.n_adaptive, x.shape[-1])
     for h_t, a_t, s_t, x_t, free_t in zip(
         h.unbind(0), a.unbind(0), spikes.unbind(0), x.unbind(0), free_rows, strict=True
     ):
-        torch.mul(v, leak, out=h_t)
-        h_t.add_(x_t)
-        torch.mul(b, beta, out=a_t)
-        a_t.add_(threshold)
+        torch.addcmul(x_t, v, one, value=cfg.leak, out=h_t)  # X + (λ V)·1
+        torch.addcmul(threshold, b, one, value=cfg.beta, out=a_t)  # V_th + (β b)·1
         torch.ge(h_t, a_t, out=s_t)
         if free_t is not None:
             torch.eq(r, 0, out=free_t)

@@ -304,21 +304,65 @@ def spike_linear_mlp(host: PluginHost, neuron: str) -> SpikingModel:
     return model
 
 
+def saved_during(model: torch.nn.Module, x: Tensor) -> list[Tensor]:
+    """Every tensor autograd saves for backward during one ``forward_seq`` of ``model``."""
+    saved: list[Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        model.forward_seq(x)
+    return saved
+
+
 @pytest.mark.parametrize("neuron", ["lif", "alif"])
-def test_spike_linear_keeps_fused_spikes_as_bool_with_the_same_gradients(host, neuron):
+def test_spike_linear_keeps_no_copy_of_fused_spikes_and_gets_the_same_gradients(host, neuron):
+    """Layer 2 and the readout save, for their weight gradients, the very tensors their spiking
+    layer saved (``H`` ...: same storage), not a float or bool copy of the spikes."""
     model = spike_linear_mlp(host, neuron)
     x, y = random_batch()
     fused, plain = mlp_gradients(model, x, y, True), mlp_gradients(model, x, y, False)
     for a, b in zip(fused, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=EXACT)
-    saved: list[Tensor] = []
     set_fused(model, True)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        model.forward_seq(x)
-    spike_inputs = [t for t in saved if t.dtype == torch.bool and t.shape[-1] in (7, 5)]
-    assert len(spike_inputs) == 2, "layer 2 and the readout keep their spike input as bool"
+    saved = saved_during(model, x)
     rows = x.shape[0] * x.shape[1]
-    assert not any(t.dtype == torch.float64 and t.shape in ((rows, 7), (rows, 5)) for t in saved)
+    assert not any(t.shape in ((rows, 7), (rows, 5)) for t in saved), "no copy of the spikes"
+    storages = [t.untyped_storage().data_ptr() for t in saved if t.shape[:2] == x.shape[:2]]
+    shared = {p for p in storages if storages.count(p) > 1}
+    per_layer = 1 if neuron == "lif" else 2  # H, or H and A
+    assert len(shared) == 2 * per_layer, "layers 1 and 2 share what they saved with the synapse they feed"
+
+
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+def test_spike_linear_on_part_of_a_spike_train_keeps_it_as_bool(host, neuron):
+    """Steps of a fused spike train (a slice, not the whole output) cannot be rebuilt from the
+    layer's saved tensors: they are kept as bool, with the same gradient as ``nn.Linear``."""
+    layer = make(host, neuron, {"v_threshold": 0.5}, "atan")
+    spikes, _ = layer.forward_seq(inputs())
+    part = spikes[2:5].flatten(0, 1)
+    linear = SpikeLinear(N, 3, dtype=torch.float64)
+    saved: list[Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = linear(part)
+    assert [t.shape for t in saved if t.dtype == torch.bool] == [part.shape]
+    g = torch.randn(out.shape, dtype=out.dtype)
+    got = torch.autograd.grad(out, [linear.weight, linear.bias], g)
+    want = torch.autograd.grad(torch.nn.functional.linear(part, linear.weight, linear.bias), [linear.weight, linear.bias], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=EXACT)
+
+
+def test_spikes_rebuilt_from_a_float32_threshold_equal_the_forward(host):
+    """The weight gradient of a synapse fed by a fused layer uses spikes rebuilt from ``H``; with a
+    threshold that is not a float32 number they must still be the forward's spikes exactly."""
+    layer = make(host, "lif", {"v_threshold": 0.7, "tau": 1.0}, "atan")
+    on = torch.full((1, 2, N), 0.7, dtype=torch.float32)
+    x = torch.cat([on, torch.nextafter(on, torch.zeros(())), torch.nextafter(on, torch.ones(()))])
+    spikes, _ = layer.forward_seq(x.requires_grad_(True))
+    linear = SpikeLinear(N, 3)
+    out = linear(spikes.flatten(0, 1))
+    g = torch.randn(out.shape)
+    (g_w,) = torch.autograd.grad(out, [linear.weight], g)
+    torch.testing.assert_close(g_w, g.t() @ spikes.detach().flatten(0, 1), rtol=0, atol=0)
+    assert spikes[:, 0, 0].tolist() == [1.0, 0.0, 1.0]
 
 
 def test_spike_linear_is_linear_on_other_inputs() -> None:
