@@ -5,10 +5,12 @@ One BPTT step (forward + backward, per-step loss) of a LIF MLP ``784-H-H-10`` ov
 *floor*: the model's three ``Linear`` layers run forward and backward on all ``T·B`` rows at once.
 Times are medians of repeated steps, taken in turns; on the CPU they are the thread's CPU time
 (one thread), so other processes on a shared machine inflate them less. ``saved MiB`` is what
-autograd holds for backward (``SavedTensorMeter``, parameters excluded).
+autograd holds for backward (``SavedTensorMeter``, parameters excluded). The ``mlp``'s synapses fed
+by spikes are ``SpikeLinear`` (no copy of the spikes kept for the weight gradients);
+``--plain-linear`` makes them ``nn.Linear`` (a float copy each) to show what that saves.
 
     python benchmarks/multistep_lif.py [--T 100 --batch 32 --hidden 256 --reset soft --device cpu]
-    python benchmarks/multistep_lif.py --spike-linear   # spikes saved as bool for the weight gradients
+    python benchmarks/multistep_lif.py --plain-linear
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ def timer(device: str) -> Callable[[], float]:
     return synchronised
 
 
-def use_spike_linear(model: SpikingModel) -> None:
-    """Swap the ``nn.Linear`` synapses after the first stage, and the readout, for ``SpikeLinear``."""
+def use_plain_linear(model: SpikingModel) -> None:
+    """Swap the ``SpikeLinear`` synapses after the first stage, and the readout, for ``nn.Linear``."""
     owners = [(stage, "synapse") for stage in list(model.stages)[1:]] + [(model, "readout")]
     for owner, name in owners:
         old = getattr(owner, name)
-        new = SpikeLinear(old.in_features, old.out_features, bias=old.bias is not None)
+        assert isinstance(old, SpikeLinear), f"{name}: expected the mlp's SpikeLinear, got {type(old).__name__}"
+        new = nn.Linear(old.in_features, old.out_features, bias=old.bias is not None)
         new.load_state_dict(old.state_dict())
         setattr(owner, name, new.to(old.weight.device))
 
@@ -60,7 +63,7 @@ def main() -> None:
     parser.add_argument("--surrogate", default="atan")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--spike-linear", action="store_true", help="hidden synapses and readout as SpikeLinear")
+    parser.add_argument("--plain-linear", action="store_true", help="hidden synapses and readout as nn.Linear")
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(1)
@@ -69,8 +72,8 @@ def main() -> None:
     info = DataInfo((784,), 10, T, n_train=0, n_test=0)
     make = neuron_factory(host, "lif", {"reset": args.reset}, args.surrogate)
     model: SpikingModel = build_model(host, "mlp", info, make, {"hidden": [H, H]}).to(dev)
-    if args.spike_linear:
-        use_spike_linear(model)
+    if args.plain_linear:
+        use_plain_linear(model)
     layers = [nn.Linear(784, H), nn.Linear(H, H), nn.Linear(H, 10)]
     floor_net = nn.Sequential(*layers).to(dev)
     x = (torch.rand(T, B, 784, device=dev) < 0.2).float()

@@ -17,7 +17,10 @@ Differences that remain (none changes the forward spikes beyond float round-off,
   Norse's SuperSpike ignores its ``alpha`` (always ``1/(1 + |x|)²``);
 * Θ(0): 1 in snnarena and SpikingJelly, 0 in snnTorch and Norse (ties have probability 0 here);
 * snnTorch runs its idiomatic per-step loop (``Linear`` and ``Leaky`` each step); the others run
-  each ``Linear`` once over all ``T·B`` rows.
+  each ``Linear`` once over all ``T·B`` rows;
+* snnarena's synapses fed by spikes are ``SpikeLinear``, as in its ``mlp`` model: for the weight
+  gradient they keep no copy of the spikes but rebuild them from the membrane ``H`` their LIF
+  layer saved anyway (the peers keep the spikes, or per-step tensors holding them).
 
 Times are the median of ``--repeats`` steps after ``--warmup``, the libraries interleaved (one
 step each, in rotating order, per round). ``saved MiB``: the peak bytes autograd holds for backward
@@ -101,7 +104,7 @@ def copied(layers: Sequence[nn.Linear], scale: float = 1.0) -> nn.ModuleList:
 
 
 def spike_linear(linear: nn.Linear) -> SpikeLinear:
-    """A :class:`~snnarena.multistep.SpikeLinear` holding ``linear``'s weights."""
+    """A :class:`~snnarena.multistep.SpikeLinear` holding a copy of ``linear``'s weights."""
     out = SpikeLinear(linear.in_features, linear.out_features, bias=linear.bias is not None)
     out.load_state_dict(linear.state_dict())
     return out
@@ -144,8 +147,8 @@ def snnarena_net(layers: Sequence[nn.Linear]) -> Net:
         {"slope": 1.0},
     )
     # as the mlp plugin: synapses fed by spikes are SpikeLinear (no copy of their input kept)
-    synapses = [linear if i == 0 else spike_linear(linear) for i, linear in enumerate(copied(layers))]
-    stages = nn.ModuleList(Stage(synapse, make()) for synapse in synapses)
+    synapses = [copied(layers[:1])[0], *(spike_linear(layer) for layer in layers[1:])]
+    stages = [Stage(synapse, make()) for synapse in synapses]
 
     def forward(x: Tensor) -> Tensor:
         h = x
@@ -153,7 +156,7 @@ def snnarena_net(layers: Sequence[nn.Linear]) -> Net:
             h, _ = stage.forward_seq(h)
         return h
 
-    return Net("snnarena", forward, stages)
+    return Net("snnarena", forward, nn.ModuleList(stages))
 
 
 def spikingjelly_net(layers: Sequence[nn.Linear]) -> Net:

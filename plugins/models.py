@@ -57,7 +57,8 @@ class SpikingMLP(SpikingModel):
 
     Stage ``l``: ``I_l = W_l S_{l−1} + b_l`` (inputs flattened), neuron layer of width
     ``hidden[l]``. Synapses fed by spikes are :class:`~snnarena.multistep.SpikeLinear` (the same
-    map; it saves fused spikes as ``bool`` for the weight gradient). ``weight_standardization``
+    map; for the weight gradient it rebuilds the fused spikes from what their layer saved instead
+    of keeping a copy). ``weight_standardization``
     makes the hidden synapses :class:`ScaledWSLinear` (the readout stays plain, as in OTTT's code).
     """
 
@@ -79,7 +80,7 @@ class SpikingMLP(SpikingModel):
         bias = self.params["bias"]
         standardized = self.params["weight_standardization"]
         for i, out in enumerate(self.params["hidden"]):
-            # synapses fed by spikes keep them as bool for the weight gradient (SpikeLinear)
+            # synapses fed by spikes keep no copy of them for the weight gradient (SpikeLinear)
             layer = ScaledWSLinear if standardized else nn.Linear if i == 0 else SpikeLinear
             linear = layer(width, out, bias=bias)
             synapse = _flat_input(info, linear) if i == 0 else linear

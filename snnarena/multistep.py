@@ -19,6 +19,12 @@ Saved for backward: ``H`` ``[T, B, ...]`` in the input's dtype, nothing else (``
 ``D`` are recomputed from it exactly). ALIF (:class:`snnarena_plugins.neurons.AdaptiveLIF`) saves
 ``H`` and the threshold ``A`` ``[T, B, ..., N]`` and, with a refractory period, the mask
 ``1[r[t−1] = 0]`` as ``bool``.
+
+Cost per layer on the CPU: two kernels per step forward for a hard reset to 0 (``addcmul``,
+``lt``), three otherwise; backward, the surrogate's derivative and ``a`` for blocks of steps at
+once (sized to stay in each thread's cache) and one ``addcmul`` per step. A
+:class:`SpikeLinear` fed by a layer's whole spike train saves no copy of it: it keeps a reference
+to the tensors the layer saved (``H``) and rebuilds the spikes from them for its weight gradient.
 """
 
 from __future__ import annotations
@@ -411,15 +417,10 @@ def spike_source(x: Tensor) -> SpikeSource | None:
     if not is_fused_spikes(x):
         return None
     base = x if x._base is None else x._base
-    whole = (
-        x.numel() == base.numel()
-        and x.data_ptr() == base.data_ptr()
-        and x.is_contiguous()
-        and base.is_contiguous()
-    )
+    whole = x.numel() == base.numel() and x.data_ptr() == base.data_ptr() and x.is_contiguous() and base.is_contiguous()
     if not whole:
         return None
-    node = base.grad_fn
+    node: Any = base.grad_fn  # the fused layer's ctx: its config and saved tensors
     return SpikeSource(_SPIKE_REBUILDS[type(node)], node.cfg, tuple(node.saved_tensors))
 
 

@@ -231,6 +231,41 @@ def test_without_a_graph_the_fused_forward_is_the_step_path_bit_for_bit(host):
         assert all(torch.equal(a, b) for a, b in zip(fused_state, state, strict=True))
 
 
+#: Constants that are not binary fractions (λ = 2/3, V_th = 0.7, β = 1.3), with every forward path:
+#: the hard reset to 0 (its own loop), to another value, and the soft reset.
+ROUNDING = [
+    pytest.param("lif", {"tau": 3.0, "reset": "hard"}, id="lif-hard-to-0"),
+    pytest.param("lif", {"tau": 3.0, "reset": "hard", "v_reset": -0.3, "decay_input": True}, id="lif-hard-to-v"),
+    pytest.param("lif", {"tau": 3.0, "reset": "soft"}, id="lif-soft"),
+    pytest.param("if", {"reset": "hard"}, id="if-hard-to-0"),
+    pytest.param("alif", {"tau": 3.0, "beta": 1.3, "tau_adapt": 7.0, "refractory": 1}, id="alif"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("name", "params"), ROUNDING)
+def test_the_fused_forward_rounds_as_step_does(host, name, params, dtype):
+    """Bit-equal spikes and final states over many steps from a random state, with constants that
+    round: a fused multiply-add (one rounding instead of ``step``'s two) would show in the states."""
+    neuron = make(host, name, {"v_threshold": 0.7, **params}, "atan")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(60, 16, 64, generator=g, dtype=dtype) * 1.1
+    state = type(neuron.init_state(x[0]))(
+        *(
+            torch.rand(f.shape, generator=g, dtype=dtype) * 0.5 * (n != "refractory")
+            for n, f in zip(neuron.init_state(x[0])._fields, neuron.init_state(x[0]), strict=True)
+        )
+    )
+    with torch.no_grad():
+        spikes, final = neuron.forward_seq(x, state)
+        neuron.fused = False
+        ref_spikes, ref_final = neuron.forward_seq(x, state)
+    assert 0.05 < float(ref_spikes.mean()) < 0.95
+    assert torch.equal(spikes, ref_spikes)
+    for a, b in zip(final, ref_final, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_subclass_that_changes_the_step_runs_its_own_step(host):
     calls = []
 
@@ -265,8 +300,10 @@ def test_backward_blocks_join_exactly(host, monkeypatch, name, params):
     x = inputs()
     state = random_state(neuron, x[0])
     expected = run_both(neuron, x, state)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # blocks scale with the threads
     for steps_per_block in (1, 2, 3):
         monkeypatch.setattr(multistep, "CPU_BLOCK_ELEMENTS", steps_per_block * BATCH * N)
+        assert multistep._blocks(T - 1, x[0])[-1] == (0, steps_per_block)
         runs = run_both(neuron, x, state)
         for a, b in zip(runs[True][2], expected[False][2], strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=EXACT)
@@ -293,9 +330,9 @@ def test_half_precision_runs_the_step_path(host):
     assert "Sequence" not in type(spikes.grad_fn).__name__
 
 
-def spike_linear_mlp(host: PluginHost, neuron: str) -> SpikingModel:
+def spike_linear_mlp(host: PluginHost, neuron: str, params: dict[str, Any] | None = None) -> SpikingModel:
     """``make_mlp`` with its hidden synapses and readout as :class:`SpikeLinear` (same weights)."""
-    model = make_mlp(host, neuron=neuron, weight_scale=2.0)
+    model = make_mlp(host, neuron=neuron, neuron_params=params, weight_scale=2.0)
     for owner, name in [(stage, "synapse") for stage in model.stages] + [(model, "readout")]:
         old = getattr(owner, name)
         new = SpikeLinear(old.in_features, old.out_features, dtype=old.weight.dtype)
@@ -312,11 +349,18 @@ def saved_during(model: torch.nn.Module, x: Tensor) -> list[Tensor]:
     return saved
 
 
-@pytest.mark.parametrize("neuron", ["lif", "alif"])
-def test_spike_linear_keeps_no_copy_of_fused_spikes_and_gets_the_same_gradients(host, neuron):
+@pytest.mark.parametrize(
+    ("neuron", "params", "per_layer"),
+    [
+        pytest.param("lif", {"reset": "hard"}, 1, id="lif"),  # H
+        pytest.param("alif", {}, 2, id="alif"),  # H and A
+        pytest.param("alif", {"refractory": 1}, 3, id="alif-refractory"),  # H, A and the mask
+    ],
+)
+def test_spike_linear_keeps_no_copy_of_fused_spikes_and_gets_the_same_gradients(host, neuron, params, per_layer):
     """Layer 2 and the readout save, for their weight gradients, the very tensors their spiking
     layer saved (``H`` ...: same storage), not a float or bool copy of the spikes."""
-    model = spike_linear_mlp(host, neuron)
+    model = spike_linear_mlp(host, neuron, params)
     x, y = random_batch()
     fused, plain = mlp_gradients(model, x, y, True), mlp_gradients(model, x, y, False)
     for a, b in zip(fused, plain, strict=True):
@@ -327,7 +371,6 @@ def test_spike_linear_keeps_no_copy_of_fused_spikes_and_gets_the_same_gradients(
     assert not any(t.shape in ((rows, 7), (rows, 5)) for t in saved), "no copy of the spikes"
     storages = [t.untyped_storage().data_ptr() for t in saved if t.shape[:2] == x.shape[:2]]
     shared = {p for p in storages if storages.count(p) > 1}
-    per_layer = 1 if neuron == "lif" else 2  # H, or H and A
     assert len(shared) == 2 * per_layer, "layers 1 and 2 share what they saved with the synapse they feed"
 
 
@@ -345,7 +388,9 @@ def test_spike_linear_on_part_of_a_spike_train_keeps_it_as_bool(host, neuron):
     assert [t.shape for t in saved if t.dtype == torch.bool] == [part.shape]
     g = torch.randn(out.shape, dtype=out.dtype)
     got = torch.autograd.grad(out, [linear.weight, linear.bias], g)
-    want = torch.autograd.grad(torch.nn.functional.linear(part, linear.weight, linear.bias), [linear.weight, linear.bias], g)
+    want = torch.autograd.grad(
+        torch.nn.functional.linear(part, linear.weight, linear.bias), [linear.weight, linear.bias], g
+    )
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=EXACT)
 
