@@ -41,8 +41,9 @@ class Sigmoid(Surrogate):
     PARAMS = (Param("alpha", "float", 4.0, "slope of σ(αx)", low=1e-6),)
 
     def derivative(self, x: Tensor) -> Tensor:
-        s = torch.sigmoid(self.params["alpha"] * x)
-        return self.params["alpha"] * s * (1 - s)
+        a = self.params["alpha"]
+        s = torch.mul(x, a).sigmoid_()  # in place where possible: the fused backward calls this per block
+        return s.mul(a).mul_(torch.rsub(s, 1))
 
     def primitive(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.params["alpha"] * x)
@@ -56,7 +57,8 @@ class ATan(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         a = self.params["alpha"]
-        return (a / 2) / (1 + (math.pi * a * x / 2) ** 2)
+        t = torch.mul(x, math.pi * a).div_(2)
+        return t.mul_(t).add_(1).reciprocal_().mul_(a / 2)
 
     def primitive(self, x: Tensor) -> Tensor:
         a = self.params["alpha"]
@@ -70,7 +72,8 @@ class FastSigmoid(Surrogate):
     PARAMS = (Param("slope", "float", 25.0, "slope k", low=1e-6),)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return 1.0 / (1 + self.params["slope"] * x.abs()) ** 2
+        t = x.abs().mul_(self.params["slope"]).add_(1)
+        return t.mul_(t).reciprocal_()
 
     def primitive(self, x: Tensor) -> Tensor:
         return x / (1 + self.params["slope"] * x.abs())
@@ -84,7 +87,7 @@ class Triangle(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         a = self.params["alpha"]
-        return (a - a * a * x.abs()).clamp_min(0)
+        return x.abs().mul_(a * a).neg_().add_(a).clamp_min_(0)
 
     def primitive(self, x: Tensor) -> Tensor:
         a = self.params["alpha"]
@@ -118,7 +121,7 @@ class Bellec(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         gamma, w = self.params["gamma"], self.params["width"]
-        return (gamma / w) * (1 - x.abs() / w).clamp_min(0)
+        return x.abs().div_(w).neg_().add_(1).clamp_min_(0).mul_(gamma / w)
 
     def primitive(self, x: Tensor) -> Tensor:
         z = (x / self.params["width"]).clamp(-1, 1)

@@ -56,3 +56,14 @@ def test_no_nan_far_from_threshold(host, name):
 def test_peak_of_derivative_matches_documented_value(host, name, params, peak):
     surrogate = build_surrogate(host, name, params)
     assert float(surrogate.derivative(torch.tensor(0.0, dtype=torch.float64))) == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derivative_leaves_its_input_alone(host, name):
+    """Derivatives work in place on their own buffers (the fused backward calls them per block)."""
+    surrogate = host.get("surrogate", name).obj()
+    x = torch.linspace(-2, 2, 101, dtype=torch.float64)
+    before = x.clone()
+    first = surrogate.derivative(x)
+    assert torch.equal(x, before) and torch.equal(surrogate.derivative(x), first)
+    assert first.data_ptr() != x.data_ptr()
