@@ -105,12 +105,25 @@ def resolve_device(device: str) -> torch.device:
     return chosen
 
 
-def make_optimizer(parameters: Any, config: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name, lr, wd = config["name"], config["lr"], config["weight_decay"]
+def parameter_groups(parameters: Iterable[nn.Parameter], config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one with ``weight_decay`` for every parameter, or with
+    ``weight_decay_on = "weights"`` the tensors of two or more dimensions (linear and conv weights)
+    with it and the rest (biases, norm scales, neuron parameters) without."""
+    params = list(parameters)
+    if config.get("weight_decay_on", "all") == "all":
+        return [{"params": params, "weight_decay": config["weight_decay"]}]
+    weights = [p for p in params if p.dim() >= 2]
+    others = [p for p in params if p.dim() < 2]
+    return [{"params": weights, "weight_decay": config["weight_decay"]}, {"params": others, "weight_decay": 0.0}]
+
+
+def make_optimizer(parameters: Iterable[nn.Parameter], config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name, lr = config["name"], config["lr"]
+    groups = parameter_groups(parameters, config)
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=config["momentum"], weight_decay=wd)
+        return torch.optim.SGD(groups, lr=lr, momentum=config["momentum"])
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[name]
-    return cls(parameters, lr=lr, weight_decay=wd)
+    return cls(groups, lr=lr)
 
 
 class LRSchedule:
@@ -189,6 +202,7 @@ def training_settings(spec: CellSpec) -> dict[str, Any]:
         "optimizer": optimizer["name"],
         "lr": optimizer["lr"],
         "weight_decay": optimizer["weight_decay"],
+        "weight_decay_on": optimizer.get("weight_decay_on", "all"),
         "momentum": optimizer["momentum"],
         "lr_schedule": schedule_text(optimizer),
         "budget_epochs": spec.train["epochs"],

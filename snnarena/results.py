@@ -104,6 +104,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "optimizer",
     "lr",
     "weight_decay",
+    "weight_decay_on",
     "momentum",
     "lr_schedule",
     "budget_epochs",

@@ -101,11 +101,21 @@ TRAIN_PARAMS = ParamSet(
         ),
     )
 )
+#: ``train.optimizer.weight_decay_on``: every parameter, or only weights (two or more dimensions).
+WEIGHT_DECAY_TARGETS: tuple[str, ...] = ("all", "weights")
 OPTIMIZER_PARAMS = ParamSet(
     (
         Param("name", "str", "adam", "optimizer", choices=OPTIMIZERS),
         Param("lr", "float", 1e-3, "learning rate", low=0.0),
         Param("weight_decay", "float", 0.0, "L2 penalty", low=0.0),
+        Param(
+            "weight_decay_on",
+            "str",
+            "all",
+            "parameters the L2 penalty applies to: all, or weights (tensors of two or more dimensions: linear and "
+            "conv weights; biases, norm scales and neuron parameters exempt, as several papers' code does)",
+            choices=WEIGHT_DECAY_TARGETS,
+        ),
         Param("momentum", "float", 0.0, "momentum (sgd only)", low=0.0, high=1.0),
         Param(
             "schedule",
@@ -128,10 +138,14 @@ SCHEDULE_KEYS = ("schedule", "step_size", "gamma")
 
 def optimizer_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
     """The optimizer a cell records: ``resolved`` (OPTIMIZER_PARAMS with defaults filled in) without
-    the schedule keys when the schedule is ``constant``."""
-    if resolved.get("schedule", "constant") != "constant":
-        return dict(resolved)
-    return {k: v for k, v in resolved.items() if k not in SCHEDULE_KEYS}
+    the schedule keys when the schedule is ``constant`` and without ``weight_decay_on`` when it is
+    ``all``, so the ids of suites that set neither do not change."""
+    out = dict(resolved)
+    if out.get("schedule", "constant") == "constant":
+        out = {k: v for k, v in out.items() if k not in SCHEDULE_KEYS}
+    if out.get("weight_decay_on") == "all":
+        del out["weight_decay_on"]
+    return out
 
 
 def schedule_problems(given: Mapping[str, Any]) -> list[tuple[str, str]]:

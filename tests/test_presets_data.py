@@ -137,7 +137,14 @@ def test_ratebp_paper_values(host: PluginHost) -> None:
     assert preset.surrogate == {"name": "sigmoid", "params": {"alpha": 4.0}}
     assert preset.params["eligibility_surrogate"] == "sigmoid4" and preset.params["official_grad_scale"] is True
     assert preset.loss == "rate"
-    assert preset.optimizer == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
+    assert preset.optimizer == {
+        "name": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "weight_decay_on": "weights",
+        "schedule": "cosine",
+    }
 
 
 def test_tbptt_local_paper_unlocks_updates(host: PluginHost) -> None:

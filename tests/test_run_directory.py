@@ -101,10 +101,11 @@ def test_force_resumes_and_keeps_the_history(arena_host, tmp_path):
 # -- 2. training settings columns --------------------------------------------------------------
 def test_training_settings_follow_batch_size():
     at = RESULT_COLUMNS.index("batch_size")
-    assert RESULT_COLUMNS[at + 1 : at + 8] == (
+    assert RESULT_COLUMNS[at + 1 : at + 9] == (
         "optimizer",
         "lr",
         "weight_decay",
+        "weight_decay_on",
         "momentum",
         "lr_schedule",
         "budget_epochs",

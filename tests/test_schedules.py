@@ -200,3 +200,27 @@ def test_a_preset_can_carry_a_schedule(blobs_host: PluginHost) -> None:
 def test_rows_record_the_schedule(blobs_host: PluginHost, optimizer: str, recorded: str) -> None:
     (spec,) = parse_suite(suite(optimizer=optimizer), blobs_host, "schedules.toml").cells
     assert training_settings(spec)["lr_schedule"] == recorded
+
+
+def test_weight_decay_on_weights_spares_biases_and_keeps_ids_by_default(blobs_host: PluginHost) -> None:
+    from snnarena.cell import make_optimizer
+
+    layer = torch.nn.Linear(3, 2)
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    config = {"name": "sgd", "lr": 0.5, "momentum": 0.0, "weight_decay": 0.1, "weight_decay_on": "weights"}
+    optimizer = make_optimizer(layer.parameters(), config)
+    layer.weight.grad, layer.bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
+    optimizer.step()  # no gradient: only the decay moves parameters
+    assert torch.allclose(layer.weight.detach(), weight * (1 - 0.5 * 0.1)) and torch.equal(layer.bias.detach(), bias)
+    (spec,) = parse_suite(
+        suite(optimizer=', weight_decay = 0.1, weight_decay_on = "weights"'), blobs_host, "s.toml"
+    ).cells
+    assert spec.optimizer["weight_decay_on"] == "weights"
+    assert training_settings(spec)["weight_decay_on"] == "weights"
+    (plain,) = parse_suite(suite(optimizer=", weight_decay = 0.1"), blobs_host, "s.toml").cells
+    (explicit,) = parse_suite(
+        suite(optimizer=', weight_decay = 0.1, weight_decay_on = "all"'), blobs_host, "s.toml"
+    ).cells
+    assert "weight_decay_on" not in plain.optimizer and plain.cell_id == explicit.cell_id
+    with pytest.raises(SuiteError, match="weight_decay_on"):
+        parse_suite(suite(optimizer=', weight_decay_on = "biases"'), blobs_host, "s.toml")

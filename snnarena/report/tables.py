@@ -234,7 +234,7 @@ def label_rows(results: pd.DataFrame, multi_run: bool) -> pd.DataFrame:
 
 
 #: The training settings a method is compared under: its reference (BPTT) must share them.
-OPTIMIZER_COLUMNS: tuple[str, ...] = ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule")
+OPTIMIZER_COLUMNS: tuple[str, ...] = ("optimizer", "lr", "weight_decay", "weight_decay_on", "momentum", "lr_schedule")
 
 
 def optimizer_text(frame: pd.DataFrame) -> pd.Series:
