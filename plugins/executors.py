@@ -221,6 +221,7 @@ class RayExecutor(Executor):
 
     name = "ray"
     extra = "ray"
+    remote = True
     PARAMS = (
         Param(
             "address",
@@ -328,6 +329,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
     extra = "slurm"
+    remote = True
     PARAMS = (
         Param("partition", "str", "", "Slurm partition (empty: the cluster's default)"),
         Param("time_limit_min", "int", 60, "time limit of each cell's job, in minutes", low=1),

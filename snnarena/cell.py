@@ -286,7 +286,12 @@ def run_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str = "auto"
     every other exception, ``SystemExit`` from a plugin included, is recorded and returned.
     """
     started = time.perf_counter()
-    torch_device = resolve_device(device)
+    try:
+        torch_device = resolve_device(device)
+    except ConfigurationError as err:  # a worker of a cluster without the device the run asked for
+        identity = {**base_row(spec, host, run_id, torch.device("cpu")), "device": device}
+        unusable = {"status": "failed", "reason": f"{type(err).__name__} on this worker: {err}"}
+        return _record(spec, identity, unusable, [], traceback.format_exc(), started)
     identity = base_row(spec, host, run_id, torch_device)
     curve: list[CurvePoint] = []
     try:

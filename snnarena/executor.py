@@ -102,7 +102,7 @@ def execute_job(job: CellJob, host: PluginHost | None = None) -> CellRecord:
     ``host``): the data root and thread count of the run, and the worker's host and GPU recorded."""
     with data_root_env(job.data_root), torch_threads(job.threads):
         record = run_cell(CellSpec.from_dict(job.spec), host or _worker_host(job.host_config), job.run_id, job.device)
-    record.row.update(worker_columns(resolve_device(job.device)))
+    record.row.update(worker_columns(torch.device(str(record.row["device"]))))  # the device the cell ran on
     return record
 
 
@@ -129,7 +129,7 @@ def gpu_driver() -> str | None:
 def gpu_info(device: torch.device) -> dict[str, str | None]:
     """``{"gpu": name, "cuda": CUDA version torch was built with, "driver": NVIDIA driver}`` of a
     CUDA device; empty for other devices."""
-    if device.type != "cuda":
+    if device.type != "cuda" or not torch.cuda.is_available():
         return {}
     return {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda, "driver": gpu_driver()}
 
@@ -194,6 +194,10 @@ class Executor(ABC):
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     #: The optional snnarena extra that provides this executor's packages (``None``: none needed).
     extra: ClassVar[str | None] = None
+    #: Whether cells may run on other machines than the one running the suite (a cluster): the
+    #: device is then resolved by each worker, so ``--device cuda`` is accepted on a machine
+    #: without a GPU (a login node) instead of being refused there.
+    remote: ClassVar[bool] = False
 
     def __init__(self, context: ExecutionContext, params: Mapping[str, Any]) -> None:
         self.context = context

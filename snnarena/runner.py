@@ -171,7 +171,21 @@ def _resolved_suite(suite: SuiteSpec, first: CellSpec) -> dict[str, Any]:
 
 
 def _device_kind(device: torch.device) -> str:
-    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def run_device(device: str, executor: type[Executor]) -> torch.device:
+    """The device a run records: ``device`` resolved here (:func:`~snnarena.cell.resolve_device`);
+    for an executor whose workers run elsewhere (``remote``), a CUDA device this machine lacks is
+    taken as asked, since each worker resolves the device itself."""
+    try:
+        return resolve_device(device)
+    except ConfigurationError:
+        if not executor.remote:
+            raise
+        return torch.device(device)
 
 
 def run_fingerprint(suite: SuiteSpec, host: PluginHost, device: torch.device) -> dict[str, Any]:
@@ -465,10 +479,10 @@ def run_suite(
     running; the executor may differ from the one that started the run. An unwritable location
     raises :class:`~snnarena.errors.OutputLocationError` before any cell runs.
     """
-    torch_device = resolve_device(device)
+    executor_cls, options = choose_executor(host, suite, executor, executor_options, jobs)
+    torch_device = run_device(device, executor_cls)
     cells = select_cells(suite.cells, only)
     fingerprint = run_fingerprint(suite, host, torch_device)
-    executor_cls, options = choose_executor(host, suite, executor, executor_options, jobs)
     settings = RunSettings(executor_cls, options, threads, jobs, _absolute(data_root or suite.data_root))
     if resume is not None:
         run = RunDirectory(resume)

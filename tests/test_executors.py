@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 
 import snnarena
 from snnarena.cli import main
@@ -172,6 +173,34 @@ def test_a_plugin_executor_runs_a_suite_and_writes_the_same_table(setup, tmp_pat
     manifest = json.loads((lab.run_dir / "manifest.json").read_text())
     assert manifest["executor"] == {"name": "reversed", "options": {}}
     assert manifest["data_root"] == str(root)
+
+
+class Cluster(Reversed):
+    """A remote scheduler: its workers (here, this process) resolve the device themselves."""
+
+    name = "cluster_stand_in"
+    remote = True
+
+
+class ClusterPlugin:
+    @snnarena.hookimpl
+    def register_executors(self, register: Any) -> None:
+        register(Cluster)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU accepts")
+def test_a_gpu_run_is_accepted_on_a_login_node_only_for_remote_executors(setup, tmp_path):
+    host, root = setup
+    host.add_plugin(ClusterPlugin(), "cluster")
+    suite = parse_suite(suite_text(root, top=f'data_root = "{root}"'), host)
+    with pytest.raises(ConfigurationError, match="torch sees no CUDA device"):
+        run_suite(suite, host, results_root=tmp_path / "a", device="cuda")  # in process: refused before any cell
+    outcome = run_suite(suite, host, results_root=tmp_path / "b", device="cuda", executor="cluster_stand_in")
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["fingerprint"]["device"] == "cuda"
+    # each worker resolves the device: here, without a GPU, every cell fails saying so (and --resume reruns it)
+    assert set(outcome.results["status"]) == {"failed"}
+    assert outcome.results["reason"].str.contains("no CUDA device").all()
 
 
 def test_the_data_root_reaches_the_cell_and_is_restored(setup, tmp_path, monkeypatch):
