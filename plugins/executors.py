@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import snnarena
-from snnarena.errors import ConfigurationError
+from snnarena.errors import ConfigurationError, WorkerStopped
 from snnarena.executor import CellJob, ExecutionContext, Executor, execute_job
 from snnarena.extras import import_extra
 from snnarena.host import HostConfig
@@ -322,6 +322,38 @@ def _submitit() -> ModuleType:
     return import_extra("submitit", extra="slurm", needed_for="the slurm executor")
 
 
+class SlurmCellTask:
+    """What each Slurm job runs: one cell (:func:`~snnarena.executor.execute_job`), requeued when
+    the job is preempted.
+
+    submitit answers the scheduler's preemption signal by requeuing the job and exiting. Arriving in
+    the middle of a cell, that exit would be recorded as the cell's failure, so while the cell runs
+    the signal raises :class:`~snnarena.errors.WorkerStopped` instead, which passes through the
+    cell's error handling; submitit's own handler then requeues the job, and the cell runs again
+    from its start (cells keep no partial state). A job that ran out of its time limit is not
+    requeued (it would run out again): its cell is recorded failed, naming the job's logs."""
+
+    def __call__(self, job: CellJob) -> CellRecord:
+        preemption = _submitit().JobEnvironment._usr_sig()
+        requeue = signal.getsignal(preemption)
+        caught: list[tuple[int, Any]] = []
+
+        def stop(signum: int, frame: Any) -> None:
+            caught.append((signum, frame))
+            raise WorkerStopped(f"signal {signal.Signals(signum).name}: the job is preempted")
+
+        signal.signal(preemption, stop)
+        try:
+            return execute_job(job)
+        except WorkerStopped:
+            if not callable(requeue):
+                raise
+            requeue(*caught[0])  # submitit requeues a preempted job (not one that ran out of time) and exits
+            raise
+        finally:
+            signal.signal(preemption, requeue)
+
+
 class SlurmExecutor(Executor):
     """The cells as one Slurm array job, one array task per cell, submitted through submitit.
 
@@ -400,7 +432,7 @@ class SlurmExecutor(Executor):
 
     def submit(self, cells: list[CellSpec]) -> list[tuple[Any, CellSpec]]:
         """Submit ``cells`` as one array job (a single cell: one job); the jobs with their cells."""
-        jobs = self.submitit_executor().map_array(execute_job, [self.context.job(spec) for spec in cells])
+        jobs = self.submitit_executor().map_array(SlurmCellTask(), [self.context.job(spec) for spec in cells])
         self.pending = list(zip(jobs, cells, strict=True))
         return self.pending
 

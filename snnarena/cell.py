@@ -40,7 +40,7 @@ from torch import nn
 
 import snnarena
 from snnarena.data import Bundle, DataInfo, Dataset
-from snnarena.errors import ConfigurationError
+from snnarena.errors import ConfigurationError, WorkerStopped
 from snnarena.factory import build_dataset, build_method, build_metric, build_model, neuron_factory, no_neuron
 from snnarena.host import PluginHost
 from snnarena.loss import LossForm, SequenceLoss
@@ -296,6 +296,8 @@ def run_cell(spec: CellSpec, host: PluginHost, run_id: str, device: str = "auto"
     curve: list[CurvePoint] = []
     try:
         columns, error = _build_train_measure(spec, host, torch_device, curve.append), ""
+    except WorkerStopped:
+        raise  # the scheduler takes the worker: the executor requeues the cell
     except KeyboardInterrupt:
         failed = {"status": "failed", "reason": "interrupted (KeyboardInterrupt)"}
         raise _Interrupted(_record(spec, identity, failed, curve, traceback.format_exc(), started)) from None
@@ -970,7 +972,7 @@ def _metrics(spec: CellSpec, host: PluginHost, ctx: CellContext) -> dict[str, An
             out.update(columns)
             info = {s.name: s for s in metric.series}
             series.update({k: {**info[k].to_dict(), "metric": name, "values": v} for k, v in curves.items()})
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, WorkerStopped):
             raise
         except BaseException as err:  # SystemExit from a metric is that metric's error
             errors[name] = f"{type(err).__name__}: {err}"

@@ -38,3 +38,11 @@ class OutputLocationError(SnnarenaError):
 
 class DataFilesError(SnnarenaError):
     """A dataset's files are missing or damaged; the message names the files and where to get them."""
+
+
+class WorkerStopped(BaseException):
+    """The worker running a cell is being taken away by its scheduler (a preempted cluster job).
+
+    Not an error of the cell: it passes through the cell's and the metrics' error handling (which
+    record any other exception as the cell's failure), so the executor can requeue the cell, which
+    then runs again from its start. A ``BaseException``, like ``KeyboardInterrupt``."""

@@ -35,6 +35,7 @@ PLUGIN = '''
 """A tiny dataset that checks the data root its process sees, and a method that can kill its process once."""
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -76,6 +77,20 @@ class KillOnce(GradientMethod):
         return bptt_accumulate(model, x, y, loss, clock)
 
 
+class PreemptOnce(KillOnce):
+    """BPTT; with `marker` set, the first run of the cell gets the scheduler's preemption signal."""
+
+    name = "preempt_once"
+
+    def accumulate_gradients(self, model, x, y, loss, clock):
+        marker = self.params["marker"]
+        if marker and not Path(marker).exists():
+            Path(marker).touch()
+            os.kill(os.getpid(), signal.SIGUSR2)  # what Slurm (through submitit) sends a preempted job
+            time.sleep(30)
+        return bptt_accumulate(model, x, y, loss, clock)
+
+
 @snnarena.hookimpl
 def register_datasets(register):
     register(ProbeBlobs)
@@ -84,6 +99,7 @@ def register_datasets(register):
 @snnarena.hookimpl
 def register_gradient_methods(register):
     register(KillOnce)
+    register(PreemptOnce)
 '''
 
 SUITE = """
@@ -371,6 +387,27 @@ def test_slurm_through_submitits_local_executor(setup, tmp_path):
         only="seed=0",
     )
     assert again.ran == 1 and set(again.results["status"]) == {"done"}
+
+
+@pytest.mark.cluster
+def test_a_preempted_slurm_job_is_requeued_and_its_cell_runs_again(setup, tmp_path):
+    host, root = setup
+    marker = tmp_path / "preempted-once"
+    text = suite_text(root, markers=[str(marker)], top=f'data_root = "{root}"').replace("kill_once", "preempt_once")
+    options = {"cluster": "local", "poll_s": 0.2}
+    outcome = run_suite(
+        parse_suite(text, host),
+        host,
+        results_root=tmp_path,
+        device="cpu",
+        executor="slurm",
+        executor_options=options,
+        only="method=preempt_once,seed=0",
+    )
+    assert marker.exists()  # the first run was preempted mid-cell ...
+    assert outcome.ran == 1 and list(outcome.results["status"]) == ["done"]  # ... and the requeued job finished it
+    (log,) = (outcome.run_dir / "slurm").glob("*/*_log.err")
+    assert "preempted" in log.read_text()
 
 
 @pytest.fixture
