@@ -26,7 +26,6 @@ import snnarena
 from snnarena.errors import ConfigurationError, WorkerStopped
 from snnarena.executor import CellJob, ExecutionContext, Executor, execute_job
 from snnarena.extras import import_extra
-from snnarena.host import HostConfig
 from snnarena.params import Param
 from snnarena.results import CellRecord
 from snnarena.suite import CellSpec
@@ -56,14 +55,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(conn: Connection, config: HostConfig, parent_pid: int) -> None:
+def _worker_main(conn: Connection, parent_pid: int) -> None:
     """A worker: receives :class:`CellJob` messages, sends back one record each; ``None`` ends it.
-    SIGINT is ignored: the parent decides what an interrupt means for the cells."""
+    SIGINT is ignored: the parent decides what an interrupt means for the cells. The plugin host is
+    loaded once, from the first job's configuration (:func:`~snnarena.executor.execute_job`)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from snnarena.host import PluginHost
-
-    host = PluginHost.load(config)
     while True:
         try:
             job = conn.recv()
@@ -71,7 +68,7 @@ def _worker_main(conn: Connection, config: HostConfig, parent_pid: int) -> None:
             return
         if job is None:
             return
-        conn.send(execute_job(job, host))
+        conn.send(execute_job(job))
 
 
 @dataclass(eq=False)
@@ -118,9 +115,7 @@ class ProcessExecutor(Executor):
     def _start(self) -> _Worker:
         ctx = get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(
-            target=_worker_main, args=(child_conn, self.context.host.config, os.getpid()), name="snnarena-worker"
-        )
+        process = ctx.Process(target=_worker_main, args=(child_conn, os.getpid()), name="snnarena-worker")
         process.start()
         child_conn.close()
         worker = _Worker(process, parent_conn)

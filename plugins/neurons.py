@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import snnarena
-from snnarena.multistep import DTYPES, ALIFConfig, LIFConfig, alif_sequence, heaviside_surrogate, lif_sequence
+from snnarena.multistep import ALIFConfig, LIFConfig, alif_sequence, fused_path_applies, lif_sequence
 from snnarena.neuron import Neuron, Surrogate
 from snnarena.params import Param
 from snnarena.registry import Register
@@ -84,7 +84,7 @@ class IntegrateAndFire(Neuron):
     def sequence_config(self) -> LIFConfig:
         """The constants of :func:`~snnarena.multistep.lif_sequence` for this neuron."""
         return LIFConfig(
-            leak=None,
+            leak=1.0,
             input_divisor=None,
             threshold=self.v_threshold,
             hard_reset=self.reset_mode == "hard",
@@ -102,16 +102,11 @@ class IntegrateAndFire(Neuron):
         return spikes, LIFState(v)
 
     def _fused_applies(self, x: Tensor) -> bool:
-        """``fused`` is on, ``x`` is float32/float64, the dynamics are this module's (``step``/``charge``
-        not overridden by a subclass) and the surrogate is a plain Heaviside one."""
+        """:func:`~snnarena.multistep.fused_path_applies` and the dynamics are this module's
+        (``step``/``charge`` not overridden by a subclass)."""
         own_charge = (IntegrateAndFire.charge, LeakyIntegrateAndFire.charge)
         return (
-            self.fused
-            and x.shape[0] > 0
-            and x.dtype in DTYPES
-            and type(self).step is IntegrateAndFire.step
-            and type(self).charge in own_charge
-            and heaviside_surrogate(self.surrogate)
+            fused_path_applies(self, x) and type(self).step is IntegrateAndFire.step and type(self).charge in own_charge
         )
 
 
@@ -264,12 +259,9 @@ class AdaptiveLIF(Neuron):
         :func:`~snnarena.multistep.alif_sequence` unless ``fused`` is off or a subclass changes
         ``step``/``charge`` (same values as ``T`` calls of :meth:`step`)."""
         fused = (
-            self.fused
-            and x.shape[0] > 0
-            and x.dtype in DTYPES
+            fused_path_applies(self, x)
             and type(self).step is AdaptiveLIF.step
             and type(self).charge is AdaptiveLIF.charge
-            and heaviside_surrogate(self.surrogate)
         )
         if not fused:
             return super().forward_seq(x, state)

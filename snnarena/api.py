@@ -58,7 +58,6 @@ def run(
         device=device,
         executor=executor,
         executor_options=executor_options,
-        data_root=data_root,
     )
 
 

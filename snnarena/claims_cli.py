@@ -15,29 +15,19 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from snnarena.claims import FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, ClaimResult
+from snnarena.claims import UNTESTABLE, ClaimResult
+from snnarena.cli import host_from_args, positive_int
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigurationError
-from snnarena.host import HostConfig, PluginHost
-from snnarena.report.claims_section import TABLE_COLUMNS, VERDICT_NOTE, Subject, evaluate, subjects_of, table_rows
-from snnarena.report.stats import CONFIDENCE
-from snnarena.report.tables import load
+from snnarena.host import PluginHost
+
+if TYPE_CHECKING:  # the report's modules (scipy, pandas) load when the command runs, not with the CLI
+    from snnarena.report.claims_section import Subject
 
 #: The shipped suites ``snnarena claims`` runs: one per family of tasks (a suite holds one kind).
 CLAIMS_SUITES: tuple[str, ...] = ("claims", "claims-long-memory", "claims-equilibrium", "claims-graphs")
 FORMATS: tuple[str, ...] = ("text", "md", "json")
-
-
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_claims_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -69,13 +59,10 @@ def add_claims_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _host(args: argparse.Namespace) -> PluginHost:
-    dirs = (*getattr(args, "plugins_dir_global", ()), *getattr(args, "plugins_dir", ()))
-    return PluginHost.load(HostConfig.from_env(dirs))
-
-
 def _subjects(host: PluginHost, names: Sequence[str]) -> list[Subject]:
     """The plugins with claims, restricted to ``names``; an unknown or claimless name is refused."""
+    from snnarena.report.claims_section import subjects_of
+
     subjects = subjects_of(host.entries(), names)
     missing = [n for n in names if n not in {s.name for s in subjects}]
     if missing:
@@ -121,6 +108,9 @@ def _run(suites: Sequence[Any], host: PluginHost, args: argparse.Namespace) -> l
 
 def format_results(results: Sequence[ClaimResult], fmt: str) -> str:
     """The verdicts as ``text`` (one block per claim), ``md`` (a table) or ``json``."""
+    from snnarena.report.claims_section import TABLE_COLUMNS, VERDICT_NOTE, table_rows, verdict_counts
+    from snnarena.report.stats import CONFIDENCE
+
     if fmt == "json":
         return json.dumps(
             {"confidence": CONFIDENCE, "claims": [r.to_dict() for r in results]}, indent=2, allow_nan=False
@@ -143,13 +133,15 @@ def format_results(results: Sequence[ClaimResult], fmt: str) -> str:
         if r.reduced:
             lines.append(f"  differs from the paper ({r.claim.conditions.setting}) in: {'; '.join(r.reduced)}")
         blocks.append("\n".join(lines))
-    counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE))
-    return "\n\n".join([*blocks, f"{len(results)} verdicts: {counts}", VERDICT_NOTE])
+    return "\n\n".join([*blocks, verdict_counts(results), VERDICT_NOTE])
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
     """Run (or read) the claims' cells and print the verdicts; exit 1 when a cell failed."""
-    host = _host(args)
+    from snnarena.report.claims_section import evaluate
+    from snnarena.report.tables import load
+
+    host = host_from_args(args)
     subjects = _subjects(host, args.methods)
     if args.run and args.suite:
         raise ConfigurationError("snnarena claims: give --run DIR (read runs) or --suite (run suites), not both")

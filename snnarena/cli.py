@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from snnarena.claims import Claim, claim_lines, claims_of
-from snnarena.claims_cli import add_claims_parser, positive_int
 from snnarena.compare import DEFAULT_TOLERANCES, GPU_MEMORY_TOLERANCE
 from snnarena.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigurationError, SnnarenaError
 from snnarena.host import HostConfig, PluginHost
@@ -47,7 +46,7 @@ def _plugins_dirs(args: argparse.Namespace) -> tuple[str, ...]:
     return (*getattr(args, "plugins_dir_global", ()), *getattr(args, "plugins_dir", ()))
 
 
-def _host(args: argparse.Namespace) -> PluginHost:
+def host_from_args(args: argparse.Namespace) -> PluginHost:
     """The plugin host; a ``--plugins-dir`` folder that is not there is an error (the user named it),
     while one from ``SNNARENA_PLUGINS_DIR`` is reported like any plugin failure."""
     for folder in _plugins_dirs(args):
@@ -55,6 +54,17 @@ def _host(args: argparse.Namespace) -> PluginHost:
             what = "is a file, not a folder of plugin files" if Path(folder).exists() else "the folder does not exist"
             raise ConfigurationError(f"--plugins-dir {folder}: {what}")
     return PluginHost.load(HostConfig.from_env(_plugins_dirs(args)))
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _warn_about_plugins(host: PluginHost) -> None:
@@ -69,7 +79,7 @@ def _warn_about_plugins(host: PluginHost) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from snnarena.params import params_of
 
-    host = _host(args)
+    host = host_from_args(args)
     kinds = [args.kind] if args.kind else list(KINDS)
     entries = [e for e in host.entries() if e.kind in kinds]
     if args.json:
@@ -252,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.force and not args.resume:
         raise ConfigurationError("--force only applies to --resume RUN_DIR (it resumes a run whose suite changed)")
-    host = _host(args)
+    host = host_from_args(args)
     _warn_about_plugins(host)
     suite = load_suite(args.suite, host, data_root=args.data_root)
     print(f"suite {suite.name}: {suite.n_cells:,} cells, {_budget_text(suite)}")
@@ -291,7 +301,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             executor=args.executor,
             executor_options=executor_options,
-            data_root=suite.data_root,
             on_record=on_record,
             on_start=on_start,
         )
@@ -374,7 +383,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from snnarena.runner import environment, new_run_id, plugins_manifest, select_cells
     from snnarena.suite import load_suite
 
-    host = _host(args)
+    host = host_from_args(args)
     _warn_about_plugins(host)
     suite = load_suite(args.suite, host)
     cells = select_cells(suite.cells, args.only)
@@ -554,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="root folder of run directories")
     p.add_argument("--run-dir", help="write into this run directory's profile/ (default: a new run directory)")
     p.set_defaults(func=cmd_profile)
+
+    from snnarena.claims_cli import add_claims_parser  # it imports this module's helpers
 
     p = add_claims_parser(sub)
     p.epilog = EXIT_CODES_HELP

@@ -41,10 +41,10 @@ from snnarena.neuron import Neuron, Surrogate
 
 @dataclass(frozen=True)
 class LIFConfig:
-    """Constants of a LIF/IF layer. ``leak`` ``λ`` (``None``: IF, ``H = V + X``, no multiply);
-    ``input_divisor`` ``τ`` for ``decay_input`` (``H = λV + X/τ``), else ``None``."""
+    """Constants of a LIF/IF layer. ``leak`` ``λ`` (IF: 1); ``input_divisor`` ``τ`` for
+    ``decay_input`` (``H = λV + X/τ``), else ``None``."""
 
-    leak: float | None
+    leak: float
     input_divisor: float | None
     threshold: float
     hard_reset: bool
@@ -87,6 +87,13 @@ def heaviside_surrogate(surrogate: Surrogate) -> bool:
 DTYPES = (torch.float32, torch.float64)
 
 
+def fused_path_applies(neuron: Neuron, x: Tensor) -> bool:
+    """What every neuron's fused path needs of ``neuron`` and its input ``X`` ``[T, B, ...]``:
+    ``fused`` on, ``T > 0``, a dtype in :data:`DTYPES` and a :func:`heaviside_surrogate`. (Each
+    neuron also checks that its ``step``/``charge`` are its own, not a subclass's.)"""
+    return neuron.fused and x.shape[0] > 0 and x.dtype in DTYPES and heaviside_surrogate(neuron.surrogate)
+
+
 def _constant(value: float, like: Tensor) -> Tensor:
     """``value`` as a 0-dim tensor of ``like``'s dtype and device (no scalar conversion per call)."""
     return torch.full((), value, dtype=like.dtype, device=like.device)
@@ -113,11 +120,10 @@ def _lif_forward(x: Tensor, v: Tensor, cfg: LIFConfig) -> tuple[Tensor, Tensor, 
     if cfg.hard_reset and cfg.v_reset == 0.0:
         return _lif_forward_reset_to_zero(x, v, cfg)
     h, spikes = torch.empty_like(x), torch.empty_like(x)
-    leak = 1.0 if cfg.leak is None else cfg.leak
     one, threshold, v_reset = (_constant(c, x) for c in (1.0, cfg.threshold, cfg.v_reset))
     after = torch.empty_like(v)  # V[t], overwritten each step once the next charge has read it
     for h_t, s_t, x_t in zip(h.unbind(0), spikes.unbind(0), x.unbind(0), strict=True):
-        torch.addcmul(x_t, v, one, value=leak, out=h_t)
+        torch.addcmul(x_t, v, one, value=cfg.leak, out=h_t)
         torch.ge(h_t, threshold, out=s_t)
         if cfg.hard_reset:
             torch.lerp(h_t, v_reset, s_t, out=after)
@@ -132,12 +138,11 @@ def _lif_forward_reset_to_zero(x: Tensor, v: Tensor, cfg: LIFConfig) -> tuple[Te
     ``K = 1[H < V_th] = 1 − S``, so a step is ``H[t] = X[t] + (λ H[t−1])·K[t−1]`` and ``K[t]`` (two
     kernels, both exact against ``step``); the spikes of all steps are one comparison at the end."""
     h = torch.empty_like(x)
-    leak = 1.0 if cfg.leak is None else cfg.leak
     threshold = _constant(cfg.threshold, x)
     keep, previous = _constant(1.0, x), v  # V[−1] is a state after its reset: K = 1
     below = torch.empty_like(v)
     for h_t, x_t in zip(h.unbind(0), x.unbind(0), strict=True):
-        torch.addcmul(x_t, previous, keep, value=leak, out=h_t)
+        torch.addcmul(x_t, previous, keep, value=cfg.leak, out=h_t)
         torch.lt(h_t, threshold, out=below)
         keep, previous = below, h_t
     spikes = torch.empty_like(x)
@@ -180,7 +185,6 @@ def _lif_backward(
 ) -> Tensor:
     """``g_H`` ``[T, B, ...]`` by the reverse recurrence (module docstring): per block of steps,
     ``D g_S`` and ``a`` for all its steps at once, then one in-place ``addcmul`` per step."""
-    leak = 1.0 if cfg.leak is None else cfg.leak
     steps = h.shape[0]
     g_h = torch.empty_like(h)
     rows = g_h.unbind(0)
@@ -198,10 +202,10 @@ def _lif_backward(
         a = terms(t0, t1)
         if a is None:
             for t in range(t1 - 1, t0 - 1, -1):
-                rows[t].add_(rows[t + 1], alpha=leak)
+                rows[t].add_(rows[t + 1], alpha=cfg.leak)
         else:
             for t, a_t in zip(range(t1 - 1, t0 - 1, -1), reversed(a.unbind(0)), strict=True):
-                rows[t].addcmul_(a_t, rows[t + 1], value=leak)
+                rows[t].addcmul_(a_t, rows[t + 1], value=cfg.leak)
     return g_h
 
 
@@ -223,7 +227,7 @@ class _LIFSequence(torch.autograd.Function):
         g_h = _lif_backward(h, g_spikes, g_v, cfg, ctx.surrogate)
         g_x = g_v0 = None
         if ctx.needs_input_grad[1]:
-            g_v0 = g_h[0].clone() if cfg.leak is None else g_h[0] * cfg.leak
+            g_v0 = g_h[0] * cfg.leak
         if ctx.needs_input_grad[0]:
             g_x = g_h if cfg.input_divisor is None else g_h.div_(cfg.input_divisor)
         return g_x, g_v0, None, None
@@ -239,7 +243,7 @@ def lif_sequence(x: Tensor, v0: Tensor, cfg: LIFConfig, surrogate: Surrogate) ->
 # -- ALIF -------------------------------------------------------------------------------------------
 
 
-def _adaptive_mask(like: Tensor, n_adaptive: int) -> Tensor | None:  # used by the backward pass
+def _adaptive_mask(like: Tensor, n_adaptive: int) -> Tensor | None:
     """``m_j`` ``[N]`` (1 for the first ``n_a`` neurons), or ``None`` when every neuron adapts."""
     n = like.shape[-1]
     if n_adaptive >= n:
@@ -298,14 +302,13 @@ class _ALIFSequence(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         h, a, free = ctx.saved_tensors
         cfg: ALIFConfig = ctx.cfg
-        g_h = _alif_backward(h, a, free, g_spikes, g_v, g_b, cfg, ctx.surrogate)
-        g_x = g_h.pop("x")
+        g_x, g_v0, g_b0 = _alif_backward(h, a, free, g_spikes, g_v, g_b, cfg, ctx.surrogate)
         if cfg.input_divisor is not None:
             g_x = g_x.div_(cfg.input_divisor)
         return (
             g_x if ctx.needs_input_grad[0] else None,
-            g_h["v"] if ctx.needs_input_grad[1] else None,
-            g_h["b"] if ctx.needs_input_grad[2] else None,
+            g_v0 if ctx.needs_input_grad[1] else None,
+            g_b0 if ctx.needs_input_grad[2] else None,
             None,
             None,
             None,
@@ -321,14 +324,14 @@ def _alif_backward(
     g_b: Tensor | None,
     cfg: ALIFConfig,
     surrogate: Surrogate,
-) -> dict[str, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Reverse recurrence of ALIF, per step with ``D`` masked by ``1[r[t−1] = 0]``::
 
         g_S = g_S^out + (1 − ρ) m g_b[t] − A g_V[t] (not detached)     g_Z = D g_S
         g_H = g_V[t] + g_Z     g_A = −S g_V[t] − g_Z
         g_b[t−1] = ρ g_b[t] + β g_A     g_V[t−1] = λ g_H     g_X[t] = c g_H
 
-    → ``{"x": g_H [T, ...], "v": g_V[−1], "b": g_b[−1]}``; coefficients block by block."""
+    → ``g_H`` ``[T, ...]``, ``g_V[−1]``, ``g_b[−1]``; coefficients block by block."""
     gv = torch.zeros_like(h[0]) if g_v is None else g_v
     gb = torch.zeros_like(h[0]) if g_b is None else g_b
     g_x = torch.empty_like(h)
@@ -355,7 +358,7 @@ def _alif_backward(
             g_a = torch.addcmul(g_z, s[i], gv).neg_()  # −S g_V − g_Z
             gb = torch.add(gb * cfg.rho, g_a, alpha=cfg.beta)
             gv = g_h * cfg.leak
-    return {"x": g_x, "v": gv, "b": gb}
+    return g_x, gv, gb
 
 
 def alif_sequence(

@@ -70,7 +70,9 @@ class Surrogate:
         return _SpikeFunction.apply(x, self)
 
     def derivative(self, x: Tensor) -> Tensor:
-        """The pseudo-derivative dS/dx used in the backward pass."""
+        """The pseudo-derivative dS/dx used in the backward pass, as a new tensor shaped like ``x``
+        (never ``x`` itself or a cached tensor: the fused backward updates it in place); ``x`` is
+        left unchanged."""
         raise NotImplementedError
 
     def primitive(self, x: Tensor) -> Tensor:

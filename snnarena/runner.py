@@ -513,7 +513,7 @@ def run_suite(
             implied_by_jobs=executor is None and not executor_options and suite.executor is None,
             todo=len(todo),
         )
-        ran, stopped_by = _execute(run, todo, chosen, threads, on_record)
+        ran, stopped_by = _execute(run, todo, chosen, on_record)
         results = run.aggregate()
     selected = {c.cell_id for c in cells}
     failed = int(((results["status"] == "failed") & results["cell_id"].isin(selected)).sum()) if len(results) else 0
@@ -535,13 +535,10 @@ def _execute(
     run: RunDirectory,
     todo: list[CellSpec],
     executor: Executor,
-    threads: int,
     on_record: Callable[[CellRecord], None] | None,
 ) -> tuple[int, str | None]:
     """Run ``todo`` on ``executor`` and save each record as it comes (this process alone writes the
     run directory); ``(cells saved, the signal that stopped the run or None)``."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     ran = 0
     stops = _StopSignals()
 
@@ -572,5 +569,4 @@ def _execute(
                 return ran, stops.received or "KeyboardInterrupt"
     finally:
         executor.close()
-        torch.set_num_threads(previous_threads)
     return ran, None

@@ -574,6 +574,16 @@ def test_damaged_files_are_named(tmp_path: Path) -> None:
     ]
 
 
+def test_a_damaged_poker_dvs_file_in_its_suit_folder_is_named(tmp_path: Path) -> None:
+    write_poker_dvs(tmp_path)
+    bad = next((tmp_path / "POKERDVS" / "pips_test").glob("*/*.npy"))  # pips_test/<suit>/<name>.npy
+    np.save(bad, np.zeros((5, 3)))
+    problems = POKERDVS.check_files(params_of(POKERDVS).resolve({"root": str(tmp_path)}))
+    assert problems == [
+        f"{bad}: holds an array of shape [5, 3], expected [N, 4] events; delete it and download it again"
+    ]
+
+
 # -- event_shapes ------------------------------------------------------------------------------
 
 

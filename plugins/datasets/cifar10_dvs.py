@@ -13,7 +13,6 @@ class is held out, then ``val_fraction`` of the training part. The 128x128 senso
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from snnarena.params import Param
 
 from ._common import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, root_param, stratified_split, subset
 from .events import (
+    FLATTEN,
     TonicEventDataset,
     TonicSource,
     first_file,
@@ -57,18 +57,15 @@ class CIFAR10DVS(TonicEventDataset):
     sensor_size = (128, 128, 2)
     n_classes = 10
     how_to_get = HOW_TO_GET
+    folder_name = "CIFAR10DVS"
     PARAMS = (
         root_param("CIFAR10DVS/<class>/*.aedat4"),
-        Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)"),
+        FLATTEN,
         Param("test_fraction", "float", 0.1, "share of each class held out for testing", low=0.01, high=0.99),
         *framing_params(spatial_factor=0.375),
         *subset_params(),
         *stream_params(),
     )
-
-    @classmethod
-    def folder(cls, params: Mapping[str, Any]) -> Path:
-        return data_root(params.get("root")) / "CIFAR10DVS"
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:

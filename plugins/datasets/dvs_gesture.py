@@ -14,14 +14,13 @@ setups shrink it); ``flatten=true`` gives ``[2 * 32 * 32]``. The official user s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from snnarena.data import data_root
-from snnarena.params import Param
 
 from ._common import root_param
 from .events import (
+    FLATTEN,
     TonicEventDataset,
     TonicSource,
     first_file,
@@ -54,17 +53,14 @@ class DVSGesture(TonicEventDataset):
     sensor_size = (128, 128, 2)
     n_classes = 11
     how_to_get = HOW_TO_GET
+    folder_name = "DVSGesture"
     PARAMS = (
         root_param("DVSGesture/ibmGestureTrain/ and DVSGesture/ibmGestureTest/"),
-        Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)"),
+        FLATTEN,
         *framing_params(spatial_factor=0.25),
         *subset_params(),
         *stream_params(),
     )
-
-    @classmethod
-    def folder(cls, params: Mapping[str, Any]) -> Path:
-        return data_root(params.get("root")) / "DVSGesture"
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:

@@ -430,6 +430,10 @@ def framing_params(*, binary: bool = False, spatial_factor: float = 1.0) -> tupl
     )
 
 
+#: ``flatten`` of the DVS datasets whose frames are ``[2, H, W]``.
+FLATTEN = Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)")
+
+
 def stream_params() -> tuple[Param, ...]:
     """``stream`` and ``workers``: read the binned frames through data loaders."""
     return (stream_param("the binned frames sample by sample from the disk (the same batches)"), WORKERS)
@@ -486,10 +490,13 @@ class TonicEventDataset(Dataset):
     #: One sentence: which archives to fetch from where, and where to put their contents.
     how_to_get: ClassVar[str] = ""
 
+    #: The dataset's folder under the data root: tonic's class name (its ``save_to`` layout).
+    folder_name: ClassVar[str] = ""
+
     @classmethod
     def folder(cls, params: Mapping[str, Any]) -> Path:
-        """The dataset's folder: the data root, then tonic's class name (its ``save_to`` layout)."""
-        raise NotImplementedError
+        """The dataset's folder: the data root, then :attr:`folder_name`."""
+        return data_root(params.get("root")) / cls.folder_name
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:

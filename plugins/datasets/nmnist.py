@@ -62,6 +62,7 @@ class NMNIST(TonicEventDataset):
     sensor_size = (34, 34, 2)
     n_classes = 10
     how_to_get = HOW_TO_GET
+    folder_name = "NMNIST"
     PARAMS = (
         root_param("NMNIST/Train/<digit>/*.bin and NMNIST/Test/<digit>/*.bin"),
         Param("flatten", "bool", True, "frames [2312] (true) or [2, 34, 34] (false, for conv nets)"),
@@ -70,10 +71,6 @@ class NMNIST(TonicEventDataset):
         *subset_params(),
         *stream_params(),
     )
-
-    @classmethod
-    def folder(cls, params: Mapping[str, Any]) -> Path:
-        return data_root(params.get("root")) / "NMNIST"
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:

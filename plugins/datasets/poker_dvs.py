@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from snnarena.data import data_root
-from snnarena.params import Param
 
 from ._common import root_param
 from .events import (
+    FLATTEN,
     TonicEventDataset,
     TonicSource,
     first_file,
@@ -49,17 +49,14 @@ class POKERDVS(TonicEventDataset):
     sensor_size = (35, 35, 2)
     n_classes = 4
     how_to_get = HOW_TO_GET
+    folder_name = "POKERDVS"
     PARAMS = (
         root_param("POKERDVS/pips_train/<suit>/*.npy and POKERDVS/pips_test/<suit>/*.npy"),
-        Param("flatten", "bool", False, "frames [2 * H * W] (true) or [2, H, W] (false, for conv nets)"),
+        FLATTEN,
         *framing_params(),
         *subset_params(),
         *stream_params(),
     )
-
-    @classmethod
-    def folder(cls, params: Mapping[str, Any]) -> Path:
-        return data_root(params.get("root")) / "POKERDVS"
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:
@@ -76,7 +73,7 @@ class POKERDVS(TonicEventDataset):
         return [
             problem
             for name in SPLITS.values()
-            for problem in npy_events_problem(first_file(cls.folder(params) / name, "*.npy"))
+            for problem in npy_events_problem(first_file(cls.folder(params) / name, "*/*.npy"))
         ]
 
     def open_split(self, split: str) -> TonicSource:

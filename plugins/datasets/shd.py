@@ -55,16 +55,13 @@ class SHD(TonicEventDataset):
     sensor_size = (700, 1, 1)
     n_classes = 20
     how_to_get = HOW_TO_GET
+    folder_name = "SHD"
     PARAMS = (
         root_param("SHD/shd_train.h5 and SHD/shd_test.h5"),
         *framing_params(),
         *subset_params(),
         *stream_params(),
     )
-
-    @classmethod
-    def folder(cls, params: Mapping[str, Any]) -> Path:
-        return data_root(params.get("root")) / "SHD"
 
     @classmethod
     def missing(cls, params: Mapping[str, Any]) -> list[str]:

@@ -359,6 +359,12 @@ def table_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
     ]
 
 
+def verdict_counts(results: Sequence[ClaimResult]) -> str:
+    """How many verdicts of each kind, ``4 verdicts: 2 holds, 1 does not hold, ...`` (section and CLI)."""
+    counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE))
+    return f"{len(results)} verdicts: {counts}"
+
+
 def claims_section(data: ReportData, subjects: Iterable[Subject]) -> Section | None:
     """The report's section: every claim of the ``subjects`` that have cells in the run; ``None``
     when none has."""
@@ -367,10 +373,9 @@ def claims_section(data: ReportData, subjects: Iterable[Subject]) -> Section | N
         return None
     results = evaluate(data.results, present, data.columns)
     rows = [[Cell(v, numeric=i in (5, 6)) for i, v in enumerate(row)] for row in table_rows(results)]
-    counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE))
     return Section(
         "Paper claims",
-        [Text(f"{len(results)} verdicts: {counts}."), Table(list(TABLE_COLUMNS), rows), Text(VERDICT_NOTE, "note")],
+        [Text(f"{verdict_counts(results)}."), Table(list(TABLE_COLUMNS), rows), Text(VERDICT_NOTE, "note")],
         anchor="claims",
     )
 
